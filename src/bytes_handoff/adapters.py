@@ -1,0 +1,245 @@
+"""I/O adapters: how ``HandoffBuffer`` reads and ``WriteHandoff`` writes.
+
+The library talks to I/O through two tiny protocols:
+
+* :class:`ByteReader` -- ``async read_into(view) -> int`` fills a prefix of
+  ``view`` and returns the count, ``0`` at end of stream.
+* :class:`ByteWriter` -- ``async write_some(chunks) -> int`` writes a prefix of
+  the concatenated ``chunks`` (at least one byte) and returns its length;
+  ``async shutdown()`` ends the write side.
+
+Any object with those methods is used as it is (the in-memory
+:class:`~bytes_handoff.DuplexStream` is one). Other types are wrapped by a
+factory found along their MRO in a registry; this module registers
+non-blocking ``socket.socket`` and asyncio's ``StreamReader``/``StreamWriter``.
+To support another type, write a class with those methods in a small module
+and call :func:`register_reader` / :func:`register_writer` for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ._types import BytesLike
+
+__all__ = [
+    "ByteReader",
+    "ByteWriter",
+    "SocketReader",
+    "SocketWriter",
+    "StreamReaderAdapter",
+    "StreamWriterAdapter",
+    "as_reader",
+    "as_writer",
+    "register_reader",
+    "register_writer",
+]
+
+#: The most buffers one ``sendmsg`` call is given (well under IOV_MAX = 1024).
+MAX_IOVECS = 64
+
+
+@runtime_checkable
+class ByteReader(Protocol):
+    """Something ``HandoffBuffer.read_available`` can read from."""
+
+    async def read_into(self, view: memoryview) -> int: ...
+
+
+@runtime_checkable
+class ByteWriter(Protocol):
+    """Something ``WriteHandoff`` can drain into."""
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int: ...
+
+    async def shutdown(self) -> None: ...
+
+
+_READERS: dict[type, Callable[[Any], ByteReader]] = {}
+_WRITERS: dict[type, Callable[[Any], ByteWriter]] = {}
+
+
+def register_reader(cls: type, factory: Callable[[Any], ByteReader]) -> None:
+    """Teach ``as_reader`` (and so ``HandoffBuffer``) to read from ``cls`` instances."""
+    _READERS[cls] = factory
+
+
+def register_writer(cls: type, factory: Callable[[Any], ByteWriter]) -> None:
+    """Teach ``as_writer`` (and so ``WriteHandoff.spawn``) to write to ``cls`` instances."""
+    _WRITERS[cls] = factory
+
+
+def as_reader(obj: object) -> ByteReader:
+    """Return a :class:`ByteReader` for ``obj``; ``TypeError`` naming the type if none fits."""
+    for cls in type(obj).__mro__:
+        factory = _READERS.get(cls)
+        if factory is not None:
+            return factory(obj)
+    if isinstance(obj, ByteReader):
+        return obj
+    raise TypeError(
+        f"cannot read from {type(obj).__name__}: expected a socket, an asyncio.StreamReader,"
+        " a DuplexStream, or an object with `async read_into(view) -> int`"
+    )
+
+
+def as_writer(obj: object) -> ByteWriter:
+    """Return a :class:`ByteWriter` for ``obj``; ``TypeError`` naming the type if none fits."""
+    for cls in type(obj).__mro__:
+        factory = _WRITERS.get(cls)
+        if factory is not None:
+            return factory(obj)
+    if isinstance(obj, ByteWriter):
+        return obj
+    raise TypeError(
+        f"cannot write to {type(obj).__name__}: expected a socket, an asyncio.StreamWriter,"
+        " a DuplexStream, or an object with `async write_some(chunks) -> int`"
+        " and `async shutdown()`"
+    )
+
+
+# -- sockets ----------------------------------------------------------------------------
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def wait_readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` is readable (or has an error / end of stream pending)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _wake, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+async def wait_writable(sock: socket.socket) -> None:
+    """Wait until ``sock`` can take more bytes (or has an error pending)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, _wake, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+
+
+def _require_nonblocking(sock: socket.socket) -> None:
+    if sock.gettimeout() != 0.0:
+        raise ValueError("socket must be non-blocking: call sock.setblocking(False) first")
+
+
+class SocketReader:
+    """Reads a non-blocking socket with ``recv_into``: bytes land in the caller's view."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        _require_nonblocking(sock)
+        self._sock = sock
+
+    async def read_into(self, view: memoryview) -> int:
+        # Hot path: try the read first; only wait for readiness when the kernel has nothing.
+        sock = self._sock
+        while True:
+            try:
+                return sock.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                pass
+            await wait_readable(sock)
+
+
+class SocketWriter:
+    """Writes a batch with one ``sendmsg`` (up to 64 buffers); waits only on a full socket."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        _require_nonblocking(sock)
+        self._sock = sock
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        # Hot path: one vectored syscall per batch; the caller resumes a partial send.
+        sock = self._sock
+        if len(chunks) > MAX_IOVECS:
+            chunks = chunks[:MAX_IOVECS]
+        while True:
+            try:
+                return sock.sendmsg(chunks)
+            except (BlockingIOError, InterruptedError):
+                pass
+            await wait_writable(sock)
+
+    async def shutdown(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            # ENOTCONN after the peer already closed: nothing left to signal.
+            if exc.errno not in (107, 57):
+                raise
+
+
+register_reader(socket.socket, SocketReader)
+register_writer(socket.socket, SocketWriter)
+
+
+# -- asyncio streams ---------------------------------------------------------------------
+
+
+class StreamReaderAdapter:
+    """Reads an ``asyncio.StreamReader``; it returns new ``bytes``, so one copy is made."""
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def read_into(self, view: memoryview) -> int:
+        data = await self._reader.read(len(view))
+        n = len(data)
+        view[:n] = data
+        return n
+
+
+class StreamWriterAdapter:
+    """Writes a batch to an ``asyncio.StreamWriter`` with ``writelines`` and one ``drain``."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        writer = self._writer
+        if writer.is_closing():
+            raise BrokenPipeError("stream writer is closing")
+        total = 0
+        for chunk in chunks:
+            total += len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
+        writer.writelines(chunks)
+        await writer.drain()
+        return total
+
+    async def shutdown(self) -> None:
+        writer = self._writer
+        if writer.is_closing():
+            return
+        if writer.can_write_eof():
+            writer.write_eof()
+            await writer.drain()
+        else:
+            writer.close()
+            await writer.wait_closed()
+
+
+register_reader(asyncio.StreamReader, StreamReaderAdapter)
+register_writer(asyncio.StreamWriter, StreamWriterAdapter)

@@ -1,0 +1,274 @@
+"""``HandoffBuffer``: persistent, bounded read state for one stream.
+
+Storage is one ``bytearray`` whose live bytes sit between two offsets
+(``_start``, ``_end``). Reads land in the room after ``_end``; splits copy the
+frame out and move ``_start`` forward, so splitting ``k`` bytes costs O(k)
+whatever else is buffered. The live bytes are moved back to offset 0 only when
+a read needs room at the end, which amortises to O(1) per byte read.
+
+One buffer belongs to one task at a time: it is parser state, not a channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .adapters import ByteReader, as_reader
+from .errors import BufferIOError, LimitExceeded, SplitOutOfBounds
+
+__all__ = ["HandoffBuffer", "HandoffBufferConfig"]
+
+DEFAULT_READ_RESERVE = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffBufferConfig:
+    """Bounds of a :class:`HandoffBuffer`.
+
+    ``max_len`` is the hard cap on buffered bytes; ``read_reserve`` is the most
+    one ``read_available`` call asks the reader for.
+    """
+
+    max_len: int
+    read_reserve: int = DEFAULT_READ_RESERVE
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be at least 1, got {self.max_len}")
+        if self.read_reserve < 1:
+            raise ValueError(f"read_reserve must be at least 1, got {self.read_reserve}")
+
+
+class HandoffBuffer:
+    """A bounded read buffer that peeks, splits owned prefixes and hands its tail on.
+
+    Returned prefixes (``split_prefix``, ``split_prefix_mut``, ``freeze_all``,
+    ``take_tail``) are owned: nothing the buffer does later changes them.
+    """
+
+    __slots__ = ("_adapter", "_buf", "_end", "_max_len", "_reader", "_reserve", "_start")
+
+    def __init__(self, max_len: int, read_reserve: int = DEFAULT_READ_RESERVE) -> None:
+        cfg = HandoffBufferConfig(max_len, read_reserve)
+        self._max_len = cfg.max_len
+        self._reserve = cfg.read_reserve
+        self._buf = bytearray()
+        self._start = 0
+        self._end = 0
+        self._reader: object = None
+        self._adapter: ByteReader | None = None
+
+    @classmethod
+    def with_config(cls, cfg: HandoffBufferConfig) -> HandoffBuffer:
+        """An empty buffer with the bounds of ``cfg``."""
+        return cls(cfg.max_len, cfg.read_reserve)
+
+    @classmethod
+    def from_tail(
+        cls, tail: bytes | bytearray | memoryview, cfg: HandoffBufferConfig
+    ) -> HandoffBuffer:
+        """A buffer that starts with bytes another parser already read.
+
+        A ``bytearray`` (what :meth:`take_tail` returns) is adopted without a
+        copy; other buffers are copied. ``LimitExceeded`` if ``tail`` is longer
+        than ``cfg.max_len``.
+        """
+        n = memoryview(tail).nbytes
+        if n > cfg.max_len:
+            raise LimitExceeded(attempted=n, limit=cfg.max_len)
+        buf = cls.with_config(cfg)
+        buf._buf = tail if type(tail) is bytearray else bytearray(tail)
+        buf._end = n
+        return buf
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __bool__(self) -> bool:
+        return self._end != self._start
+
+    def __repr__(self) -> str:
+        return (
+            f"HandoffBuffer(len={self._end - self._start}, capacity={len(self._buf)},"
+            f" max_len={self._max_len}, read_reserve={self._reserve})"
+        )
+
+    @property
+    def capacity(self) -> int:
+        """Bytes of storage allocated (buffered bytes plus spare room)."""
+        return len(self._buf)
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    @property
+    def read_reserve(self) -> int:
+        return self._reserve
+
+    def peek(self) -> memoryview:
+        """A read-only, zero-copy view of the buffered bytes; nothing is consumed.
+
+        The view shows the buffer's own storage, so it is valid only until the
+        next call that changes the buffer (a read, split, advance, take or
+        reserve); after that it may show other bytes. Copy what must live
+        longer (``bytes(view)``) or take it with ``split_prefix``. Release the
+        view (``with buf.peek() as v:``) when done.
+        """
+        return memoryview(self._buf)[self._start : self._end].toreadonly()
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
+        base = self._start
+        stop = self._end if end is None else min(self._end, base + end)
+        pos = self._buf.find(sub, base + start, stop)
+        return pos - base if pos >= 0 else -1
+
+    def startswith(self, prefix: bytes) -> bool:
+        """Whether the buffered bytes begin with ``prefix``."""
+        return self._buf.startswith(prefix, self._start, self._end)
+
+    # -- room ---------------------------------------------------------------------------
+
+    def reserve_read_capacity(self, additional: int) -> None:
+        """Make room for ``additional`` more bytes after the buffered ones.
+
+        ``LimitExceeded(attempted=len + additional, limit=max_len)`` if that
+        would pass ``max_len``; nothing changes then.
+        """
+        if additional < 0:
+            raise ValueError(f"additional must be >= 0, got {additional}")
+        length = self._end - self._start
+        if length + additional > self._max_len:
+            raise LimitExceeded(attempted=length + additional, limit=self._max_len)
+        self._make_room(additional)
+
+    def _make_room(self, want: int) -> None:
+        buf = self._buf
+        if len(buf) - self._end >= want:
+            return
+        start, end = self._start, self._end
+        length = end - start
+        if len(buf) - length >= want:
+            # Enough storage: slide the live bytes to the front (same-size slice
+            # assignment, so a held peek() view never blocks it).
+            if length:
+                buf[0:length] = buf[start:end]
+        else:
+            grown = max(length + want, min(2 * len(buf), self._max_len))
+            new = bytearray(grown)
+            if length:
+                new[0:length] = memoryview(buf)[start:end]
+            self._buf = new
+        self._start = 0
+        self._end = length
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def read_available(self, reader: object) -> int:
+        """Read once from ``reader`` into spare room; return the count, ``0`` at end of stream.
+
+        Asks for at most ``min(read_reserve, max_len - len)`` bytes. A full
+        buffer raises ``LimitExceeded(attempted=len + 1, limit=max_len)``
+        before reading, so the unread bytes stay in the reader. Reader
+        failures raise ``BufferIOError`` chaining the ``OSError``.
+        """
+        # Hot path: adapter cached per reader, read lands straight in spare room.
+        length = self._end - self._start
+        if length >= self._max_len:
+            raise LimitExceeded(attempted=length + 1, limit=self._max_len)
+        if reader is self._reader:
+            adapter = self._adapter
+            assert adapter is not None
+        else:
+            adapter = as_reader(reader)
+            self._reader = reader
+            self._adapter = adapter
+        want = self._max_len - length
+        if want > self._reserve:
+            want = self._reserve
+        if len(self._buf) - self._end < want:
+            self._make_room(want)
+        end = self._end
+        view = memoryview(self._buf)[end : end + want]
+        try:
+            n = await adapter.read_into(view)
+        except OSError as exc:
+            raise BufferIOError(exc) from exc
+        finally:
+            view.release()
+        self._end = end + n
+        return n
+
+    # -- taking bytes out -----------------------------------------------------------------
+
+    def split_prefix(self, n: int) -> bytes:
+        """Remove and return the first ``n`` bytes as immutable ``bytes`` (one O(n) copy).
+
+        ``SplitOutOfBounds(requested=n, available=len)`` if fewer are buffered.
+        """
+        # Hot path: one copy of the frame, then an offset bump.
+        start = self._start
+        stop = start + n
+        if n < 0 or stop > self._end:
+            raise SplitOutOfBounds(requested=n, available=self._end - start)
+        out = bytes(memoryview(self._buf)[start:stop])
+        if stop == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+        return out
+
+    def split_prefix_mut(self, n: int) -> bytearray:
+        """Remove and return the first ``n`` bytes as a new ``bytearray`` the caller owns."""
+        start = self._start
+        stop = start + n
+        if n < 0 or stop > self._end:
+            raise SplitOutOfBounds(requested=n, available=self._end - start)
+        out = self._buf[start:stop]
+        if stop == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+        return out
+
+    def advance(self, n: int) -> None:
+        """Discard the first ``n`` bytes; ``SplitOutOfBounds`` if fewer are buffered."""
+        start = self._start
+        stop = start + n
+        if n < 0 or stop > self._end:
+            raise SplitOutOfBounds(requested=n, available=self._end - start)
+        if stop == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+
+    def freeze_all(self) -> bytes:
+        """Remove and return everything buffered as immutable ``bytes``.
+
+        Python's ``bytes`` cannot adopt foreign storage, so this is one copy
+        of ``len`` bytes; the buffer keeps its storage for the next read.
+        """
+        return self.split_prefix(self._end - self._start)
+
+    def take_tail(self) -> bytearray:
+        """Remove and return everything buffered as a ``bytearray`` for the next parser mode.
+
+        When the bytes already sit at the front of the storage, the storage
+        itself moves to the caller (no copy) and this buffer starts empty;
+        pass the result to :meth:`from_tail` to adopt it without a copy.
+        """
+        start, end = self._start, self._end
+        buf = self._buf
+        self._start = self._end = 0
+        if start == 0 and end > 0:
+            try:
+                del buf[end:]  # fails only while a peek() view is held
+            except BufferError:
+                pass
+            else:
+                self._buf = bytearray()
+                return buf
+        return buf[start:end]

@@ -1,0 +1,397 @@
+"""``WriteHandoff``: a bounded, owned, batched write queue in front of one writer.
+
+Producers (any number of tasks) enqueue owned chunks; one writer task drains
+the queue in submission order, up to 64 chunks or 1 MiB per batch, with one
+vectored write per batch where the writer supports it. Two bounds hold at
+every moment: at most ``max_items`` chunks wait in the queue, and at most
+``max_pending_bytes`` bytes are accepted but not yet written. Budget is given
+back as bytes are written.
+
+When the writer fails, the chunk being written completes with the I/O error,
+every later chunk with ``WriteClosed``, the handoff closes, and every waiting
+producer is released: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ._types import BytesLike
+from .adapters import ByteWriter, as_writer
+from .errors import (
+    BackpressureReason,
+    ByteBudgetExceeded,
+    WriteBackpressure,
+    WriteClosed,
+    WriteError,
+    WriteIOError,
+)
+
+__all__ = ["WriteHandoff", "WriteHandoffConfig", "WriteTicket"]
+
+#: Most chunks in one vectored write.
+BATCH_MAX_ITEMS = 64
+#: Most bytes in one vectored write (a batch always takes at least one chunk).
+BATCH_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WriteHandoffConfig:
+    """Bounds of a :class:`WriteHandoff`: queued chunks, and bytes accepted but unwritten."""
+
+    max_items: int = 1024
+    max_pending_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {self.max_items}")
+        if self.max_pending_bytes < 1:
+            raise ValueError(f"max_pending_bytes must be at least 1, got {self.max_pending_bytes}")
+
+
+class WriteTicket:
+    """Completion of one chunk: ``await ticket`` (or ``await ticket.wait()``).
+
+    Resolves once the chunk was handed to the writer in full; raises the
+    ``WriteError`` that ended it otherwise. An unawaited failed ticket is
+    silent (the error also surfaces from ``aclose()``).
+    """
+
+    __slots__ = ("_done", "_error", "_waiters")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._error: WriteError | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def done(self) -> bool:
+        """Whether the chunk's fate is known."""
+        return self._done
+
+    def error(self) -> WriteError | None:
+        """The error that ended the chunk, or ``None`` (also while pending)."""
+        return self._error
+
+    def _resolve(self, error: WriteError | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self) -> None:
+        """Wait for the chunk to be written; raise its ``WriteError`` if it was not."""
+        if not self._done:
+            # One future per waiter: cancelling one waiter never disturbs another.
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(fut)
+            await fut
+        if self._error is not None:
+            raise self._error
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        state = "pending" if not self._done else ("failed" if self._error else "written")
+        return f"<WriteTicket {state}>"
+
+
+def _nbytes(data: BytesLike) -> int:
+    return data.nbytes if type(data) is memoryview else len(data)
+
+
+class WriteHandoff:
+    """A bounded write queue drained by one writer task. Create it with :meth:`spawn`."""
+
+    def __init__(self, writer: ByteWriter, cfg: WriteHandoffConfig) -> None:
+        self._writer = writer
+        self._max_items = cfg.max_items
+        self._max_bytes = cfg.max_pending_bytes
+        self._chunks: deque[BytesLike] = deque()
+        self._tickets: deque[WriteTicket | None] = deque()
+        self._pending = 0
+        self._closed = False
+        self._error: WriteError | None = None
+        self._loop = asyncio.get_running_loop()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._in_flight: list[WriteTicket | None] | None = None
+        self._in_flight_first = 0
+        self._task: asyncio.Task[None] = self._loop.create_task(self._run())
+
+    @classmethod
+    def spawn(cls, writer: object, cfg: WriteHandoffConfig | None = None) -> WriteHandoff:
+        """Start a handoff and its writer task on the running loop.
+
+        ``writer`` is a non-blocking socket, an ``asyncio.StreamWriter``, a
+        ``DuplexStream``, or any registered / protocol-conforming writer.
+        """
+        return cls(as_writer(writer), cfg or WriteHandoffConfig())
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted and not yet written."""
+        return self._pending
+
+    @property
+    def queued_items(self) -> int:
+        """Chunks waiting in the queue (not counting a batch being written)."""
+        return len(self._chunks)
+
+    @property
+    def closed(self) -> bool:
+        """Whether new writes are refused."""
+        return self._closed
+
+    @property
+    def config(self) -> WriteHandoffConfig:
+        return WriteHandoffConfig(self._max_items, self._max_bytes)
+
+    # -- producers --------------------------------------------------------------------------
+
+    def _refusal(self, data: BytesLike, size: int) -> WriteBackpressure | None:
+        if self._closed:
+            return WriteBackpressure(BackpressureReason.CLOSED, data)
+        items = len(self._chunks) + 1
+        if items > self._max_items:
+            return WriteBackpressure(
+                BackpressureReason.QUEUE_FULL, data, attempted=items, limit=self._max_items
+            )
+        if self._pending + size > self._max_bytes:
+            return WriteBackpressure(
+                BackpressureReason.BYTE_BUDGET_EXCEEDED,
+                data,
+                attempted=self._pending + size,
+                limit=self._max_bytes,
+            )
+        return None
+
+    def _enqueue(self, data: BytesLike, size: int, ticket: WriteTicket | None) -> None:
+        # Hot path: two appends, a counter, and at most one wake-up per idle writer.
+        self._chunks.append(data)
+        self._tickets.append(ticket)
+        self._pending += size
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    def try_write(self, data: BytesLike) -> WriteTicket:
+        """Enqueue ``data`` now and return its ticket, or raise ``WriteBackpressure``."""
+        size = _nbytes(data)
+        refusal = self._refusal(data, size)
+        if refusal is not None:
+            raise refusal
+        ticket = WriteTicket()
+        self._enqueue(data, size, ticket)
+        return ticket
+
+    def try_write_fire_and_forget(self, data: BytesLike) -> None:
+        """Enqueue ``data`` now without a ticket, or raise ``WriteBackpressure``."""
+        size = _nbytes(data)
+        if (
+            self._closed
+            or len(self._chunks) >= self._max_items
+            or self._pending + size > self._max_bytes
+        ):
+            refusal = self._refusal(data, size)
+            assert refusal is not None
+            raise refusal
+        self._enqueue(data, size, None)
+
+    async def _wait_for_room(self, size: int) -> None:
+        if size > self._max_bytes:
+            raise ByteBudgetExceeded(attempted=size, limit=self._max_bytes)
+        while True:
+            if self._closed:
+                raise WriteClosed()
+            if len(self._chunks) < self._max_items and self._pending + size <= self._max_bytes:
+                return
+            fut = self._loop.create_future()
+            self._space_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._space_waiters:
+                    self._space_waiters.remove(fut)
+
+    async def write(self, data: BytesLike) -> WriteTicket:
+        """Wait for queue room and byte budget, enqueue ``data`` and return its ticket.
+
+        ``ByteBudgetExceeded`` at once if ``data`` alone exceeds the budget;
+        ``WriteClosed`` once the handoff is closed, also while waiting.
+        """
+        size = _nbytes(data)
+        if (
+            self._closed
+            or len(self._chunks) >= self._max_items
+            or self._pending + size > self._max_bytes
+        ):
+            await self._wait_for_room(size)
+        ticket = WriteTicket()
+        self._enqueue(data, size, ticket)
+        return ticket
+
+    async def write_fire_and_forget(self, data: BytesLike) -> None:
+        """Like :meth:`write`, without a ticket."""
+        size = _nbytes(data)
+        if (
+            self._closed
+            or len(self._chunks) >= self._max_items
+            or self._pending + size > self._max_bytes
+        ):
+            await self._wait_for_room(size)
+        self._enqueue(data, size, None)
+
+    def _wake_producers(self) -> None:
+        waiters = self._space_waiters
+        if waiters:
+            self._space_waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new writes; chunks already queued are still written."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_producers()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    async def aclose(self) -> None:
+        """Close, write what is queued, shut the writer's write side, raise the first I/O error."""
+        self.close()
+        # shield: a cancelled aclose() must not tear the writer down half-way.
+        await asyncio.shield(self._task)
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop now: cancel the writer task; every unwritten chunk fails with ``WriteClosed``."""
+        self.close()
+        self._task.cancel()
+
+    async def __aenter__(self) -> WriteHandoff:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the writer task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._drain()
+            await self._writer.shutdown()
+        except asyncio.CancelledError:
+            self._fail_queued(WriteClosed("write handoff aborted"), None)
+            raise
+        except OSError as exc:
+            self._fail_queued(WriteClosed(), WriteIOError(exc))
+        except BaseException:
+            self._fail_queued(WriteClosed("writer task crashed"), None)
+            raise
+
+    async def _drain(self) -> None:
+        chunks = self._chunks
+        tickets = self._tickets
+        writer = self._writer
+        while True:
+            if not chunks:
+                if self._closed:
+                    return
+                wakeup = self._loop.create_future()
+                self._wakeup = wakeup
+                await wakeup
+                continue
+            # Hot path: take a batch (<= 64 chunks, <= 1 MiB, at least one chunk).
+            batch: list[BytesLike] = []
+            batch_tickets: list[WriteTicket | None] = []
+            size = 0
+            while chunks and len(batch) < BATCH_MAX_ITEMS and size < BATCH_MAX_BYTES:
+                data = chunks.popleft()
+                batch.append(data)
+                batch_tickets.append(tickets.popleft())
+                size += _nbytes(data)
+            self._wake_producers()  # queue room was freed
+            if size == 0:
+                self._finish(batch_tickets, 0, len(batch))
+                continue
+            self._in_flight = batch_tickets
+            self._in_flight_first = 0
+            written_total = 0
+            first = 0
+            while written_total < size:
+                n = await writer.write_some(batch[first:] if first else batch)
+                if n <= 0:
+                    raise OSError(0, f"writer accepted 0 of {size - written_total} bytes")
+                written_total += n
+                self._pending -= n
+                # Step over the chunks this write completed; resume the next at its exact byte.
+                done_upto = first
+                while done_upto < len(batch) and n >= _nbytes(batch[done_upto]):
+                    n -= _nbytes(batch[done_upto])
+                    done_upto += 1
+                if n:
+                    batch[done_upto] = memoryview(batch[done_upto]).cast("B")[n:]
+                self._finish(batch_tickets, first, done_upto)
+                first = self._in_flight_first = done_upto
+                self._wake_producers()
+            self._in_flight = None
+
+    @staticmethod
+    def _finish(tickets: list[WriteTicket | None], lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            ticket = tickets[i]
+            if ticket is not None:
+                ticket._resolve(None)
+
+    def _fail_queued(self, closed: WriteClosed, io_error: WriteIOError | None) -> None:
+        """Fail the in-flight batch and the queue; close; release every waiter."""
+        if io_error is not None and self._error is None:
+            self._error = io_error
+        self._closed = True
+        in_flight = self._in_flight
+        self._in_flight = None
+        if in_flight is not None:
+            # The chunk being written gets the I/O error; everything after it WriteClosed.
+            first = self._in_flight_first
+            for i in range(first, len(in_flight)):
+                ticket = in_flight[i]
+                if ticket is not None:
+                    ticket._resolve(io_error if (i == first and io_error) else closed)
+        for ticket in self._tickets:
+            if ticket is not None:
+                ticket._resolve(closed)
+        self._chunks.clear()
+        self._tickets.clear()
+        self._pending = 0
+        self._wake_producers()
