@@ -147,6 +147,10 @@ class SocketReader:
         _require_nonblocking(sock)
         self._sock = sock
 
+    @property
+    def sock(self) -> socket.socket:
+        return self._sock
+
     async def read_into(self, view: memoryview) -> int:
         # Hot path: try the read first; only wait for readiness when the kernel has nothing.
         sock = self._sock
@@ -166,6 +170,10 @@ class SocketWriter:
     def __init__(self, sock: socket.socket) -> None:
         _require_nonblocking(sock)
         self._sock = sock
+
+    @property
+    def sock(self) -> socket.socket:
+        return self._sock
 
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
         # Hot path: one vectored syscall per batch; the caller resumes a partial send.

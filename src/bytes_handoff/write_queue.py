@@ -162,6 +162,19 @@ class WriteHandoff:
     def config(self) -> WriteHandoffConfig:
         return WriteHandoffConfig(self._max_items, self._max_bytes)
 
+    @property
+    def writer(self) -> ByteWriter:
+        """The adapter the writer task drains into (e.g. ``SocketWriter``)."""
+        return self._writer
+
+    async def flush(self) -> None:
+        """Wait until every chunk accepted so far was written; raise the error that stopped it.
+
+        A zero-length chunk's ticket resolves exactly when everything queued
+        before it was handed to the writer, so it serves as the barrier.
+        """
+        await (await self.write(b""))
+
     # -- producers --------------------------------------------------------------------------
 
     def _refusal(self, data: BytesLike, size: int) -> WriteBackpressure | None:
