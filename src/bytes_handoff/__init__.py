@@ -25,6 +25,7 @@ from .errors import (
     WriteError,
     WriteIOError,
 )
+from .raw_tunnel import splice_supported, tunnel
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
 from .write_queue import WriteHandoff, WriteHandoffConfig, WriteTicket
 
@@ -57,4 +58,6 @@ __all__ = [
     "duplex_pair",
     "register_reader",
     "register_writer",
+    "splice_supported",
+    "tunnel",
 ]

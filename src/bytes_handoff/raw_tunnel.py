@@ -1,0 +1,124 @@
+"""Forward the rest of a stream once a parser switches to raw tunnel mode.
+
+``await tunnel(buf, source, handoff)`` first hands the bytes the parser already
+read (``buf``'s tail) to ``handoff``, then forwards everything else ``source``
+sends until end of stream, and finally closes ``handoff`` (flush + shut the
+write side). When ``source`` is a socket and ``handoff`` writes to a socket on
+Linux, the rest moves kernel to kernel with ``os.splice`` through a pipe: no
+byte enters Python. Elsewhere it falls back to the buffered copy path
+(``read_available`` + ``freeze_all`` + ``write_fire_and_forget``).
+
+The tunnel owns ``handoff`` from the call on: other producers must have
+finished submitting (their queued chunks are written first, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+
+from .adapters import SocketWriter, wait_readable, wait_writable
+from .errors import BufferIOError, WriteIOError
+from .read_buffer import HandoffBuffer
+from .write_queue import WriteHandoff
+
+__all__ = ["splice_supported", "tunnel"]
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: Pipe size asked for; the kernel may give less (``/proc/sys/fs/pipe-max-size``).
+PIPE_SIZE = 1024 * 1024
+
+
+def splice_supported() -> bool:
+    """Whether this platform has ``os.splice`` (Linux, Python >= 3.10)."""
+    return hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+
+
+async def tunnel(
+    buf: HandoffBuffer,
+    source: object,
+    handoff: WriteHandoff,
+    *,
+    splice: bool = True,
+    idle_timeout: float | None = None,
+) -> int:
+    """Forward ``buf``'s tail, then all of ``source``, into ``handoff``; return the byte count.
+
+    ``splice=False`` forces the buffered copy path. ``idle_timeout`` (seconds)
+    bounds each wait for the source; ``TimeoutError`` if it passes. Reader
+    failures raise ``BufferIOError``, writer failures ``WriteIOError``; the
+    handoff is closed either way.
+    """
+    total = 0
+    try:
+        if buf:
+            tail = buf.freeze_all()
+            total += len(tail)
+            await handoff.write_fire_and_forget(tail)
+        sink = handoff.writer
+        if (
+            splice
+            and splice_supported()
+            and isinstance(source, socket.socket)
+            and isinstance(sink, SocketWriter)
+        ):
+            # Everything queued must reach the sink before spliced bytes do.
+            await handoff.flush()
+            total += await _splice(source, sink.sock, idle_timeout)
+        else:
+            total += await _copy(buf, source, handoff, idle_timeout)
+    except BaseException:
+        handoff.abort()
+        raise
+    await handoff.aclose()
+    return total
+
+
+async def _copy(
+    buf: HandoffBuffer, source: object, handoff: WriteHandoff, idle_timeout: float | None
+) -> int:
+    total = 0
+    while True:
+        async with asyncio.timeout(idle_timeout):
+            n = await buf.read_available(source)
+        if n == 0:
+            return total
+        total += n
+        await handoff.write_fire_and_forget(buf.freeze_all())
+
+
+async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | None) -> int:
+    # Hot path: two splice(2) calls per pipe-full; Python only waits for readiness.
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            chunk = fcntl.fcntl(wfd, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            chunk = 64 * 1024
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+        total = 0
+        while True:
+            try:
+                n = os.splice(src_fd, wfd, chunk, flags=flags)
+            except (BlockingIOError, InterruptedError):
+                async with asyncio.timeout(idle_timeout):
+                    await wait_readable(src)
+                continue
+            except OSError as exc:
+                raise BufferIOError(exc) from exc
+            if n == 0:
+                return total
+            total += n
+            while n:
+                try:
+                    n -= os.splice(rfd, dst_fd, n, flags=flags)
+                except (BlockingIOError, InterruptedError):
+                    await wait_writable(dst)
+                except OSError as exc:
+                    raise WriteIOError(exc) from exc
+    finally:
+        os.close(rfd)
+        os.close(wfd)

@@ -1,0 +1,160 @@
+"""tunnel(): the preserved tail first, then the rest, spliced or copied, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import bytes_handoff.raw_tunnel as tunnel_module
+from bytes_handoff import (
+    HandoffBuffer,
+    WriteHandoff,
+    WriteHandoffConfig,
+    duplex_pair,
+    splice_supported,
+    tunnel,
+)
+from bytes_handoff.adapters import SocketWriter
+
+PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(3 * 1024 * 1024 + 17))
+HEAD = b"GET /a\nGET /b\nTUNNEL\n"
+
+
+async def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of non-blocking TCP sockets on loopback."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        client = socket.socket()
+        client.setblocking(False)
+        connect = loop.create_task(loop.sock_connect(client, listener.getsockname()))
+        server, _ = await loop.sock_accept(listener)
+        await connect
+    server.setblocking(False)
+    return client, server
+
+
+async def _send_all(sock: socket.socket, data: bytes, piece: int) -> None:
+    loop = asyncio.get_running_loop()
+    for i in range(0, len(data), piece):
+        await loop.sock_sendall(sock, data[i : i + piece])
+    sock.shutdown(socket.SHUT_WR)
+
+
+async def _recv_all(sock: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    out = bytearray()
+    while chunk := await loop.sock_recv(sock, 65536):
+        out += chunk
+    return bytes(out)
+
+
+@pytest_asyncio.fixture
+async def proxy_sockets() -> AsyncIterator[tuple[socket.socket, ...]]:
+    client, proxy_in = await _tcp_pair()
+    proxy_out, sink = await _tcp_pair()
+    yield client, proxy_in, proxy_out, sink
+    for sock in (client, proxy_in, proxy_out, sink):
+        sock.close()
+
+
+async def _route_then_tunnel(
+    proxy_in: socket.socket, proxy_out: socket.socket, *, splice: bool
+) -> int:
+    """Route lines until TUNNEL, then tunnel() the rest: the harness's handoff shape."""
+    buf = HandoffBuffer(64 * 1024, read_reserve=4096)
+    handoff = WriteHandoff.spawn(proxy_out, WriteHandoffConfig(64, 8192))
+    routed = 0
+    while True:
+        assert await buf.read_available(proxy_in) > 0
+        while (end := buf.find(b"\n")) >= 0:
+            frame = buf.split_prefix(end + 1)
+            routed += len(frame)
+            await handoff.write_fire_and_forget(frame)
+            if frame == b"TUNNEL\n":
+                return routed + await tunnel(buf, proxy_in, handoff, splice=splice)
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+@pytest.mark.asyncio
+async def test_tcp_tunnel_forwards_every_byte_in_order(
+    proxy_sockets: tuple[socket.socket, ...], splice: bool
+) -> None:
+    client, proxy_in, proxy_out, sink = proxy_sockets
+    stream = HEAD + PAYLOAD
+    async with asyncio.timeout(30):
+        sender = asyncio.create_task(_send_all(client, stream, 10_000))
+        received = asyncio.create_task(_recv_all(sink))
+        forwarded = await _route_then_tunnel(proxy_in, proxy_out, splice=splice)
+        await sender
+        data = await received
+    assert forwarded == len(stream)
+    assert data == stream
+
+
+@pytest.mark.asyncio
+async def test_tunnel_splice_path_is_taken_for_socket_pairs(
+    proxy_sockets: tuple[socket.socket, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two sockets on Linux the bytes after the tail never pass through Python."""
+    assert splice_supported()
+    client, proxy_in, proxy_out, sink = proxy_sockets
+
+    async def no_copy(*args: object) -> int:
+        raise AssertionError("buffered copy path used where splice was possible")
+
+    monkeypatch.setattr(tunnel_module, "_copy", no_copy)
+    async with asyncio.timeout(30):
+        sender = asyncio.create_task(_send_all(client, HEAD + PAYLOAD, 65536))
+        received = asyncio.create_task(_recv_all(sink))
+        await _route_then_tunnel(proxy_in, proxy_out, splice=True)
+        await sender
+        assert await received == HEAD + PAYLOAD
+
+
+@pytest.mark.asyncio
+async def test_duplex_tunnel_falls_back_to_copy_and_keeps_tail() -> None:
+    client, proxy_in = duplex_pair(4096)
+    proxy_out, sink = duplex_pair(4096)
+    stream = HEAD + PAYLOAD[:200_000]
+
+    async def send() -> None:
+        await client.write(stream)
+        client.shutdown_write()
+
+    async def drain() -> bytes:
+        out = bytearray()
+        while chunk := await sink.read(8192):
+            out += chunk
+        return bytes(out)
+
+    async with asyncio.timeout(30):
+        sender = asyncio.create_task(send())
+        received = asyncio.create_task(drain())
+        buf = HandoffBuffer(8192, read_reserve=1000)
+        handoff = WriteHandoff.spawn(proxy_out)
+        while buf.find(b"TUNNEL\n") < 0:
+            await buf.read_available(proxy_in)
+        head = buf.split_prefix(buf.find(b"TUNNEL\n") + 7)
+        await handoff.write(head)
+        assert isinstance(handoff.writer, SocketWriter) is False
+        forwarded = await tunnel(buf, proxy_in, handoff)
+        await sender
+        assert await received == stream
+    assert len(head) + forwarded == len(stream)
+    assert handoff.closed
+
+
+@pytest.mark.asyncio
+async def test_tunnel_idle_timeout_ends_the_wait_and_closes_the_handoff() -> None:
+    _client, proxy_in = duplex_pair(1024)
+    proxy_out, _sink = duplex_pair(1024)
+    handoff = WriteHandoff.spawn(proxy_out)
+    async with asyncio.timeout(10):
+        with pytest.raises(TimeoutError):
+            await tunnel(HandoffBuffer(1024), proxy_in, handoff, idle_timeout=0.05)
+    assert handoff.closed
