@@ -122,8 +122,15 @@ class HandoffBuffer:
     def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
         """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
         base = self._start
-        stop = self._end if end is None else min(self._end, base + end)
-        pos = self._buf.find(sub, base + start, stop)
+        length = self._end - base
+        # Negative offsets count from the end, as in bytes.find: never reach consumed bytes.
+        if start < 0:
+            start = max(start + length, 0)
+        if end is None or end > length:
+            end = length
+        elif end < 0:
+            end = max(end + length, 0)
+        pos = self._buf.find(sub, base + start, base + end)
         return pos - base if pos >= 0 else -1
 
     def startswith(self, prefix: bytes) -> bool:
