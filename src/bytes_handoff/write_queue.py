@@ -306,6 +306,8 @@ class WriteHandoff:
         """Stop now: cancel the writer task; every unwritten chunk fails with ``WriteClosed``."""
         self.close()
         self._task.cancel()
+        # A task cancelled before its first step never runs _run's handler: fail here too.
+        self._fail_queued(WriteClosed("write handoff aborted"), None)
 
     async def __aenter__(self) -> WriteHandoff:
         return self
