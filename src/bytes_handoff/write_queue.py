@@ -298,7 +298,13 @@ class WriteHandoff:
         """Close, write what is queued, shut the writer's write side, raise the first I/O error."""
         self.close()
         # shield: a cancelled aclose() must not tear the writer down half-way.
-        await asyncio.shield(self._task)
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            # abort() cancelled the writer task; only our own cancellation propagates.
+            task = asyncio.current_task()
+            if not self._task.cancelled() or (task is not None and task.cancelling()):
+                raise
         if self._error is not None:
             raise self._error
 
