@@ -1,0 +1,105 @@
+"""Shared test configuration for the library suite and the bench tests.
+
+Every asyncio test (``@pytest.mark.asyncio``; the ini runs pytest-asyncio in
+strict mode) runs twice: once on the standard library's event loop and once on
+uvloop. The loop's name is part of the test id, e.g. ``test_x[asyncio]`` and
+``test_x[uvloop]``. This uses pytest-asyncio's ``pytest_asyncio_loop_factories``
+hook, the supported replacement for overriding ``event_loop_policy``.
+
+The fixtures hand out connected endpoints that need no network beyond
+127.0.0.1 and ephemeral ports: plain non-blocking socket pairs, TCP socket
+pairs, and asyncio stream pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvloop
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+#: Event loops every asyncio test runs on, by test-id name.
+LOOP_FACTORIES: Mapping[str, LoopFactory] = {
+    "asyncio": asyncio.SelectorEventLoop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    """Parametrize every asyncio test over :data:`LOOP_FACTORIES`."""
+    return LOOP_FACTORIES
+
+
+SocketPair = tuple[socket.socket, socket.socket]
+
+
+def _nonblocking(*socks: socket.socket) -> None:
+    for sock in socks:
+        sock.setblocking(False)
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[SocketPair]:
+    """Two connected non-blocking ``AF_UNIX`` stream sockets."""
+    a, b = socket.socketpair()
+    _nonblocking(a, b)
+    with a, b:
+        yield a, b
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[SocketPair]:
+    """A connected non-blocking TCP (client, server) pair over 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    _nonblocking(client, server)
+    with client, server:
+        yield client, server
+
+
+@dataclass
+class StreamPair:
+    """Both ends of one TCP connection as asyncio streams."""
+
+    client_reader: asyncio.StreamReader
+    client_writer: asyncio.StreamWriter
+    server_reader: asyncio.StreamReader
+    server_writer: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def _open_stream_pair() -> AsyncIterator[StreamPair]:
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client_reader, client_writer = await asyncio.open_connection("127.0.0.1", port)
+        server_reader, server_writer = await accepted.get()
+        try:
+            yield StreamPair(client_reader, client_writer, server_reader, server_writer)
+        finally:
+            for writer in (client_writer, server_writer):
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def open_stream_pair() -> Callable[[], contextlib.AbstractAsyncContextManager[StreamPair]]:
+    """``async with open_stream_pair() as streams:`` a connected asyncio stream pair."""
+    return _open_stream_pair
