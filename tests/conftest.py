@@ -103,3 +103,23 @@ async def _open_stream_pair() -> AsyncIterator[StreamPair]:
 def open_stream_pair() -> Callable[[], contextlib.AbstractAsyncContextManager[StreamPair]]:
     """``async with open_stream_pair() as streams:`` a connected asyncio stream pair."""
     return _open_stream_pair
+
+
+async def _read_to_eof(source: socket.socket | Any) -> bytes:
+    """Everything until end of stream from a non-blocking socket or anything with ``read(n)``."""
+    loop = asyncio.get_running_loop()
+    out = bytearray()
+    while True:
+        if isinstance(source, socket.socket):
+            data = await loop.sock_recv(source, 65536)
+        else:
+            data = await source.read(65536)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+@pytest.fixture
+def read_to_eof() -> Callable[[Any], Any]:
+    """``await read_to_eof(src)``: all bytes until EOF from a socket, StreamReader or duplex."""
+    return _read_to_eof
