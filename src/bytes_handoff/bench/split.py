@@ -1,0 +1,450 @@
+"""One split-process TCP run: a ``tcp-service`` and a ``tcp-driver`` process.
+
+The service starts first (optionally under a command prefix, and pinned with
+``taskset -c`` to the service cores), the run waits for its ready file, then
+optional profilers attach to the service's processes, then the driver starts
+pinned to the driver cores. Both must exit 0 within their timeouts. Every child
+runs in its own process group; on any failure, timeout or interrupt every group
+still alive is terminated (SIGTERM, then SIGKILL), so nothing leaks or hangs.
+
+Files written into the run's folder (``N`` is the run index):
+
+* ``handoff-run-N.txt`` driver stdout (``key=value``), ``handoff-run-N.err``
+  its stderr (removed when empty);
+* ``service-run-N.txt`` / ``service-run-N.err`` the same for the service;
+* ``service-run-N.ready`` the service's ready file.
+
+As a program (``python -m bytes_handoff.bench.split``) it runs one split run
+and prints the two files' paths; harness flags after ``--`` go to both roles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from bytes_handoff.bench.artifacts import parse_kv_file, parse_kv_text
+from bytes_handoff.bench.ports import PortError, reserve_ports
+
+POLL_SECONDS = 0.02
+
+
+class RunError(RuntimeError):
+    """A bench run failed; ``str()`` is one line naming the run and its log."""
+
+
+def last_line(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a log file (for one-line error messages)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()[:limit]
+    return ""
+
+
+class Child:
+    """A child process in its own process group with stdout/stderr in files."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        stdout_path: Path | None,
+        stderr_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        files: list[IO[bytes]] = []
+        try:
+            out: IO[bytes] | int = subprocess.DEVNULL
+            if stdout_path is not None:
+                out = stdout_path.open("wb")
+                files.append(out)
+            err = stderr_path.open("wb")
+            files.append(err)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                env=env,
+            )
+        except OSError as exc:
+            raise RunError(f"cannot start {name} ({self.argv[0]}): {exc.strerror or exc}") from exc
+        finally:
+            for fh in files:
+                fh.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or ``None`` if still running after ``timeout`` seconds."""
+        try:
+            return self.proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def kill_group(self, grace: float = 3.0) -> None:
+        """SIGTERM the whole group, then SIGKILL whatever is left."""
+        if self.proc.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            if self.wait(grace) is None:
+                self.signal_group(signal.SIGKILL)
+                self.wait(5.0)
+        # Grandchildren may outlive the leader (worker processes): sweep the group.
+        self.signal_group(signal.SIGKILL)
+
+    def drop_empty_stderr(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.stderr_path.stat().st_size == 0:
+                self.stderr_path.unlink()
+
+
+def taskset_prefix(cores: str | None) -> list[str]:
+    if not cores:
+        return []
+    if shutil.which("taskset") is None:
+        raise RunError("--service-cores/--driver-cores need taskset, which is not installed")
+    return ["taskset", "-c", cores]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux ``/proc``), parents first."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop(0)
+        out.append(current)
+        task_dir = Path(f"/proc/{current}/task")
+        try:
+            tids = list(task_dir.iterdir())
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                children = (tid / "children").read_text().split()
+            except OSError:
+                continue
+            todo.extend(int(c) for c in children if c.isdigit())
+    return out
+
+
+@dataclass
+class Attacher:
+    """A profiler that attaches to the running service (after it is ready).
+
+    ``argv(pids)`` builds its command line from the service's process ids. It is
+    considered attached when ``ready_marker`` shows up in its stderr (or after
+    ``settle_seconds`` when there is no marker). After the service exits it gets
+    ``exit_timeout`` seconds to finish writing, then SIGINT, then is killed.
+    """
+
+    name: str
+    argv: Callable[[list[int]], list[str]]
+    stdout_path: Path | None
+    stderr_path: Path
+    ready_marker: str | None = None
+    settle_seconds: float = 0.5
+    attach_timeout: float = 30.0
+    exit_timeout: float = 60.0
+    ok_returncodes: tuple[int, ...] = (0,)
+    child: Child | None = field(default=None, init=False)
+
+    def start(self, pids: list[int]) -> None:
+        self.child = Child(self.name, self.argv(pids), self.stdout_path, self.stderr_path)
+        deadline = time.monotonic() + self.attach_timeout
+        if self.ready_marker is None:
+            time.sleep(self.settle_seconds)
+            if self.child.poll() not in (None, *self.ok_returncodes):
+                raise RunError(
+                    f"{self.name} failed to attach: {last_line(self.stderr_path)}"
+                    f" (log: {self.stderr_path})"
+                )
+            return
+        while True:
+            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+            if self.ready_marker in text:
+                return
+            if self.child.poll() is not None:
+                raise RunError(
+                    f"{self.name} failed to attach (exit {self.child.poll()}): "
+                    f"{last_line(self.stderr_path)} (log: {self.stderr_path})"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"{self.name} did not attach within {self.attach_timeout:.0f}s"
+                    f" (log: {self.stderr_path})"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def finish(self) -> int:
+        assert self.child is not None
+        rc = self.child.wait(self.exit_timeout)
+        if rc is None:
+            self.child.signal_group(signal.SIGINT)
+            rc = self.child.wait(15.0)
+        if rc is None:
+            self.child.kill_group()
+            raise RunError(
+                f"{self.name} did not finish within {self.exit_timeout:.0f}s after the service"
+                f" exited (log: {self.stderr_path})"
+            )
+        return rc
+
+
+@dataclass
+class SplitConfig:
+    """One split run. ``harness_args`` are the shape flags given to both roles."""
+
+    harness_args: list[str]
+    out_dir: Path
+    run_index: int = 1
+    python: str = sys.executable
+    service_cores: str | None = None
+    driver_cores: str | None = None
+    host: str = "127.0.0.1"
+    service_addr: str | None = None
+    sink_addr: str | None = None
+    idle_timeout_millis: int = 1000
+    startup_timeout_seconds: float = 60.0
+    run_timeout_seconds: float = 600.0
+    service_prefix: list[str] = field(default_factory=list)
+    service_extra_args: list[str] = field(default_factory=list)
+    driver_extra_args: list[str] = field(default_factory=list)
+    attachers: list[Attacher] = field(default_factory=list)
+    label: str = ""
+    driver_file_stem: str = "handoff"
+    service_file_stem: str = "service"
+
+
+@dataclass
+class SplitResult:
+    driver_path: Path
+    service_path: Path
+    driver: dict[str, str]
+    service: dict[str, str]
+    attacher_returncodes: dict[str, int]
+
+
+def harness_command(python: str) -> list[str]:
+    return [python, "-m", "bytes_handoff.bench"]
+
+
+def _wait_ready(cfg: SplitConfig, service: Child, ready: Path, what: str) -> dict[str, str]:
+    deadline = time.monotonic() + cfg.startup_timeout_seconds
+    while True:
+        if ready.exists():
+            info = parse_kv_text(ready.read_text(encoding="utf-8", errors="replace"))
+            if info:
+                return info
+        rc = service.poll()
+        if rc is not None:
+            raise RunError(
+                f"{what}: service exited with status {rc} before it was ready: "
+                f"{last_line(service.stderr_path) or 'no message'} (log: {service.stderr_path})"
+            )
+        if time.monotonic() > deadline:
+            raise RunError(
+                f"{what}: service not ready within {cfg.startup_timeout_seconds:g}s"
+                f" (log: {service.stderr_path})"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def run_split(cfg: SplitConfig) -> SplitResult:
+    """Run one split-process TCP run; raise :class:`RunError` on any failure."""
+    n = cfg.run_index
+    what = cfg.label or f"run {n}"
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    driver_txt = cfg.out_dir / f"{cfg.driver_file_stem}-run-{n}.txt"
+    driver_err = cfg.out_dir / f"{cfg.driver_file_stem}-run-{n}.err"
+    service_txt = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.txt"
+    service_err = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.err"
+    ready = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.ready"
+    with contextlib.suppress(FileNotFoundError):
+        ready.unlink()
+
+    service_pin = taskset_prefix(cfg.service_cores)
+    driver_pin = taskset_prefix(cfg.driver_cores)
+    wanted = [cfg.service_addr is None, cfg.sink_addr is None].count(True)
+    try:
+        reservations = reserve_ports(wanted, cfg.host)
+    except PortError as exc:
+        raise RunError(f"{what}: {exc}") from exc
+    free = [r.addr for r in reservations]
+    service_addr = cfg.service_addr or free.pop(0)
+    sink_addr = cfg.sink_addr or free.pop(0)
+
+    children: list[Child] = []
+    try:
+        service = Child(
+            "service",
+            [
+                *cfg.service_prefix,
+                *service_pin,
+                *harness_command(cfg.python),
+                *cfg.harness_args,
+                "--role",
+                "tcp-service",
+                "--service-addr",
+                service_addr,
+                "--sink-addr",
+                sink_addr,
+                "--ready-file",
+                str(ready),
+                "--idle-timeout-millis",
+                str(cfg.idle_timeout_millis),
+                *cfg.service_extra_args,
+            ],
+            service_txt,
+            service_err,
+        )
+        children.append(service)
+        info = _wait_ready(cfg, service, ready, what)
+        service_pid = int(info["pid"]) if info.get("pid", "").isdigit() else service.pid
+
+        for attacher in cfg.attachers:
+            attacher.start(process_tree(service_pid))
+            if attacher.child is not None:
+                children.append(attacher.child)
+
+        driver = Child(
+            "driver",
+            [
+                *driver_pin,
+                *harness_command(cfg.python),
+                *cfg.harness_args,
+                "--role",
+                "tcp-driver",
+                "--service-addr",
+                info.get("service_addr", service_addr),
+                "--sink-addr",
+                sink_addr,
+                *cfg.driver_extra_args,
+            ],
+            driver_txt,
+            driver_err,
+        )
+        children.append(driver)
+
+        deadline = time.monotonic() + cfg.run_timeout_seconds
+        while True:
+            rc = driver.wait(0.2)
+            if rc is not None:
+                break
+            service_rc = service.poll()
+            if service_rc is not None and service_rc != 0:
+                raise RunError(
+                    f"{what}: service exited with status {service_rc} while the driver ran: "
+                    f"{last_line(service_err) or 'no message'} (log: {service_err})"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"{what}: driver still running after {cfg.run_timeout_seconds:g}s"
+                    f" (log: {driver_err})"
+                )
+        if rc != 0:
+            raise RunError(
+                f"{what}: driver exited with status {rc}: "
+                f"{last_line(driver_err) or 'no message'} (log: {driver_err})"
+            )
+
+        grace = cfg.idle_timeout_millis / 1000.0 + 30.0
+        service_rc = service.wait(grace)
+        if service_rc is None:
+            raise RunError(
+                f"{what}: service did not exit within {grace:g}s after the driver finished"
+                f" (idle timeout {cfg.idle_timeout_millis} ms; log: {service_err})"
+            )
+        if service_rc != 0:
+            raise RunError(
+                f"{what}: service exited with status {service_rc}: "
+                f"{last_line(service_err) or 'no message'} (log: {service_err})"
+            )
+        attacher_rcs = {a.name: a.finish() for a in cfg.attachers}
+    finally:
+        for child in reversed(children):
+            child.kill_group()
+        for reservation in reservations:
+            reservation.release()
+
+    driver_kv = parse_kv_file(driver_txt)
+    service_kv = parse_kv_file(service_txt)
+    if not driver_kv:
+        raise RunError(f"{what}: driver printed no key=value lines (see {driver_txt})")
+    if not service_kv:
+        raise RunError(f"{what}: service printed no key=value lines (see {service_txt})")
+    driver.drop_empty_stderr()
+    service.drop_empty_stderr()
+    return SplitResult(driver_txt, service_txt, driver_kv, service_kv, attacher_rcs)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bytes_handoff.bench.split",
+        description="One split-process TCP run; harness flags go after --.",
+    )
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--run-index", type=int, default=1)
+    parser.add_argument("--service-cores")
+    parser.add_argument("--driver-cores")
+    parser.add_argument("--idle-timeout-millis", type=int, default=1000)
+    parser.add_argument("--startup-timeout-seconds", type=float, default=60.0)
+    parser.add_argument("--run-timeout-seconds", type=float, default=600.0)
+    parser.add_argument("harness_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    harness_args = list(args.harness_args)
+    if harness_args[:1] == ["--"]:
+        harness_args = harness_args[1:]
+    cfg = SplitConfig(
+        harness_args=["--transport", "tcp", *harness_args],
+        out_dir=args.out_dir,
+        run_index=args.run_index,
+        python=os.environ.get("PYTHON") or sys.executable,
+        service_cores=args.service_cores,
+        driver_cores=args.driver_cores,
+        idle_timeout_millis=args.idle_timeout_millis,
+        startup_timeout_seconds=args.startup_timeout_seconds,
+        run_timeout_seconds=args.run_timeout_seconds,
+    )
+    try:
+        result = run_split(cfg)
+    except RunError as exc:
+        print(f"split: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("split: interrupted", file=sys.stderr)
+        return 130
+    print(f"driver={result.driver_path}")
+    print(f"service={result.service_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
