@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Profile the tcp-service role of a split-process TCP run while the driver runs
+# pinned to other cores: py-spy flame graph (service.svg), top Python functions (top-functions.txt)
+# and, where perf works, perf record/report (perf-report.txt; else perf-note.txt).
+# Defaults are the seed's, scaled to a 2-core machine (service on CPU 0,
+# driver on CPU 1). --help lists the flags; the outputs' paths are printed.
+# The logic lives in src/bytes_handoff/bench/profilers.py.
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
+export PYTHON="$PY"
+exec "$PY" -m bytes_handoff.bench.profilers perf --prog "$(basename "$0")" "$@"

@@ -1,0 +1,485 @@
+"""The logic behind ``bench/run-split-service-perf.sh`` and
+``bench/run-split-service-strace.sh``: profile the ``tcp-service`` role of a
+split-process TCP run while the driver runs pinned to other cores.
+
+Profilers attach to the service's processes (the leader and any worker
+processes) *after* its ready file appears and before the driver starts, so the
+profile covers the active window, not interpreter start-up.
+
+``perf`` mode makes up to three passes of the same run shape, each a complete
+split run (profilers perturb each other, so they do not share a run):
+
+1. ``py-spy record --format flamegraph`` -> ``service.svg`` (Python stacks);
+2. ``py-spy record --format raw`` -> ``service-stacks.txt`` (collapsed stacks)
+   and ``top-functions.txt`` (self and total samples per Python function);
+3. ``perf record -e cpu-clock -g`` -> ``service.perf.data`` and
+   ``perf-report.txt`` (native symbols: interpreter, libc, kernel). If perf
+   cannot record here, ``perf-note.txt`` says why and the script goes on.
+
+``strace`` mode makes one pass with ``strace -c -f`` attached to the service
+-> ``strace-summary.txt`` (syscall counts and time).
+
+Each pass keeps its run files (``<pass>-service-run-1.txt``,
+``<pass>-driver-run-1.txt``) so the profiled run's own figures are at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from bytes_handoff.bench.split import Attacher, RunError, SplitConfig, run_split
+from bytes_handoff.bench.wrapper import (
+    OneLineParser,
+    UsageError,
+    cpu_count,
+    cpuset,
+    display_path,
+    harness_flags,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+)
+
+# Seed defaults, scaled to a 2-core machine: one service core, one driver core.
+PERF_DEFAULTS = {
+    "connections": 16,
+    "tunnel_bytes": 1048576,
+    "duration_seconds": "5",
+}
+STRACE_DEFAULTS = {
+    "connections": 16,
+    "tunnel_bytes": 262144,
+    "duration_seconds": "2",
+}
+
+
+def build_parser(prog: str, mode: str) -> OneLineParser:
+    defaults = PERF_DEFAULTS if mode == "perf" else STRACE_DEFAULTS
+    what = (
+        "py-spy flame graph + top functions, and perf record"
+        if mode == "perf"
+        else "strace -c -f syscall counts"
+    )
+    parser = OneLineParser(
+        prog=prog,
+        description=f"Profile the split TCP service ({what}) while the driver runs elsewhere.",
+    )
+    parser.add_argument(
+        "--implementation",
+        choices=("handoff", "manual_vec", "raw_copy", "handoff_splice"),
+        default="handoff",
+    )
+    parser.add_argument(
+        "--scenario", choices=("fragmented", "coalesced", "all"), default="coalesced"
+    )
+    parser.add_argument(
+        "--completion", choices=("ticket", "fire_and_forget"), default="fire_and_forget"
+    )
+    parser.add_argument(
+        "--worker-threads", type=positive_int, help="default: CPUs in --service-cores"
+    )
+    parser.add_argument("--connections", type=positive_int, default=defaults["connections"])
+    parser.add_argument("--route-frames", type=non_negative_int, default=64)
+    parser.add_argument("--frame-len", type=positive_int, default=63)
+    parser.add_argument("--tunnel-bytes", type=non_negative_int, default=defaults["tunnel_bytes"])
+    parser.add_argument("--read-reserve", type=positive_int, default=16384)
+    parser.add_argument(
+        "--duration-seconds", type=non_negative_number, default=defaults["duration_seconds"]
+    )
+    parser.add_argument("--service-cores", type=cpuset, default="0")
+    parser.add_argument("--driver-cores", type=cpuset, default="1")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"))
+    parser.add_argument("--idle-timeout-millis", type=positive_int, default=1000)
+    parser.add_argument("--out-dir", type=Path, help="default bench/results/<mode>_split_...")
+    if mode == "perf":
+        parser.add_argument("--rate", type=positive_int, default=250, help="py-spy samples/s")
+        parser.add_argument("--perf-freq", type=positive_int, default=997, help="perf samples/s")
+        parser.add_argument("--no-perf", action="store_true", help="skip the perf record pass")
+    return parser
+
+
+def harness_args(args: argparse.Namespace, scenario: str) -> list[str]:
+    workers = args.worker_threads or cpu_count(args.service_cores)
+    out = [
+        "--transport",
+        "tcp",
+        "--implementation",
+        args.implementation,
+        "--scenario",
+        scenario,
+        "--completion",
+        args.completion,
+        "--worker-threads",
+        str(workers),
+        "--connections",
+        str(args.connections),
+        "--route-frames",
+        str(args.route_frames),
+        "--frame-len",
+        str(args.frame_len),
+        "--tunnel-bytes",
+        str(args.tunnel_bytes),
+        "--read-reserve",
+        str(args.read_reserve),
+    ]
+    if float(args.duration_seconds) > 0:
+        out += ["--duration-seconds", str(args.duration_seconds)]
+    if args.loop:
+        out += ["--loop", args.loop]
+    return out
+
+
+def split_config(
+    args: argparse.Namespace, scenario: str, out_dir: Path, stem: str, attacher: Attacher
+) -> SplitConfig:
+    duration = float(args.duration_seconds)
+    return SplitConfig(
+        harness_args=harness_args(args, scenario),
+        out_dir=out_dir,
+        run_index=1,
+        python=os.environ.get("PYTHON") or sys.executable,
+        service_cores=args.service_cores,
+        driver_cores=args.driver_cores,
+        idle_timeout_millis=args.idle_timeout_millis,
+        run_timeout_seconds=max(300.0, 3 * duration + 120.0),
+        attachers=[attacher],
+        label=f"{stem} pass ({args.implementation} {scenario})",
+        driver_file_stem=f"{stem}-driver",
+        service_file_stem=f"{stem}-service",
+    )
+
+
+# -- py-spy -------------------------------------------------------------------------
+
+
+def py_spy_binary() -> str:
+    """py-spy next to the interpreter (the venv), else on PATH."""
+    python = os.environ.get("PYTHON") or sys.executable
+    candidate = Path(python).parent / "py-spy"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("py-spy")
+    if found is None:
+        raise RunError("py-spy is not installed (pip install 'bytes-handoff[profile]')")
+    return found
+
+
+def py_spy_attacher(out_dir: Path, fmt: str, output: Path, rate: int, stem: str) -> Attacher:
+    binary = py_spy_binary()
+
+    def argv(pids: list[int]) -> list[str]:
+        # --subprocesses follows worker processes of the service leader.
+        return [
+            binary,
+            "record",
+            "--pid",
+            str(pids[0]),
+            "--subprocesses",
+            "--rate",
+            str(rate),
+            "--format",
+            fmt,
+            "--output",
+            str(output),
+        ]
+
+    return Attacher(
+        name="py-spy",
+        argv=argv,
+        stdout_path=out_dir / f"{stem}-py-spy.out",
+        stderr_path=out_dir / f"{stem}-py-spy.log",
+        ready_marker="Sampling process",
+    )
+
+
+_LINE_SUFFIX = re.compile(r":\d+\)$")
+
+
+def frame_name(frame: str) -> str:
+    """``func (file.py:12)`` -> ``func (file.py)``: one entry per function."""
+    return _LINE_SUFFIX.sub(")", frame.strip())
+
+
+def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
+    stacks: list[tuple[list[str], int]] = []
+    for line in text.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        stacks.append(([frame_name(f) for f in stack.split(";") if f], int(count)))
+    return stacks
+
+
+def top_functions(text: str, limit: int = 40) -> str:
+    """Self and total sample counts per Python function from collapsed stacks."""
+    stacks = parse_collapsed(text)
+    total = sum(count for _, count in stacks)
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for frames, count in stacks:
+        frames = [f for f in frames if not f.startswith("process ")]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    lines = [
+        f"# py-spy samples: {total} (non-idle; collapsed stacks in service-stacks.txt)",
+        "# self = samples with the function on top of the stack; total = samples with it"
+        " anywhere in the stack",
+        "",
+        f"## top {limit} by self samples",
+        f"{'self':>8} {'self%':>7} {'total':>8} {'total%':>7}  function (file)",
+    ]
+
+    def pct(value: int) -> float:
+        return 100.0 * value / total if total else 0.0
+
+    def row(name: str) -> str:
+        s, t = own[name], inclusive[name]
+        return f"{s:>8} {pct(s):>6.1f}% {t:>8} {pct(t):>6.1f}%  {name}"
+
+    lines += [row(name) for name, _ in own.most_common(limit)]
+    lines += [
+        "",
+        f"## top {limit} by total samples",
+        f"{'self':>8} {'self%':>7} {'total':>8} {'total%':>7}  function (file)",
+    ]
+    lines += [row(name) for name, _ in inclusive.most_common(limit)]
+    return "\n".join(lines) + "\n"
+
+
+# -- perf ---------------------------------------------------------------------------
+
+
+def perf_attacher(out_dir: Path, data: Path, freq: int) -> Attacher:
+    def argv(pids: list[int]) -> list[str]:
+        return [
+            "perf",
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            str(freq),
+            "-g",
+            "-p",
+            ",".join(str(p) for p in pids),
+            "-o",
+            str(data),
+        ]
+
+    return Attacher(
+        name="perf record",
+        argv=argv,
+        stdout_path=out_dir / "perf-record.out",
+        stderr_path=out_dir / "perf-record.log",
+        settle_seconds=0.5,
+    )
+
+
+def perf_report(data: Path, out: Path) -> str | None:
+    """Write ``perf report --stdio`` into ``out``; a reason string when it failed."""
+    try:
+        proc = subprocess.run(
+            [
+                "perf",
+                "report",
+                "--stdio",
+                "--no-children",
+                "--percent-limit",
+                "0.5",
+                "-i",
+                str(data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"perf report failed: {exc}"
+    if proc.returncode != 0 or "no samples" in proc.stderr + proc.stdout:
+        message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"perf report found nothing to show (exit {proc.returncode}): {message}"
+    out.write_text(proc.stdout, encoding="utf-8")
+    return None
+
+
+# -- passes -------------------------------------------------------------------------
+
+
+def run_perf_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> list[str]:
+    """The three passes for one scenario; returns the lines to print."""
+    printed: list[str] = []
+    svg = out_dir / "service.svg"
+    run_split(
+        split_config(
+            args,
+            scenario,
+            out_dir,
+            "flamegraph",
+            py_spy_attacher(out_dir, "flamegraph", svg, args.rate, "flamegraph"),
+        )
+    )
+    if not svg.exists() or svg.stat().st_size == 0:
+        raise RunError(f"py-spy wrote no flame graph (log: {out_dir / 'flamegraph-py-spy.log'})")
+    printed.append(f"flamegraph={display_path(svg)}")
+
+    stacks = out_dir / "service-stacks.txt"
+    run_split(
+        split_config(
+            args,
+            scenario,
+            out_dir,
+            "stacks",
+            py_spy_attacher(out_dir, "raw", stacks, args.rate, "stacks"),
+        )
+    )
+    if not stacks.exists():
+        raise RunError(f"py-spy wrote no stacks (log: {out_dir / 'stacks-py-spy.log'})")
+    top = out_dir / "top-functions.txt"
+    top.write_text(top_functions(stacks.read_text(encoding="utf-8")), encoding="utf-8")
+    printed.append(f"top_functions={display_path(top)}")
+
+    note = out_dir / "perf-note.txt"
+    if args.no_perf:
+        note.write_text("perf pass skipped (--no-perf)\n", encoding="utf-8")
+        printed.append(f"perf_note={display_path(note)}")
+        return printed
+    if shutil.which("perf") is None:
+        note.write_text("perf is not installed; no perf record pass\n", encoding="utf-8")
+        printed.append(f"perf_note={display_path(note)}")
+        return printed
+    data = out_dir / "service.perf.data"
+    attacher = perf_attacher(out_dir, data, args.perf_freq)
+    attacher.ok_returncodes = (0,)
+    reason: str | None = None
+    try:
+        result = run_split(split_config(args, scenario, out_dir, "perf", attacher))
+        rc = result.attacher_returncodes.get("perf record", 0)
+        if rc != 0:
+            reason = f"perf record exited with status {rc}: see {attacher.stderr_path}"
+    except RunError as exc:
+        if "perf record" not in str(exc):
+            raise
+        reason = str(exc)
+    if reason is None:
+        reason = perf_report(data, out_dir / "perf-report.txt")
+    if reason is None:
+        printed.append(f"perf_report={display_path(out_dir / 'perf-report.txt')}")
+        printed.append(f"perf_data={display_path(data)}")
+    else:
+        note.write_text(
+            f"perf record could not profile the service on this machine.\nreason: {reason}\n",
+            encoding="utf-8",
+        )
+        printed.append(f"perf_note={display_path(note)}")
+    return printed
+
+
+def strace_attacher(out_dir: Path, summary: Path) -> Attacher:
+    if shutil.which("strace") is None:
+        raise RunError("strace is not installed")
+
+    def argv(pids: list[int]) -> list[str]:
+        cmd = ["strace", "-c", "-f", "-o", str(summary)]
+        for pid in pids:
+            cmd += ["-p", str(pid)]
+        return cmd
+
+    return Attacher(
+        name="strace",
+        argv=argv,
+        stdout_path=out_dir / "strace.out",
+        stderr_path=out_dir / "strace.log",
+        ready_marker="attached",
+    )
+
+
+def run_strace_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> list[str]:
+    summary = out_dir / "strace-summary.txt"
+    run_split(split_config(args, scenario, out_dir, "strace", strace_attacher(out_dir, summary)))
+    if not summary.exists() or "total" not in summary.read_text(encoding="utf-8"):
+        raise RunError(f"strace wrote no summary (log: {out_dir / 'strace.log'})")
+    return [f"strace_summary={display_path(summary)}"]
+
+
+def default_out_dir(mode: str, args: argparse.Namespace) -> Path:
+    results = Path(__file__).resolve().parents[3] / "bench" / "results"
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    return results / f"{mode}_split_{args.implementation}_{args.scenario}_{stamp}_{os.getpid()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("perf", "strace"):
+        print("usage: python -m bytes_handoff.bench.profilers perf|strace [flags]", file=sys.stderr)
+        return 2
+    mode, argv = argv[0], argv[1:]
+    prog = f"run-split-service-{mode}.sh"
+    if argv[:1] == ["--prog"] and len(argv) > 1:
+        prog, argv = argv[1], argv[2:]
+    parser = build_parser(prog, mode)
+    try:
+        args = parser.parse_args(argv)
+        if args.frame_len < 16:
+            raise UsageError(f"--frame-len must be >= 16, got {args.frame_len}")
+        if shutil.which("taskset") is None:
+            raise UsageError("taskset is required to pin the service and the driver")
+        python = os.environ.get("PYTHON") or sys.executable
+        supported = harness_flags(python)
+        if args.loop and "--loop" not in supported:
+            raise UsageError("--loop is not supported by this harness")
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+    base: Path = args.out_dir or default_out_dir(mode, args)
+    scenarios = ["fragmented", "coalesced"] if args.scenario == "all" else [args.scenario]
+    print(
+        f"{mode}: implementation={args.implementation} scenario={args.scenario} "
+        f"service_cores={args.service_cores} driver_cores={args.driver_cores} "
+        f"out_dir={display_path(base)}",
+        flush=True,
+    )
+    try:
+        for scenario in scenarios:
+            out_dir = base / scenario if len(scenarios) > 1 else base
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lines = (
+                run_perf_mode(args, scenario, out_dir)
+                if mode == "perf"
+                else run_strace_mode(args, scenario, out_dir)
+            )
+            for line in lines:
+                print(f"{scenario}: {line}", flush=True)
+            if mode == "strace":
+                summary = (out_dir / "strace-summary.txt").read_text(encoding="utf-8")
+                print("\n".join(summary.splitlines()[:14]), flush=True)
+            else:
+                top = (out_dir / "top-functions.txt").read_text(encoding="utf-8")
+                print("\n".join(top.splitlines()[3:19]), flush=True)
+    except RunError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    print(f"outputs in {display_path(base)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Comparison table and chart: implementations side by side per scenario.
+
+Columns (mean ± sample stdev over the runs):
+
+* ``driver MiB/s``: end-to-end throughput seen by the driver (split runs) or
+  by the integrated process;
+* ``service MiB/s``, ``service CPU cores``, ``service ns/B``: the proxy
+  service's own figures in split runs. Integrated runs have no separate
+  service, so these columns show the whole process (client, proxy and sink),
+  marked ``(whole process)`` in the header;
+* ``driver p99 µs``: per-stream latency p99;
+* ``ns/B vs <first>``: service ns/B relative to the first implementation.
+
+As a program, ``python -m bytes_handoff.bench.report DIR`` rebuilds
+``comparison.md`` and ``comparison.png`` in DIR from the ``summary.csv`` and
+``runs.csv`` files below it, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bytes_handoff.bench.artifacts import Stat, read_runs_csv, read_summary_csv
+
+SCENARIO_ORDER = ("fragmented", "coalesced")
+IMPLEMENTATION_ORDER = ("handoff", "handoff_splice", "manual_vec", "raw_copy")
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    implementation: str
+    scenario: str
+    stats: Mapping[str, Stat]
+    path: Path
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str
+    fallback: str | None
+    digits: int
+
+
+def is_split(cells: Sequence[CellSummary]) -> bool:
+    return any("service_cpu_ns_per_byte" in c.stats for c in cells)
+
+
+def columns(split: bool) -> list[Column]:
+    if split:
+        return [
+            Column("driver MiB/s", "mib_per_sec", None, 2),
+            Column("service MiB/s", "service_mib_per_sec", None, 2),
+            Column("service CPU cores", "service_cpu_avg_cores", None, 3),
+            Column("service ns/B", "service_cpu_ns_per_byte", None, 3),
+            Column("driver p99 µs", "latency_p99_micros", None, 1),
+        ]
+    return [
+        Column("MiB/s", "mib_per_sec", None, 2),
+        Column("service MiB/s (whole process)", "mib_per_sec", None, 2),
+        Column("service CPU cores (whole process)", "cpu_avg_cores", None, 3),
+        Column("service ns/B (whole process)", "cpu_ns_per_byte", None, 3),
+        Column("p99 µs", "latency_p99_micros", None, 1),
+    ]
+
+
+def ns_key(split: bool) -> str:
+    return "service_cpu_ns_per_byte" if split else "cpu_ns_per_byte"
+
+
+def _order(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    rank = {name: i for i, name in enumerate(preferred)}
+    return sorted(unique, key=lambda v: (rank.get(v, len(rank)), unique.index(v)))
+
+
+def cell_value(stats: Mapping[str, Stat], key: str, digits: int) -> str:
+    stat = stats.get(key)
+    if stat is None:
+        return "n/a"
+    if stat.stdev:
+        return f"{stat.mean:.{digits}f} ± {stat.stdev:.{digits}f}"
+    return f"{stat.mean:.{digits}f}"
+
+
+def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Headers and ``(scenario, row)`` pairs, scenarios and implementations ordered."""
+    split = is_split(cells)
+    cols = columns(split)
+    scenarios = _order([c.scenario for c in cells], SCENARIO_ORDER)
+    impls = _order([c.implementation for c in cells], IMPLEMENTATION_ORDER)
+    by_key = {(c.scenario, c.implementation): c for c in cells}
+    base_impl = impls[0] if impls else ""
+    headers = ["scenario", "implementation", *[c.header for c in cols], f"ns/B vs {base_impl}"]
+    rows: list[tuple[str, list[str]]] = []
+    for scenario in scenarios:
+        base = by_key.get((scenario, base_impl))
+        base_ns = base.stats.get(ns_key(split)) if base else None
+        for impl in impls:
+            cell = by_key.get((scenario, impl))
+            if cell is None:
+                continue
+            values = [cell_value(cell.stats, col.key, col.digits) for col in cols]
+            ns = cell.stats.get(ns_key(split))
+            ratio = f"{ns.mean / base_ns.mean:.2f}x" if ns and base_ns and base_ns.mean else "n/a"
+            rows.append((scenario, [scenario, impl, *values, ratio]))
+    return headers, rows
+
+
+def markdown(cells: Sequence[CellSummary], title: str = "") -> str:
+    headers, rows = table_rows(cells)
+    split = is_split(cells)
+    lines = [f"# Comparison{': ' + title if title else ''}", ""]
+    if split:
+        lines.append(
+            "Split-process TCP: the service (proxy) and the driver (client + sink) ran as "
+            "separate pinned processes. Service CPU cores and ns/B are the proxy's own cost; "
+            "compare those."
+        )
+    else:
+        lines.append(
+            "Integrated runs: client, proxy and sink share one process, so CPU and ns/B cover "
+            "all three. Use --service-cores/--driver-cores for the proxy's own cost."
+        )
+    lines += ["", "Values are mean ± sample stdev over the runs.", ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(headers) - 2)) + "|")
+    for _scenario, row in rows:
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Run folders:")
+    lines.append("")
+    for cell in cells:
+        lines.append(f"- {cell.scenario} / {cell.implementation}: `{cell.path}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Path:
+    """Grouped bars: ns/B and throughput per implementation, one group per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = is_split(cells)
+    scenarios = _order([c.scenario for c in cells], SCENARIO_ORDER)
+    impls = _order([c.implementation for c in cells], IMPLEMENTATION_ORDER)
+    by_key = {(c.scenario, c.implementation): c for c in cells}
+    panels = [
+        (ns_key(split), "service CPU ns/B" if split else "process CPU ns/B (whole process)"),
+        ("mib_per_sec", "driver MiB/s (end to end)" if split else "MiB/s (end to end)"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    width = 0.8 / max(len(impls), 1)
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, impl in enumerate(impls):
+            means: list[float] = []
+            errs: list[float] = []
+            for scenario in scenarios:
+                cell = by_key.get((scenario, impl))
+                stat = cell.stats.get(key) if cell else None
+                means.append(stat.mean if stat else 0.0)
+                errs.append(stat.stdev if stat else 0.0)
+            xs = [x + (i - (len(impls) - 1) / 2) * width for x in range(len(scenarios))]
+            ax.bar(xs, means, width, yerr=errs, capsize=3, label=impl)
+        ax.set_xticks(range(len(scenarios)))
+        ax.set_xticklabels(scenarios)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(
+    directory: Path, cells: Sequence[CellSummary], title: str = ""
+) -> tuple[Path, Path | None]:
+    """Write ``comparison.md`` and ``comparison.png`` into ``directory``."""
+    md = directory / "comparison.md"
+    md.write_text(markdown(cells, title), encoding="utf-8")
+    try:
+        png = write_chart(directory / "comparison.png", cells, title)
+    except ImportError:
+        return md, None
+    return md, png
+
+
+def print_table(cells: Sequence[CellSummary], title: str = "") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    headers, rows = table_rows(cells)
+    table = Table(title=title or "comparison", show_lines=False)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 2 else "right")
+    previous = None
+    for scenario, row in rows:
+        if previous is not None and scenario != previous:
+            table.add_section()
+        table.add_row(*row)
+        previous = scenario
+    Console(width=200).print(table)
+
+
+def cells_from_directory(directory: Path) -> list[CellSummary]:
+    """Every cell folder (one with ``summary.csv``) below ``directory``."""
+    cells: list[CellSummary] = []
+    for summary in sorted(directory.rglob("summary.csv")):
+        runs = summary.with_name("runs.csv")
+        first = read_runs_csv(runs)[0] if runs.exists() else {}
+        impl = first.get("implementation") or summary.parent.name
+        scenario = first.get("scenario") or "?"
+        cells.append(CellSummary(impl, scenario, read_summary_csv(summary), summary.parent))
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bytes_handoff.bench.report",
+        description="Write comparison.md and comparison.png for a results folder.",
+    )
+    parser.add_argument("directory", type=Path)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    directory: Path = args.directory
+    if not directory.is_dir():
+        print(f"report: error: not a folder: {directory}", file=sys.stderr)
+        return 2
+    cells = cells_from_directory(directory)
+    if not cells:
+        print(f"report: error: no summary.csv below {directory}", file=sys.stderr)
+        return 1
+    md, png = write_comparison(directory, cells, directory.name)
+    print_table(cells, directory.name)
+    print(f"comparison={md}" + (f" chart={png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,520 @@
+"""The logic behind ``bench/run-stream-harness.sh``.
+
+Runs the harness ``--runs`` times per (implementation, scenario) cell, either
+integrated (one process) or split-process TCP (``--service-cores`` and
+``--driver-cores``: service and driver pinned with ``taskset``), and writes::
+
+    <results-dir>/stream_<transport>_<implementation>_<scenario>_<completion>_<timestamp>/
+        handoff-run-N.txt   driver (split) or integrated stdout, key=value
+        service-run-N.txt   split-mode service stdout, key=value
+        runs.csv            one row per run (service keys prefixed service_)
+        summary.csv         metric,mean,stdev (sample stdev) per numeric key
+
+``--scenario all`` puts each scenario in its own subfolder; ``--implementation
+all`` runs handoff, manual_vec and raw_copy interleaved per run index (run 1 of
+each, then run 2 of each, ...) so host noise hits all of them alike, puts each
+implementation in its own subfolder of one parent folder and writes
+``comparison.md`` and ``comparison.png`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from bytes_handoff.bench.artifacts import (
+    Stat,
+    merge_run,
+    parse_kv_file,
+    summary_line,
+    write_cell_artifacts,
+)
+from bytes_handoff.bench.split import (
+    Child,
+    RunError,
+    SplitConfig,
+    harness_command,
+    last_line,
+    run_split,
+)
+
+IMPLEMENTATIONS_ALL = ("handoff", "manual_vec", "raw_copy")
+IMPLEMENTATION_CHOICES = ("handoff", "manual_vec", "raw_copy", "handoff_splice")
+SCENARIOS_ALL = ("fragmented", "coalesced")
+DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
+
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (``prog: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_number(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return text.strip()
+
+
+def cpu_count(cores: str) -> int:
+    """How many CPUs a validated CPU list names."""
+    total = 0
+    for part in cores.split(","):
+        lo, _, hi = part.partition("-")
+        total += int(hi or lo) - int(lo) + 1
+    return total
+
+
+def cpuset(text: str) -> str:
+    text = text.strip()
+    if not _CPUSET.match(text):
+        raise argparse.ArgumentTypeError(f"expected a CPU list like 0 or 0-3,8, got {text!r}")
+    available = os.sched_getaffinity(0)
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if first > last:
+            raise argparse.ArgumentTypeError(f"bad CPU range {part!r}")
+        missing = [c for c in range(first, last + 1) if c not in available]
+        if missing:
+            cpus = ",".join(str(c) for c in sorted(available))
+            raise argparse.ArgumentTypeError(
+                f"CPU {missing[0]} in {text!r} is not available here (CPUs: {cpus})"
+            )
+    return text
+
+
+def host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+# Harness flags forwarded as they are: (flag, type, help). ``None`` means omitted.
+SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
+    (
+        "--worker-threads",
+        positive_int,
+        "event-loop worker processes (default: the CPUs of --service-cores, else all CPUs)",
+    ),
+    ("--connections", positive_int, "connections per wave (default 64)"),
+    ("--route-frames", non_negative_int, "route frames per connection (default 64)"),
+    ("--frame-len", positive_int, "frame length, >= 16 (default 63)"),
+    ("--tunnel-bytes", non_negative_int, "tunnel payload per connection (default 65536)"),
+    ("--input-fragment", positive_int, "client write size (default: by scenario)"),
+    ("--read-reserve", positive_int, "proxy read size (default 16384)"),
+    ("--write-pending-bytes", non_negative_int, "write budget; 0 = 2 * read reserve"),
+    ("--duplex-capacity", positive_int, "in-memory pipe capacity (default 262144)"),
+    ("--iterations", positive_int, "connection waves per run"),
+    ("--duration-seconds", non_negative_number, "repeat waves this long (sustained run)"),
+    ("--handoff-flush-bytes", positive_int, "seed flag; passed on only if the harness has it"),
+    ("--startup-timeout-seconds", positive_int, "harness startup timeout"),
+]
+
+
+def build_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(
+        prog=prog,
+        description=(
+            "Run the bytes-handoff stream harness --runs times and write run files, runs.csv, "
+            "summary.csv (metric,mean,stdev; sample stdev) and a one-line summary."
+        ),
+    )
+    parser.add_argument("--transport", choices=("duplex", "tcp"), help="default duplex")
+    parser.add_argument(
+        "--implementation", choices=(*IMPLEMENTATION_CHOICES, "all"), default="handoff"
+    )
+    parser.add_argument("--scenario", choices=(*SCENARIOS_ALL, "all"), default="fragmented")
+    parser.add_argument("--completion", choices=("ticket", "fire_and_forget"), default="ticket")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"))
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per cell (default 3)")
+    for flag, kind, text in SHAPE_FLAGS:
+        parser.add_argument(flag, type=kind, help=text)
+    parser.add_argument("--idle-timeout-millis", type=positive_int, help="split service idle exit")
+    parser.add_argument("--service-cores", type=cpuset, help="split TCP: service CPU list")
+    parser.add_argument("--driver-cores", type=cpuset, help="split TCP: driver CPU list")
+    parser.add_argument("--service-addr", type=host_port, help="HOST:PORT (default: free port)")
+    parser.add_argument("--sink-addr", type=host_port, help="HOST:PORT (default: free port)")
+    parser.add_argument("--results-dir", type=Path, help="default bench/results")
+    parser.add_argument(
+        "--run-timeout-seconds",
+        type=positive_float,
+        help="limit per harness process (default 600, more for long --duration-seconds)",
+    )
+    return parser
+
+
+@dataclass
+class Plan:
+    """Everything a set of runs needs, validated."""
+
+    transport: str
+    implementations: list[str]
+    scenarios: list[str]
+    completion: str
+    runs: int
+    shape: dict[str, str]
+    loop: str | None
+    split: bool
+    service_cores: str | None
+    driver_cores: str | None
+    service_addr: str | None
+    sink_addr: str | None
+    idle_timeout_millis: int
+    run_timeout_seconds: float
+    results_dir: Path
+    python: str
+    supported_flags: set[str] = field(default_factory=set)
+
+    def harness_args(self, implementation: str, scenario: str) -> list[str]:
+        args = [
+            "--transport",
+            self.transport,
+            "--implementation",
+            implementation,
+            "--scenario",
+            scenario,
+            "--completion",
+            self.completion,
+        ]
+        for flag, value in self.shape.items():
+            args += [flag, value]
+        if self.loop is not None:
+            args += ["--loop", self.loop]
+        return args
+
+    @property
+    def sustained(self) -> bool:
+        return float(self.shape.get("--duration-seconds", "0")) > 0
+
+
+def harness_flags(python: str) -> set[str]:
+    """The long flags ``python -m bytes_handoff.bench --help`` lists."""
+    try:
+        proc = subprocess.run(
+            [*harness_command(python), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RunError(f"cannot run the harness with {python}: {exc}") from exc
+    if proc.returncode != 0:
+        line = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RunError(f"the harness does not start ({python} -m bytes_handoff.bench): {line}")
+    return set(re.findall(r"--[a-z][a-z0-9-]*", proc.stdout))
+
+
+def make_plan(args: argparse.Namespace, python: str) -> Plan:
+    if (args.service_cores is None) != (args.driver_cores is None):
+        given = "--service-cores" if args.service_cores is not None else "--driver-cores"
+        raise UsageError(f"{given} needs its partner: pass both --service-cores and --driver-cores")
+    split = args.service_cores is not None
+    transport = args.transport
+    if split:
+        if transport == "duplex":
+            raise UsageError("--service-cores/--driver-cores need --transport tcp (split-process)")
+        transport = "tcp"
+    transport = transport or "duplex"
+    if (args.service_addr or args.sink_addr) and transport != "tcp":
+        raise UsageError("--service-addr/--sink-addr need --transport tcp")
+    frame_len = args.frame_len
+    if frame_len is not None and frame_len < 16:
+        raise UsageError(f"--frame-len must be >= 16, got {frame_len}")
+
+    shape: dict[str, str] = {
+        "--worker-threads": str(
+            cpu_count(args.service_cores) if split else len(os.sched_getaffinity(0))
+        ),
+        "--connections": "64",
+        "--route-frames": "64",
+        "--frame-len": "63",
+        "--tunnel-bytes": "65536",
+        "--read-reserve": "16384",
+        "--duplex-capacity": "262144",
+    }
+    for flag, _kind, _text in SHAPE_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            shape[flag] = str(value)
+    if not split and args.idle_timeout_millis is not None:
+        shape["--idle-timeout-millis"] = str(args.idle_timeout_millis)
+    if not split:
+        for flag in ("--service-addr", "--sink-addr"):
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None:
+                shape[flag] = value
+
+    duration = float(shape.get("--duration-seconds", "0"))
+    run_timeout = args.run_timeout_seconds or max(600.0, 3.0 * duration + 300.0)
+    implementations = (
+        list(IMPLEMENTATIONS_ALL) if args.implementation == "all" else [args.implementation]
+    )
+    scenarios = list(SCENARIOS_ALL) if args.scenario == "all" else [args.scenario]
+    results_dir = args.results_dir or Path(__file__).resolve().parents[3] / "bench" / "results"
+    return Plan(
+        transport=transport,
+        implementations=implementations,
+        scenarios=scenarios,
+        completion=args.completion,
+        runs=args.runs,
+        shape=shape,
+        loop=args.loop,
+        split=split,
+        service_cores=args.service_cores,
+        driver_cores=args.driver_cores,
+        service_addr=args.service_addr,
+        sink_addr=args.sink_addr,
+        idle_timeout_millis=args.idle_timeout_millis or DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS,
+        run_timeout_seconds=run_timeout,
+        results_dir=results_dir,
+        python=python,
+    )
+
+
+def check_supported(plan: Plan) -> None:
+    """Refuse flags the installed harness does not know, before any run."""
+    supported = harness_flags(plan.python)
+    plan.supported_flags = supported
+    for flag in [*plan.shape, "--loop" if plan.loop else ""]:
+        if flag and flag not in supported:
+            raise UsageError(
+                f"{flag} is not supported by this harness (python -m bytes_handoff.bench)"
+            )
+
+
+def run_integrated(
+    plan: Plan, args: list[str], out_dir: Path, n: int, label: str
+) -> dict[str, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    txt = out_dir / f"handoff-run-{n}.txt"
+    err = out_dir / f"handoff-run-{n}.err"
+    extra: list[str] = []
+    if plan.sustained and "--rss-samples" in plan.supported_flags:
+        extra = ["--rss-samples", str(out_dir / f"handoff-rss-{n}.csv")]
+    child = Child("harness", [*harness_command(plan.python), *args, *extra], txt, err)
+    try:
+        rc = child.wait(plan.run_timeout_seconds)
+        if rc is None:
+            raise RunError(
+                f"{label}: still running after {plan.run_timeout_seconds:g}s (log: {err})"
+            )
+        if rc != 0:
+            message = _last(err)
+            raise RunError(f"{label}: harness exited with status {rc}: {message} (log: {err})")
+    finally:
+        child.kill_group()
+    kv = parse_kv_file(txt)
+    if not kv:
+        raise RunError(f"{label}: harness printed no key=value lines (see {txt})")
+    child.drop_empty_stderr()
+    return kv
+
+
+def _last(path: Path) -> str:
+    return last_line(path) or "no message"
+
+
+def run_cell_once(
+    plan: Plan, implementation: str, scenario: str, out_dir: Path, n: int
+) -> dict[str, str]:
+    """One run of one cell; returns its ``runs.csv`` row."""
+    label = f"run {n} ({implementation} {scenario})"
+    args = plan.harness_args(implementation, scenario)
+    if not plan.split:
+        return merge_run(run_integrated(plan, args, out_dir, n, label), None)
+    service_extra: list[str] = []
+    driver_extra: list[str] = []
+    if plan.sustained and "--rss-samples" in plan.supported_flags:
+        service_extra = ["--rss-samples", str(out_dir / f"service-rss-{n}.csv")]
+        driver_extra = ["--rss-samples", str(out_dir / f"handoff-rss-{n}.csv")]
+    result = run_split(
+        SplitConfig(
+            harness_args=args,
+            out_dir=out_dir,
+            run_index=n,
+            python=plan.python,
+            service_cores=plan.service_cores,
+            driver_cores=plan.driver_cores,
+            service_addr=plan.service_addr,
+            sink_addr=plan.sink_addr,
+            idle_timeout_millis=plan.idle_timeout_millis,
+            run_timeout_seconds=plan.run_timeout_seconds,
+            service_extra_args=service_extra,
+            driver_extra_args=driver_extra,
+            label=label,
+        )
+    )
+    return merge_run(result.driver, result.service)
+
+
+def new_run_dir(results_dir: Path, name: str) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    for attempt in range(1000):
+        suffix = "" if attempt == 0 else f"-{attempt + 1}"
+        path = results_dir / f"{name}_{stamp}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RunError(f"cannot create a run folder under {results_dir}")
+
+
+@dataclass
+class CellResult:
+    implementation: str
+    scenario: str
+    path: Path
+    rows: list[dict[str, str]]
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+
+def cell_dir(base: Path, plan: Plan, implementation: str, scenario: str) -> Path:
+    path = base
+    if len(plan.implementations) > 1:
+        path = path / implementation
+    if len(plan.scenarios) > 1:
+        path = path / scenario
+    return path
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResult]]:
+    impl_label = plan.implementations[0] if len(plan.implementations) == 1 else "all"
+    scenario_label = plan.scenarios[0] if len(plan.scenarios) == 1 else "all"
+    base = new_run_dir(
+        plan.results_dir,
+        f"stream_{plan.transport}_{impl_label}_{scenario_label}_{plan.completion}",
+    )
+    cells = {
+        (impl, scenario): CellResult(impl, scenario, cell_dir(base, plan, impl, scenario), [])
+        for scenario in plan.scenarios
+        for impl in plan.implementations
+    }
+    mode = (
+        f"split service_cores={plan.service_cores} driver_cores={plan.driver_cores}"
+        if plan.split
+        else "integrated"
+    )
+    log(f"results={display_path(base)} transport={plan.transport} mode={mode} runs={plan.runs}")
+    for n in range(1, plan.runs + 1):
+        for scenario in plan.scenarios:
+            for impl in plan.implementations:
+                cell = cells[(impl, scenario)]
+                row = run_cell_once(plan, impl, scenario, cell.path, n)
+                cell.rows.append(row)
+                key = "service_cpu_ns_per_byte" if plan.split else "cpu_ns_per_byte"
+                log(
+                    f"[run {n}/{plan.runs}] {impl} {scenario}: "
+                    f"mib_per_sec={row.get('mib_per_sec', '?')} {key}={row.get(key, '?')}"
+                )
+    for cell in cells.values():
+        cell.stats = write_cell_artifacts(cell.path, cell.rows)
+    return base, list(cells.values())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "run-stream-harness.sh"
+    if argv[:2] and argv[0] == "--prog":
+        prog, argv = argv[1], argv[2:]
+    parser = build_parser(prog)
+    python = os.environ.get("PYTHON") or sys.executable
+    try:
+        args = parser.parse_args(argv)
+        plan = make_plan(args, python)
+        check_supported(plan)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        base, cells = execute(plan, log)
+    except RunError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    for cell in cells:
+        print(
+            summary_line(
+                transport=plan.transport,
+                implementation=cell.implementation,
+                scenario=cell.scenario,
+                completion=plan.completion,
+                runs=len(cell.rows),
+                stats=cell.stats,
+                location=display_path(cell.path),
+            ),
+            flush=True,
+        )
+    if len(plan.implementations) > 1:
+        from bytes_handoff.bench.report import CellSummary, print_table, write_comparison
+
+        summaries = [CellSummary(c.implementation, c.scenario, c.stats, c.path) for c in cells]
+        md, png = write_comparison(base, summaries, title=base.name)
+        print_table(summaries, title=base.name)
+        print(f"comparison={display_path(md)}" + (f" chart={display_path(png)}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
