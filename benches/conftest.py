@@ -193,11 +193,14 @@ def _rows(config: pytest.Config) -> tuple[list[list[str]], bool]:
             continue
         extra = bench.extra_info
         median = bench.stats.median
+        iqr = bench.stats.iqr if len(bench.stats.data) >= 2 else 0.0
         row = [
             extra.get("family", bench.group or bench.name),
             extra.get("case") or "-",
             _fmt_time(median),
             _fmt_rate(extra, median),
+            f"{iqr / median * 100:.0f}%" if median > 0 else "-",
+            str(bench.stats.rounds),
         ]
         if compared:
             old = compared.get(bench.fullname)
@@ -211,8 +214,11 @@ def _rows(config: pytest.Config) -> tuple[list[list[str]], bool]:
     return rows, bool(compared)
 
 
+HEAD = ["family", "case", "median", "throughput", "IQR/median", "rounds"]
+
+
 def _markdown(rows: list[list[str]], with_compare: bool) -> str:
-    head = ["family", "case", "median", "throughput"]
+    head = list(HEAD)
     if with_compare:
         head += ["baseline median", "change"]
     lines = [
@@ -228,7 +234,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     rows, with_compare = _rows(config)
     if not rows:
         return
-    head = ["family", "case", "median", "throughput"]
+    head = list(HEAD)
     if with_compare:
         head += ["baseline", "change"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
