@@ -14,7 +14,8 @@ Conventions (the wrappers and the report rely on them):
   column of ``runs.csv`` (``run`` excluded), in ``runs.csv`` column order. A
   column is numeric when every non-empty cell is a finite number. ``stdev`` is
   the *sample* standard deviation (n - 1 in the denominator); it is ``0`` when
-  only one run has the metric.
+  only one run has the metric. Process ids (``pid``, ``service_pid``) are
+  numbers but not measurements and are left out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVICE_PREFIX = "service_"
+NOT_METRICS = frozenset({"run", "pid", SERVICE_PREFIX + "pid"})
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -109,7 +111,7 @@ def summarize(rows: Sequence[Mapping[str, str]]) -> dict[str, Stat]:
     """Mean and sample stdev of every numeric column, in column order."""
     stats: dict[str, Stat] = {}
     for col in _columns(rows):
-        if col == "run":
+        if col in NOT_METRICS:
             continue
         cells = [row.get(col, "") for row in rows]
         present = [c for c in cells if c.strip()]

@@ -1,0 +1,169 @@
+"""``bytes-handoff-bench`` / ``python -m bytes_handoff.bench``: parse flags, run, print.
+
+Exit codes: 0 success, 1 the run failed (a stream errored, verification
+failed, a wait timed out), 2 bad usage (unknown flag, bad value, an address
+in use, a service that cannot be reached). Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from bytes_handoff import HandoffError
+
+from .config import COMPLETIONS, LOOPS, ROLES, SCENARIOS, TRANSPORTS, BenchConfig, default_loop
+from .config import parse_addr as _parse_addr
+from .errors import BenchError, UsageError
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+PROG = "bytes-handoff-bench"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, never usage text or a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .implementations import IMPLEMENTATIONS
+
+    p = _Parser(
+        prog=PROG,
+        description="End-to-end client -> proxy -> sink stream benchmark for bytes_handoff.",
+        allow_abbrev=False,
+    )
+    integer = _number(int)
+    number = _number(float)
+    add = p.add_argument
+    add("--transport", choices=TRANSPORTS, default="duplex")
+    add("--role", choices=ROLES, default="integrated")
+    add("--implementation", choices=list(IMPLEMENTATIONS), default="handoff")
+    add("--scenario", choices=SCENARIOS, default="fragmented")
+    add("--completion", choices=COMPLETIONS, default="ticket")
+    add("--worker-threads", type=integer, default=1, help="event-loop worker processes")
+    add("--connections", type=integer, default=16, help="concurrent streams per wave")
+    add("--route-frames", type=integer, default=64)
+    add("--frame-len", type=integer, default=63, help="route frame length without newline (>=16)")
+    add("--tunnel-bytes", type=integer, default=1024 * 1024)
+    add(
+        "--input-fragment",
+        type=integer,
+        default=None,
+        help="client write size (default 64 fragmented, --read-reserve coalesced)",
+    )
+    add("--read-reserve", type=integer, default=16 * 1024)
+    add(
+        "--write-pending-bytes",
+        type=integer,
+        default=0,
+        help="write budget; 0 = 2 * read_reserve, else >= read_reserve",
+    )
+    add("--duplex-capacity", type=integer, default=64 * 1024)
+    add("--iterations", type=integer, default=1, help="connection waves")
+    add(
+        "--duration-seconds",
+        type=number,
+        default=0.0,
+        help="repeat waves until this many seconds passed (0 = use --iterations)",
+    )
+    add("--service-addr", metavar="HOST:PORT")
+    add("--sink-addr", metavar="HOST:PORT")
+    add("--ready-file", metavar="PATH", help="written (key=value) once listening")
+    add(
+        "--idle-timeout-millis",
+        type=integer,
+        default=2000,
+        help="tcp-service: end after this long without an active stream",
+    )
+    add("--loop", choices=LOOPS, default=None, help="event loop (default uvloop if installed)")
+    add(
+        "--startup-timeout-seconds",
+        type=number,
+        default=60.0,
+        help="wait for the first connection / for the service; also the no-progress limit",
+    )
+    add("--rss-samples", metavar="PATH", help="write RSS samples (CSV, about 1/s) here")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
+    """Parse and validate; ``UsageError`` (one line) on anything wrong."""
+    ns = build_parser().parse_args(argv)
+    cfg = BenchConfig(
+        transport=ns.transport,
+        role=ns.role,
+        implementation=ns.implementation,
+        scenario=ns.scenario,
+        completion=ns.completion,
+        worker_threads=ns.worker_threads,
+        connections=ns.connections,
+        route_frames=ns.route_frames,
+        frame_len=ns.frame_len,
+        tunnel_bytes=ns.tunnel_bytes,
+        input_fragment_flag=ns.input_fragment,
+        read_reserve=ns.read_reserve,
+        write_pending_bytes_flag=ns.write_pending_bytes,
+        duplex_capacity=ns.duplex_capacity,
+        iterations=ns.iterations,
+        duration_seconds=ns.duration_seconds,
+        service_addr=_parse_addr(ns.service_addr, "--service-addr") if ns.service_addr else None,
+        sink_addr=_parse_addr(ns.sink_addr, "--sink-addr") if ns.sink_addr else None,
+        ready_file=ns.ready_file,
+        idle_timeout_millis=ns.idle_timeout_millis,
+        loop=ns.loop or default_loop(),
+        startup_timeout_seconds=ns.startup_timeout_seconds,
+        rss_samples=ns.rss_samples,
+    )
+    return cfg.validate()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, print the report; raise ``BenchError`` on failure."""
+    from .output import report_lines
+    from .roles import run_bench
+
+    cfg = config_from_args(argv)
+    outcome = run_bench(cfg)
+    sys.stdout.write("".join(f"{line}\n" for line in report_lines(cfg, outcome)))
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: never a traceback, one ``bytes-handoff-bench: error:`` line."""
+    try:
+        return run(argv)
+    except BenchError as exc:
+        code = exc.exit_code
+        message = str(exc)
+    except (HandoffError, OSError, ValueError) as exc:
+        code = 1
+        message = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        code = 130
+        message = "interrupted"
+    sys.stdout.flush()
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""One run's configuration: the CLI flags, validated, with the derived values."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+__all__ = [
+    "COMPLETIONS",
+    "LOOPS",
+    "ROLES",
+    "SCENARIOS",
+    "TRANSPORTS",
+    "BenchConfig",
+    "default_loop",
+    "parse_addr",
+]
+
+TRANSPORTS = ("duplex", "tcp")
+ROLES = ("integrated", "tcp-service", "tcp-driver")
+SCENARIOS = ("fragmented", "coalesced")
+COMPLETIONS = ("ticket", "fire_and_forget")
+LOOPS = ("asyncio", "uvloop")
+
+#: Stream ids are 4 digits in the frame header (`GET /tenant/NNNN/...`).
+MAX_CONNECTIONS = 10_000
+
+
+def default_loop() -> str:
+    """``uvloop`` when it is importable, else ``asyncio``."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def parse_addr(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)``; a ``UsageError`` naming ``flag`` otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise UsageError(f"{flag}: expected HOST:PORT (port 0-65535), got {text!r}")
+    return host.strip("[]"), int(port_text)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Every knob of one run, validated by :meth:`validate`; see ``cli.build_parser``."""
+
+    transport: str = "duplex"
+    role: str = "integrated"
+    implementation: str = "handoff"
+    scenario: str = "fragmented"
+    completion: str = "ticket"
+    worker_threads: int = 1
+    connections: int = 16
+    route_frames: int = 64
+    frame_len: int = 63
+    tunnel_bytes: int = 1024 * 1024
+    input_fragment_flag: int | None = None
+    read_reserve: int = 16 * 1024
+    write_pending_bytes_flag: int = 0
+    duplex_capacity: int = 64 * 1024
+    iterations: int = 1
+    duration_seconds: float = 0.0
+    service_addr: tuple[str, int] | None = None
+    sink_addr: tuple[str, int] | None = None
+    ready_file: str | None = None
+    idle_timeout_millis: int = 2000
+    loop: str = "asyncio"
+    startup_timeout_seconds: float = 60.0
+    rss_samples: str | None = None
+
+    # -- derived ------------------------------------------------------------------------
+
+    @property
+    def input_fragment(self) -> int:
+        """Client write size: the flag, else 64 (fragmented) or ``read_reserve`` (coalesced)."""
+        if self.input_fragment_flag is not None:
+            return self.input_fragment_flag
+        return 64 if self.scenario == "fragmented" else self.read_reserve
+
+    @property
+    def write_pending_bytes(self) -> int:
+        """The write budget: the flag, or ``2 * read_reserve`` when it is 0."""
+        return self.write_pending_bytes_flag or 2 * self.read_reserve
+
+    @property
+    def prefix_len(self) -> int:
+        """Route frames plus the ``TUNNEL\\n`` marker."""
+        return self.route_frames * (self.frame_len + 1) + 7
+
+    @property
+    def bytes_per_connection(self) -> int:
+        return self.prefix_len + self.tunnel_bytes
+
+    @property
+    def idle_timeout_seconds(self) -> float:
+        return self.idle_timeout_millis / 1000.0
+
+    # -- validation ---------------------------------------------------------------------
+
+    def validate(self) -> BenchConfig:
+        """Return ``self`` if consistent, else raise ``UsageError`` naming the flag."""
+        from .implementations import IMPLEMENTATIONS
+
+        def at_least(flag: str, value: float, low: float) -> None:
+            if value < low:
+                raise UsageError(f"{flag} must be at least {low}, got {value}")
+
+        for flag, value, choices in (
+            ("--transport", self.transport, TRANSPORTS),
+            ("--role", self.role, ROLES),
+            ("--scenario", self.scenario, SCENARIOS),
+            ("--completion", self.completion, COMPLETIONS),
+            ("--loop", self.loop, LOOPS),
+        ):
+            if value not in choices:
+                raise UsageError(f"{flag}: {value!r} is not one of {', '.join(choices)}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise UsageError(
+                f"--implementation: {self.implementation!r} is not one of"
+                f" {', '.join(IMPLEMENTATIONS)}"
+            )
+        unavailable = IMPLEMENTATIONS[self.implementation].unavailable
+        if unavailable is not None:
+            raise UsageError(
+                f"--implementation {self.implementation} is not available yet: {unavailable}"
+            )
+        at_least("--worker-threads", self.worker_threads, 1)
+        at_least("--connections", self.connections, 1)
+        if self.connections > MAX_CONNECTIONS:
+            raise UsageError(
+                f"--connections must be at most {MAX_CONNECTIONS} (4-digit stream ids),"
+                f" got {self.connections}"
+            )
+        at_least("--route-frames", self.route_frames, 0)
+        at_least("--frame-len", self.frame_len, 16)
+        at_least("--tunnel-bytes", self.tunnel_bytes, 0)
+        at_least("--read-reserve", self.read_reserve, 1)
+        at_least("--input-fragment", self.input_fragment, 1)
+        at_least("--duplex-capacity", self.duplex_capacity, 1)
+        at_least("--iterations", self.iterations, 1)
+        at_least("--duration-seconds", self.duration_seconds, 0)
+        at_least("--idle-timeout-millis", self.idle_timeout_millis, 1)
+        at_least("--startup-timeout-seconds", self.startup_timeout_seconds, 0.001)
+        at_least("--write-pending-bytes", self.write_pending_bytes_flag, 0)
+        if self.write_pending_bytes_flag and self.write_pending_bytes_flag < self.read_reserve:
+            raise UsageError(
+                f"--write-pending-bytes ({self.write_pending_bytes_flag}) must be 0"
+                f" or at least --read-reserve ({self.read_reserve})"
+            )
+        if IMPLEMENTATIONS[self.implementation].needs_frame_budget and (
+            self.frame_len + 1 > self.write_pending_bytes
+        ):
+            # A routed frame is one owned chunk; WriteHandoff refuses a chunk larger than
+            # its whole budget (ByteBudgetExceeded), so say so before the run starts.
+            raise UsageError(
+                f"--frame-len {self.frame_len} (+1 for the newline) exceeds the write budget"
+                f" of {self.write_pending_bytes} bytes: raise --write-pending-bytes"
+            )
+        if self.transport == "duplex" and self.role != "integrated":
+            raise UsageError(f"--role {self.role} needs --transport tcp (duplex is in-process)")
+        if self.role == "tcp-service" and (self.service_addr is None or self.sink_addr is None):
+            raise UsageError("--role tcp-service needs --service-addr and --sink-addr")
+        if self.role == "tcp-driver":
+            if self.service_addr is None or self.sink_addr is None:
+                raise UsageError("--role tcp-driver needs --service-addr and --sink-addr")
+            if self.service_addr[1] == 0:
+                raise UsageError("--service-addr: the driver needs the service's concrete port")
+        if self.role == "tcp-service" and self.sink_addr is not None and self.sink_addr[1] == 0:
+            raise UsageError("--sink-addr: the service needs the sink's concrete port")
+        if self.ready_file is not None and not os.path.isdir(
+            os.path.dirname(os.path.abspath(self.ready_file))
+        ):
+            raise UsageError(f"--ready-file: directory of {self.ready_file!r} does not exist")
+        return self

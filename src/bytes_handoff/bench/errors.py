@@ -1,0 +1,21 @@
+"""The harness's own failures, and the exit code each one maps to."""
+
+from __future__ import annotations
+
+__all__ = ["BenchError", "UsageError", "VerificationError"]
+
+
+class BenchError(Exception):
+    """A run failed (a stream errored, a proxy failed, a wait timed out): exit 1."""
+
+    exit_code = 1
+
+
+class UsageError(BenchError):
+    """The command line or its environment is wrong (bad value, address in use): exit 2."""
+
+    exit_code = 2
+
+
+class VerificationError(BenchError):
+    """The sink received bytes that differ from what the client sent."""

@@ -1,0 +1,199 @@
+"""The proxy implementations, registered by name in :data:`IMPLEMENTATIONS`.
+
+A proxy is ``async proxy(inbound, outbound, cfg) -> int``: it reads the
+client's stream from ``inbound`` (a non-blocking socket or a ``DuplexStream``),
+forwards it to ``outbound``, shuts ``outbound``'s write side at the end and
+returns the bytes forwarded. The caller closes both endpoints afterwards.
+
+To add one: write the coroutine and :func:`register` it (a few lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bytes_handoff import (
+    HandoffBuffer,
+    HandoffBufferConfig,
+    WriteHandoff,
+    WriteHandoffConfig,
+    WriteTicket,
+)
+
+from .config import BenchConfig
+from .errors import BenchError
+from .transports import open_streams
+from .workload import MARKER
+
+__all__ = ["IMPLEMENTATIONS", "Implementation", "ProxyFn", "register"]
+
+ProxyFn = Callable[[object, object, BenchConfig], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    proxy: ProxyFn
+    description: str
+    #: Each routed frame is one owned chunk of a byte-budgeted queue: the frame
+    #: must fit the write budget (``--write-pending-bytes``).
+    needs_frame_budget: bool = False
+    #: Why the implementation cannot run yet, or ``None`` when it can.
+    unavailable: str | None = None
+
+
+IMPLEMENTATIONS: dict[str, Implementation] = {}
+
+
+def register(impl: Implementation) -> Implementation:
+    IMPLEMENTATIONS[impl.name] = impl
+    return impl
+
+
+class ProtocolError(BenchError):
+    """The client's stream did not follow the workload's framing."""
+
+
+# -- handoff: the library path --------------------------------------------------------------
+
+
+async def proxy_handoff(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """HandoffBuffer reads, owned frames routed through a WriteHandoff, tail kept for the tunnel."""
+    handoff = WriteHandoff.spawn(
+        outbound, WriteHandoffConfig(max_items=1024, max_pending_bytes=cfg.write_pending_bytes)
+    )
+    submit: Callable[[bytes], Awaitable[WriteTicket | None]]
+    submit = handoff.write if cfg.completion == "ticket" else handoff.write_fire_and_forget
+    # Room for one partial frame plus one full read.
+    buf_cfg = HandoffBufferConfig(cfg.read_reserve + cfg.frame_len + 1, cfg.read_reserve)
+    buf = HandoffBuffer.with_config(buf_cfg)
+    forwarded = 0
+    try:
+        # Route mode. Hot path: find + split_prefix per frame, one submit per frame.
+        routing = True
+        while routing:
+            if await buf.read_available(inbound) == 0:
+                raise ProtocolError(
+                    f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
+                )
+            last: WriteTicket | None = None
+            while (i := buf.find(b"\n")) >= 0:
+                frame = buf.split_prefix(i + 1)
+                forwarded += len(frame)
+                last = await submit(frame)
+                if frame == MARKER:
+                    routing = False
+                    break
+            if last is not None:
+                await last  # submission order: every earlier chunk of this read is written too
+        # Tunnel mode: adopt the already-read tail, then forward each read as an owned chunk.
+        tunnel = HandoffBuffer.from_tail(buf.take_tail(), buf_cfg)
+        while True:
+            last = None
+            while tunnel:  # the tail may be longer than one read; keep chunks within budget
+                chunk = tunnel.split_prefix(min(len(tunnel), cfg.read_reserve))
+                forwarded += len(chunk)
+                last = await submit(chunk)
+            if last is not None:
+                await last
+            if await tunnel.read_available(inbound) == 0:
+                break
+        await handoff.aclose()  # flush, then shut the outbound write side
+    except BaseException:
+        handoff.abort()
+        raise
+    return forwarded
+
+
+# -- manual_vec: what a Python user writes by hand ---------------------------------------------
+
+
+async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """asyncio streams, a bytearray parser, one write per frame and one drain per read."""
+    reader, in_writer = await open_streams(inbound)
+    _, writer = await open_streams(outbound)
+    forwarded = 0
+    try:
+        pending = bytearray()
+        routing = True
+        while routing:
+            data = await reader.read(cfg.read_reserve)
+            if not data:
+                raise ProtocolError(
+                    f"stream ended before the TUNNEL marker ({len(pending)} bytes unparsed)"
+                )
+            pending += data
+            while (i := pending.find(b"\n")) >= 0:
+                frame = bytes(pending[: i + 1])
+                del pending[: i + 1]
+                writer.write(frame)
+                forwarded += len(frame)
+                if frame == MARKER:
+                    routing = False
+                    break
+            await writer.drain()
+        if pending:
+            writer.write(bytes(pending))
+            forwarded += len(pending)
+        while data := await reader.read(cfg.read_reserve):
+            writer.write(data)
+            forwarded += len(data)
+            await writer.drain()
+        await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+    finally:
+        writer.close()
+        in_writer.close()
+        await writer.wait_closed()
+        await in_writer.wait_closed()
+    return forwarded
+
+
+# -- raw_copy: an unparsed lower bound ------------------------------------------------------------
+
+
+async def proxy_raw_copy(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """Copy without parsing: read, write, drain until end of stream."""
+    reader, in_writer = await open_streams(inbound)
+    _, writer = await open_streams(outbound)
+    forwarded = 0
+    try:
+        while data := await reader.read(cfg.read_reserve):
+            writer.write(data)
+            forwarded += len(data)
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+    finally:
+        writer.close()
+        in_writer.close()
+        await writer.wait_closed()
+        await in_writer.wait_closed()
+    return forwarded
+
+
+async def _not_available(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    raise BenchError(f"implementation {cfg.implementation} is not available yet")
+
+
+register(
+    Implementation(
+        "handoff",
+        proxy_handoff,
+        "HandoffBuffer + WriteHandoff (the library path)",
+        needs_frame_budget=True,
+    )
+)
+register(Implementation("manual_vec", proxy_manual_vec, "bytearray parser on asyncio streams"))
+register(Implementation("raw_copy", proxy_raw_copy, "unparsed copy on asyncio streams"))
+register(
+    Implementation(
+        "handoff_splice",
+        _not_available,
+        "HandoffBuffer routing, then a kernel-side tunnel (splice)",
+        needs_frame_budget=True,
+        unavailable="the library's tunnel helper (bytes_handoff.tunnel) is not there yet",
+    )
+)

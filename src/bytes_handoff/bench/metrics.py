@@ -1,0 +1,195 @@
+"""Measurements: CPU and context switches (getrusage), latency (HDR histogram), RSS over time.
+
+Each worker measures its own window and sends back a :class:`WorkerResult`;
+:func:`combine` sums them (bytes, CPU, context switches, RSS), spans the wall
+window from the earliest start to the latest end, and merges the histograms.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "CpuSnapshot",
+    "RssSampler",
+    "Summary",
+    "WorkerResult",
+    "combine",
+    "growth_per_minute",
+    "new_histogram",
+]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_Bytes: TypeAlias = bytes  # the dataclasses below have a field named `bytes`
+
+
+def new_histogram() -> HdrHistogram:
+    """Latency histogram in microseconds: 1 us .. 60 s, 3 significant digits."""
+    return HdrHistogram(1, 60_000_000, 3)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """A point in time with this process's rusage."""
+
+    at: float
+    user: float
+    system: float
+    vcsw: int
+    ivcsw: int
+
+    @classmethod
+    def now(cls) -> CpuSnapshot:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(time.monotonic(), ru.ru_utime, ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw)
+
+
+@dataclass
+class WorkerResult:
+    """What one worker measured over its window (picklable: it crosses a pipe)."""
+
+    streams: int = 0
+    bytes: int = 0
+    waves: int = 0
+    window_start: float | None = None  # time.monotonic(): system-wide on Linux
+    window_end: float | None = None
+    cpu_user: float = 0.0
+    cpu_system: float = 0.0
+    vcsw: int = 0
+    ivcsw: int = 0
+    max_rss_bytes: int = 0
+    histogram: _Bytes | None = None  # HdrHistogram.encode()
+    error: str | None = None
+    error_exit_code: int = 1
+
+    def set_window(self, start: CpuSnapshot, end: CpuSnapshot) -> None:
+        self.window_start = start.at
+        self.window_end = end.at
+        self.cpu_user = end.user - start.user
+        self.cpu_system = end.system - start.system
+        self.vcsw = end.vcsw - start.vcsw
+        self.ivcsw = end.ivcsw - start.ivcsw
+
+    def finish(self, hist: HdrHistogram) -> WorkerResult:
+        self.max_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.histogram = hist.encode() if hist.get_total_count() else None
+        return self
+
+
+@dataclass
+class Summary:
+    """The whole run: workers combined."""
+
+    streams: int
+    bytes: int
+    waves: int
+    seconds: float
+    cpu_user: float
+    cpu_system: float
+    vcsw: int
+    ivcsw: int
+    max_rss_bytes: int
+    latency_micros: dict[str, int] = field(default_factory=dict)
+
+
+def combine(results: list[WorkerResult]) -> Summary:
+    starts = [r.window_start for r in results if r.window_start is not None]
+    ends = [r.window_end for r in results if r.window_end is not None]
+    seconds = max(ends) - min(starts) if starts and ends else 0.0
+    hist = new_histogram()
+    for r in results:
+        if r.histogram is not None:
+            hist.decode_and_add(r.histogram)
+    latency = {
+        "p50": hist.get_value_at_percentile(50.0),
+        "p95": hist.get_value_at_percentile(95.0),
+        "p99": hist.get_value_at_percentile(99.0),
+        "p999": hist.get_value_at_percentile(99.9),
+        "max": hist.get_max_value(),
+    }
+    return Summary(
+        streams=sum(r.streams for r in results),
+        bytes=sum(r.bytes for r in results),
+        waves=max((r.waves for r in results), default=0),
+        seconds=max(seconds, 0.0),
+        cpu_user=sum(r.cpu_user for r in results),
+        cpu_system=sum(r.cpu_system for r in results),
+        vcsw=sum(r.vcsw for r in results),
+        ivcsw=sum(r.ivcsw for r in results),
+        max_rss_bytes=sum(r.max_rss_bytes for r in results),
+        latency_micros=latency,
+    )
+
+
+# -- RSS over time ------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Current resident set size of ``pid`` from ``/proc/<pid>/statm`` (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class RssSampler:
+    """A daemon thread sampling the summed RSS of this process and ``pids`` about once a second."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.pids: list[int] = []
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> RssSampler:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        total = rss_bytes() + sum(rss_bytes(pid) for pid in self.pids)
+        self.samples.append((time.monotonic() - self._t0, total))
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+        return self.samples
+
+    def write_csv(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write("elapsed_seconds,rss_bytes\n")
+            for elapsed, rss in self.samples:
+                f.write(f"{elapsed:.3f},{rss}\n")
+        os.replace(tmp, path)
+
+
+def growth_per_minute(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of RSS (bytes/minute) after the first 20 % of samples (warm-up)."""
+    tail = samples[len(samples) // 5 :]
+    if len(tail) < 2:
+        return 0.0
+    n = len(tail)
+    mx = sum(t for t, _ in tail) / n
+    my = sum(r for _, r in tail) / n
+    sxx = sum((t - mx) ** 2 for t, _ in tail)
+    if sxx == 0:
+        return 0.0
+    sxy = sum((t - mx) * (r - my) for t, r in tail)
+    return sxy / sxx * 60.0

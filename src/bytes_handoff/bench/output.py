@@ -1,0 +1,107 @@
+"""The run's ``key=value`` report on stdout (the seed binary's keys plus provenance)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from collections.abc import Iterator
+
+import bytes_handoff
+
+from .config import BenchConfig
+from .metrics import growth_per_minute
+from .roles import RunOutcome
+
+__all__ = ["report_lines"]
+
+MODE = "stream_harness"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+    return str(value)
+
+
+def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
+    """Every line of the report, in a stable order."""
+    s = outcome.summary
+    cpu_count = os.cpu_count() or 1
+    seconds = s.seconds
+    cpu_total = s.cpu_user + s.cpu_system
+    rate = s.bytes / seconds if seconds > 0 else 0.0
+    avg_cores = cpu_total / seconds if seconds > 0 else 0.0
+    if cfg.role == "tcp-service":
+        waves = s.streams // cfg.connections
+        verification = "byte_count"  # the service forwards; the driver's sink checks content
+    else:
+        waves = s.waves
+        verification = "content"
+    fields: dict[str, object] = {
+        "mode": MODE,
+        "role": cfg.role,
+        "transport": cfg.transport,
+        "implementation": cfg.implementation,
+        "scenario": cfg.scenario,
+        "completion": cfg.completion,
+        "worker_threads": cfg.worker_threads,
+        "connections": cfg.connections,
+        "route_frames": cfg.route_frames,
+        "frame_len": cfg.frame_len,
+        "tunnel_bytes": cfg.tunnel_bytes,
+        "input_fragment": cfg.input_fragment,
+        "read_reserve": cfg.read_reserve,
+        "write_pending_bytes": cfg.write_pending_bytes,
+        "duplex_capacity": cfg.duplex_capacity,
+        "configured_iterations": cfg.iterations,
+        "duration_seconds_target": float(cfg.duration_seconds),
+        "actual_iterations": waves,
+        "bytes_per_connection": cfg.bytes_per_connection,
+        "total_streams": s.streams,
+        "total_bytes": s.bytes,
+        "total_seconds": seconds,
+        "bytes_per_sec": rate,
+        "mib_per_sec": rate / 2**20,
+        "gib_per_sec": rate / 2**30,
+        "streams_per_sec": s.streams / seconds if seconds > 0 else 0.0,
+        "cpu_usage_measured": True,
+        "cpu_user_seconds": s.cpu_user,
+        "cpu_system_seconds": s.cpu_system,
+        "cpu_total_seconds": cpu_total,
+        "cpu_avg_cores": avg_cores,
+        # Share of the whole machine: 100 * cpu_avg_cores / os.cpu_count().
+        "cpu_utilization_pct": 100.0 * avg_cores / cpu_count,
+        "cpu_ns_per_byte": cpu_total * 1e9 / s.bytes if s.bytes else 0.0,
+        "voluntary_context_switches": s.vcsw,
+        "involuntary_context_switches": s.ivcsw,
+        "max_rss_bytes": s.max_rss_bytes,
+        "latency_p50_micros": s.latency_micros["p50"],
+        "latency_p95_micros": s.latency_micros["p95"],
+        "latency_p99_micros": s.latency_micros["p99"],
+        "latency_p999_micros": s.latency_micros["p999"],
+        "latency_max_micros": s.latency_micros["max"],
+        "latency_source": "accept_to_done" if cfg.role == "tcp-service" else "connect_to_sink_eof",
+        "verified": True,
+        "verification": verification,
+        "loop": cfg.loop,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "package_version": bytes_handoff.__version__,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu_count": cpu_count,
+        "pid": os.getpid(),
+        "argv": " ".join(sys.argv[1:]),
+    }
+    if outcome.service_addr is not None:
+        fields["service_addr"] = outcome.service_addr
+    if outcome.rss_samples is not None and cfg.rss_samples:
+        fields["rss_samples_file"] = os.path.abspath(cfg.rss_samples)
+        fields["rss_samples"] = len(outcome.rss_samples)
+        fields["rss_growth_bytes_per_min"] = growth_per_minute(outcome.rss_samples)
+    for key, value in fields.items():
+        yield f"{key}={_fmt(value)}"

@@ -1,0 +1,196 @@
+"""Event-loop workers: N processes (one loop each), shared counters, results over pipes.
+
+``--worker-threads N`` means N event-loop workers; because of the GIL each one
+is a process. The parent binds every listening socket first (so a taken
+address is a usage error before anything starts), forks the workers (each
+keeps its own listener: the service shares its port with ``SO_REUSEPORT``),
+and collects one :class:`~.metrics.WorkerResult` per worker. With N = 1 the
+single worker runs in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from .config import BenchConfig
+from .errors import BenchError
+from .metrics import RssSampler, WorkerResult
+
+__all__ = ["Shared", "WorkerSpec", "run_loop", "run_workers"]
+
+_FORK = multiprocessing.get_context("fork")
+
+
+class Shared:
+    """Counters every worker sees (shared memory, one lock).
+
+    ``start_times[conn]`` is when the client of stream ``conn`` began
+    (``time.monotonic()``, system-wide on Linux), so whichever worker's sink
+    finishes a stream can compute its latency.
+    """
+
+    ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0 = range(7)
+
+    def __init__(self, connections: int) -> None:
+        self._lock = _FORK.Lock()
+        self._vals: Any = _FORK.RawArray("d", 8)
+        self.start_times: Any = _FORK.RawArray("d", connections)
+        self._vals[self.T0] = time.monotonic()
+
+    def get(self, idx: int) -> float:
+        return float(self._vals[idx])
+
+    def set(self, idx: int, value: float) -> None:
+        with self._lock:
+            self._vals[idx] = value
+
+    def add(self, idx: int, delta: float, stamp_zero: int | None = None) -> float:
+        """Add ``delta``; when the result is 0 and ``stamp_zero`` is given, stamp that slot now."""
+        with self._lock:
+            value = self._vals[idx] + delta
+            self._vals[idx] = value
+            if stamp_zero is not None and value == 0:
+                self._vals[stamp_zero] = time.monotonic()
+        return float(value)
+
+    def stream_verified(self, connections: int) -> None:
+        """Count a verified stream; the one that completes a wave stamps its time."""
+        with self._lock:
+            value = self._vals[self.VERIFIED] + 1
+            if value % connections == 0:
+                self._vals[self.WAVE_DONE_AT] = time.monotonic()
+            self._vals[self.VERIFIED] = value
+
+
+@dataclass
+class WorkerSpec:
+    """What one worker gets: its index, its slice of stream ids, its listener (if any)."""
+
+    index: int
+    conns: range
+    listener: socket.socket | None
+    shared: Shared
+    all_listeners: list[socket.socket] = field(default_factory=list)
+
+
+def split_conns(connections: int, workers: int) -> list[range]:
+    return [
+        range(connections * w // workers, connections * (w + 1) // workers) for w in range(workers)
+    ]
+
+
+def run_loop(cfg: BenchConfig, main: Callable[[], Any]) -> Any:
+    """Run ``main()`` on a fresh loop of the configured kind (``--loop``)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if cfg.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+def _child(
+    spec: WorkerSpec,
+    work: Callable[[WorkerSpec], WorkerResult],
+    pipe: multiprocessing.connection.Connection,
+) -> None:
+    for other in spec.all_listeners:
+        if other is not spec.listener:
+            other.close()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        result = work(spec)
+    except BaseException as exc:  # never a traceback: the parent prints one line
+        result = WorkerResult(error=f"worker {spec.index}: {type(exc).__name__}: {exc}")
+    pipe.send(result)
+    pipe.close()
+
+
+def run_workers(
+    cfg: BenchConfig,
+    listeners: list[socket.socket],
+    work: Callable[[WorkerSpec], WorkerResult],
+    sampler: RssSampler | None,
+) -> list[WorkerResult]:
+    """Run ``work`` once per worker; return the results in worker order."""
+    n = cfg.worker_threads
+    shared = Shared(cfg.connections)
+    ranges = split_conns(cfg.connections, n)
+    specs = [
+        WorkerSpec(i, ranges[i], listeners[i] if listeners else None, shared, listeners)
+        for i in range(n)
+    ]
+    if n == 1:
+        if sampler is not None:
+            sampler.start()
+        return [work(specs[0])]
+    procs: list[tuple[Any, multiprocessing.connection.Connection]] = []
+    for spec in specs:
+        parent_end, child_end = _FORK.Pipe(duplex=False)
+        proc = _FORK.Process(target=_child, args=(spec, work, child_end), daemon=True)
+        proc.start()
+        child_end.close()
+        procs.append((proc, parent_end))
+    for sock in listeners:
+        sock.close()  # the workers hold them now
+    if sampler is not None:
+        sampler.pids = [proc.pid for proc, _ in procs]
+        sampler.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for proc, _ in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+
+    old_term = signal.signal(signal.SIGTERM, forward)
+    # Ctrl-C reaches the whole process group: the workers stop themselves.
+    old_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    results: dict[int, WorkerResult] = {}
+    try:
+        # Each worker sends one result; a worker that dies first makes its pipe read EOF.
+        pending: dict[Any, int] = {parent_end: i for i, (_, parent_end) in enumerate(procs)}
+        while pending:
+            for ready in multiprocessing.connection.wait(list(pending)):
+                i = pending.pop(ready)
+                try:
+                    results[i] = cast(WorkerResult, cast(Any, ready).recv())
+                except EOFError:
+                    pass
+        for proc, _ in procs:
+            proc.join(timeout=5)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+        for proc, _ in procs:
+            if proc.exitcode is None:
+                proc.kill()
+    out: list[WorkerResult] = []
+    for i, (proc, _) in enumerate(procs):
+        if i in results:
+            out.append(results[i])
+        else:
+            out.append(
+                WorkerResult(error=f"worker {i} died without a result (exit code {proc.exitcode})")
+            )
+    return out
+
+
+def first_error(results: list[WorkerResult]) -> BenchError | None:
+    """The error to report: a worker's own failure before one that only followed another's."""
+    errors = [r for r in results if r.error is not None]
+    if not errors:
+        return None
+    errors.sort(key=lambda r: "another worker failed" in (r.error or ""))
+    err = BenchError(errors[0].error)
+    err.exit_code = errors[0].error_exit_code
+    return err
