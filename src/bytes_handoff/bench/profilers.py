@@ -197,7 +197,9 @@ def py_spy_attacher(out_dir: Path, fmt: str, output: Path, rate: int, stem: str)
         argv=argv,
         stdout_path=out_dir / f"{stem}-py-spy.out",
         stderr_path=out_dir / f"{stem}-py-spy.log",
-        ready_marker="Sampling process",
+        # py-spy prints nothing on attach when stderr is not a terminal: give it a
+        # moment, and fail if it exited meanwhile (no permission, not Python, ...).
+        settle_seconds=1.0,
     )
 
 
