@@ -411,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"implementations=[{' '.join(cfg.implementations)}] scenarios=[{' '.join(cfg.scenarios)}] "
         f"connections={cfg.connections} frame_sizes={cfg.frame_sizes}",
         highlight=False,
+        markup=False,
     )
     failure: str | None = None
     with Progress(
