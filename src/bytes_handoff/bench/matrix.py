@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bytes_handoff.bench.artifacts import Stat, format_number, write_cell_artifacts
-from bytes_handoff.bench.split import RunError
+from bytes_handoff.bench.split import RunError, raise_on_termination
 from bytes_handoff.bench.wrapper import (
     IMPLEMENTATION_CHOICES,
     SCENARIOS_ALL,
@@ -397,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.table import Table
 
     err = Console(stderr=True)
+    raise_on_termination()
     try:
         base = new_run_dir(cfg.plan.results_dir, "matrix")
     except (RunError, OSError) as exc:

@@ -36,7 +36,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bytes_handoff.bench.split import Attacher, RunError, SplitConfig, run_split
+from bytes_handoff.bench.split import (
+    Attacher,
+    RunError,
+    SplitConfig,
+    raise_on_termination,
+    run_split,
+)
 from bytes_handoff.bench.wrapper import (
     OneLineParser,
     UsageError,
@@ -456,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"out_dir={display_path(base)}",
         flush=True,
     )
+    raise_on_termination()
     try:
         for scenario in scenarios:
             out_dir = base / scenario if len(scenarios) > 1 else base

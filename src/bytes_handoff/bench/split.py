@@ -126,6 +126,21 @@ class Child:
                 self.stderr_path.unlink()
 
 
+def raise_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP into ``KeyboardInterrupt`` so cleanup code runs.
+
+    Children run in their own sessions (so a terminal's Ctrl-C reaches only the
+    orchestrator, which then stops them in order); without this, a plain
+    ``kill`` of the orchestrator would leave them running.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 def taskset_prefix(cores: str | None) -> list[str]:
     if not cores:
         return []
@@ -419,6 +434,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-timeout-seconds", type=float, default=600.0)
     parser.add_argument("harness_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    raise_on_termination()
     harness_args = list(args.harness_args)
     if harness_args[:1] == ["--"]:
         harness_args = harness_args[1:]

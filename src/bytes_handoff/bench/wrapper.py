@@ -43,6 +43,7 @@ from bytes_handoff.bench.split import (
     SplitConfig,
     harness_command,
     last_line,
+    raise_on_termination,
     run_split,
 )
 
@@ -382,6 +383,7 @@ def run_cell_once(
             service_addr=plan.service_addr,
             sink_addr=plan.sink_addr,
             idle_timeout_millis=plan.idle_timeout_millis,
+            startup_timeout_seconds=float(plan.shape.get("--startup-timeout-seconds", "60")),
             run_timeout_seconds=plan.run_timeout_seconds,
             service_extra_args=service_extra,
             driver_extra_args=driver_extra,
@@ -485,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    raise_on_termination()
     try:
         base, cells = execute(plan, log)
     except RunError as exc:

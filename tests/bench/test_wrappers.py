@@ -1,0 +1,301 @@
+"""bench/run-stream-harness.sh and bench/run-stream-matrix.sh end to end, at
+tiny sizes, plus their handling of bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bytes_handoff.bench.artifacts import as_number, read_runs_csv, read_summary_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS = ROOT / "bench" / "run-stream-harness.sh"
+MATRIX = ROOT / "bench" / "run-stream-matrix.sh"
+
+# A few KiB per connection: each run takes about a second, mostly interpreter start-up.
+TINY = [
+    "--connections",
+    "2",
+    "--route-frames",
+    "4",
+    "--frame-len",
+    "32",
+    "--tunnel-bytes",
+    "4096",
+    "--read-reserve",
+    "1024",
+    "--worker-threads",
+    "1",
+]
+
+
+def run(
+    script: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    return subprocess.run(
+        ["bash", str(script), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def one_run_folder(results: Path) -> Path:
+    folders = [p for p in results.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def assert_summary_matches_runs(cell: Path, runs: int) -> None:
+    rows = read_runs_csv(cell / "runs.csv")
+    assert [r["run"] for r in rows] == [str(n) for n in range(1, runs + 1)]
+    summary = read_summary_csv(cell / "summary.csv")
+    assert "mib_per_sec" in summary and "cpu_ns_per_byte" in summary
+    assert "pid" not in summary and "service_pid" not in summary
+    for metric, stat in summary.items():
+        values = [as_number(r[metric]) for r in rows if r[metric] != ""]
+        assert all(v is not None for v in values), metric
+        numbers = [v for v in values if v is not None]
+        assert math.isclose(stat.mean, statistics.fmean(numbers), rel_tol=1e-9, abs_tol=1e-9)
+        expected = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        assert math.isclose(stat.stdev, expected, rel_tol=1e-6, abs_tol=1e-9), metric
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    assert proc.returncode == status, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "error:" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--runs", "two"], "--runs"),
+        (["--connections", "-3"], "--connections"),
+        (["--runs"], "--runs"),
+        (["--scenario", "sideways"], "--scenario"),
+        (["--service-cores", "0"], "--driver-cores"),
+        (["--transport", "tcp", "--driver-cores", "1"], "--service-cores"),
+        (["--transport", "duplex", "--service-cores", "0", "--driver-cores", "1"], "tcp"),
+        (["--service-cores", "0-999", "--driver-cores", "1"], "not available"),
+        (["--frame-len", "8"], "--frame-len"),
+    ],
+)
+def test_harness_wrapper_bad_input(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = run(HARNESS, *args, "--results-dir", str(tmp_path), timeout=60)
+    assert needle in assert_one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_harness_wrapper_reports_a_failing_run(tmp_path: Path) -> None:
+    # The harness itself refuses a write budget below the read reserve: run 1 fails.
+    proc = run(
+        HARNESS,
+        *TINY,
+        "--write-pending-bytes",
+        "10",
+        "--runs",
+        "2",
+        "--results-dir",
+        str(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "run 1 (handoff fragmented)" in last and "handoff-run-1.err" in last
+
+
+def test_split_process_runs_both_scenarios(tmp_path: Path) -> None:
+    proc = run(
+        HARNESS,
+        "--transport",
+        "tcp",
+        "--completion",
+        "fire_and_forget",
+        "--scenario",
+        "all",
+        "--runs",
+        "2",
+        *TINY,
+        "--service-cores",
+        "0",
+        "--driver-cores",
+        "1",
+        "--idle-timeout-millis",
+        "300",
+        "--results-dir",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    base = one_run_folder(tmp_path)
+    assert base.name.startswith("stream_tcp_handoff_all_fire_and_forget_")
+    for scenario in ("fragmented", "coalesced"):
+        cell = base / scenario
+        for n in (1, 2):
+            driver = (cell / f"handoff-run-{n}.txt").read_text()
+            service = (cell / f"service-run-{n}.txt").read_text()
+            assert "role=tcp-driver" in driver and f"scenario={scenario}" in driver
+            assert "role=tcp-service" in service and "cpu_ns_per_byte=" in service
+        assert_summary_matches_runs(cell, 2)
+        assert "service_cpu_ns_per_byte" in read_summary_csv(cell / "summary.csv")
+        summary_lines = [
+            line
+            for line in proc.stdout.splitlines()
+            if line.startswith(f"stream tcp handoff {scenario} fire_and_forget runs=2 ")
+        ]
+        assert len(summary_lines) == 1, proc.stdout
+        assert "service_cpu_ns_per_byte=" in summary_lines[0]
+        assert summary_lines[0].endswith(scenario)
+
+
+def test_all_implementations_write_comparison(tmp_path: Path) -> None:
+    proc = run(
+        HARNESS,
+        "--implementation",
+        "all",
+        "--scenario",
+        "coalesced",
+        "--runs",
+        "1",
+        *TINY,
+        "--results-dir",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    base = one_run_folder(tmp_path)
+    assert base.name.startswith("stream_duplex_all_coalesced_ticket_")
+    comparison = (base / "comparison.md").read_text()
+    for impl in ("handoff", "manual_vec", "raw_copy"):
+        assert (base / impl / "handoff-run-1.txt").exists()
+        assert_summary_matches_runs(base / impl, 1)
+        assert f"| coalesced | {impl} |" in comparison
+        assert f"stream duplex {impl} coalesced ticket runs=1 " in proc.stdout
+    assert (base / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert "comparison=" in proc.stdout
+
+
+def test_matrix_tiny_grid(tmp_path: Path) -> None:
+    env = {
+        "IMPLEMENTATIONS": "handoff manual_vec",
+        "SCENARIOS": "coalesced",
+        "CONNECTIONS": "1 2",
+        "FRAME_SIZES": "64",
+        "RUNS": "1",
+        "ROUTE_FRAMES": "4",
+        "TUNNEL_BYTES": "4096",
+        "READ_RESERVE": "1024",
+        "RESULTS_DIR": str(tmp_path),
+    }
+    proc = run(MATRIX, env=env)
+    assert proc.returncode == 0, proc.stderr
+    base = one_run_folder(tmp_path)
+    assert base.name.startswith("matrix_")
+    rows = read_runs_csv(base / "matrix.csv")
+    assert {(r["implementation"], r["connections"]) for r in rows} == {
+        ("handoff", "1"),
+        ("handoff", "2"),
+        ("manual_vec", "1"),
+        ("manual_vec", "2"),
+    }
+    for row in rows:
+        assert row["frame_len"] == "63" and float(row["mib_per_sec_mean"]) > 0
+        cell = base / row["path"]
+        assert (cell / "handoff-run-1.txt").exists()
+        assert "connections=" + row["connections"] in (cell / "handoff-run-1.txt").read_text()
+    md = (base / "matrix.md").read_text()
+    assert md.count("| coalesced |") == 4
+    assert "stream matrix" in proc.stdout and "matrix_csv=" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"CONNECTIONS": "1 x"}, "CONNECTIONS"),
+        ({"IMPLEMENTATIONS": "handoff nope"}, "IMPLEMENTATIONS"),
+        ({"RUNS": "0"}, "RUNS"),
+        ({"SERVICE_CORES": "0"}, "DRIVER_CORES"),
+    ],
+)
+def test_matrix_bad_env(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    proc = run(MATRIX, env={**env, "RESULTS_DIR": str(tmp_path)}, timeout=60)
+    assert needle in assert_one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            "bash",
+            str(HARNESS),
+            "--transport",
+            "tcp",
+            "--runs",
+            "1",
+            *TINY,
+            "--duration-seconds",
+            "60",
+            "--service-cores",
+            "0",
+            "--driver-cores",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        driver_txt = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(tmp_path.glob("*/handoff-run-1.txt"))
+            if found:
+                driver_txt = found[0]
+                break
+            time.sleep(0.05)
+        assert driver_txt is not None, "the driver never started"
+        time.sleep(0.5)
+        assert len(_processes_mentioning(str(tmp_path))) >= 2  # service and driver
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "run-stream-harness.sh: interrupted"
+    assert "Traceback" not in err
+    assert _processes_mentioning(str(tmp_path)) == []
