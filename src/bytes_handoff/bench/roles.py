@@ -63,11 +63,13 @@ class Worker:
         self.hist = new_histogram()
         self.result = WorkerResult()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[Any]] = set()
         self.clients: set[TcpClient] = set()
         self.sink: TcpSink | None = None
         self.sink_progress = [0]  # bytes seen by coroutine (duplex) sinks
         self.stop_requested = False
-        self.connected_once = False
+        # Until a first connect succeeds, connect_tcp's own deadline bounds the wait.
+        self.connected_once = cfg.transport == "duplex"
         self.pool = BufferPool(max(SINK_BUFFER, cfg.read_reserve))
         self.own_listeners: list[socket.socket] = []
         self.target: tuple[str, int] = ("127.0.0.1", 0)
@@ -113,12 +115,17 @@ class Worker:
             self.shared.set(Shared.FAILED, 1)
         self.wake.set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task[Any]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], label: str, background: bool = False
+    ) -> asyncio.Task[Any]:
+        """Run ``coro``; its failure fails the run. Background tasks are cancelled at the end."""
         task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
+        (self.background if background else self.tasks).add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self.tasks.discard(t)
+            self.background.discard(t)
+            self.wake.set()  # a wave may be waiting for this task
             if t.cancelled():
                 return
             exc = t.exception()
@@ -147,12 +154,17 @@ class Worker:
             pass
 
     async def shutdown(self) -> None:
+        cancelled = set(self.background)
+        for task in cancelled:
+            task.cancel()
         if self.tasks:
+            # Streams that outlived the run (only after a failure or a signal) get a moment.
             _, still = await asyncio.wait(set(self.tasks), timeout=1.0)
             for task in still:
                 task.cancel()
-            if still:
-                await asyncio.wait(still, timeout=1.0)
+            cancelled |= still
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=1.0)
         for client in list(self.clients):
             client.close()
         if self.sink is not None:
@@ -216,7 +228,7 @@ class Worker:
             await self.nap(poll)
             now = time.monotonic()
             progress = self.progress()
-            if progress != last:
+            if progress != last or not self.connected_once:
                 last, last_change = progress, now
             elif now - last_change > stall:
                 verified = int(self.shared.get(Shared.VERIFIED))
@@ -281,7 +293,7 @@ class Worker:
             def handle(sock: socket.socket) -> None:
                 self.spawn(self.proxy_tcp(sock, sink_addr), "proxy")
 
-            self.spawn(self.accept_loop(proxy_listener, handle), "proxy accept")
+            self.spawn(self.accept_loop(proxy_listener, handle), "proxy accept", True)
         else:
             assert self.spec.listener is not None and cfg.service_addr is not None
             sink_listener = self.spec.listener
@@ -336,7 +348,7 @@ class Worker:
                 self.window_start = CpuSnapshot.now()
             self.spawn(self.serve(sock, sink_addr, time.monotonic()), "proxy")
 
-        self.spawn(self.accept_loop(listener, handle), "service accept")
+        self.spawn(self.accept_loop(listener, handle), "service accept", True)
         began = time.monotonic()
         while True:
             await self.nap(0.05)

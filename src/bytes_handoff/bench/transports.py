@@ -85,6 +85,7 @@ async def connect_tcp(addr: Addr, what: str, retry_until: float | None = None) -
     is retried every 50 ms until then: how a driver waits for its service.
     """
     loop = asyncio.get_running_loop()
+    began = time.monotonic()
     while True:
         sock = tune(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         try:
@@ -97,6 +98,8 @@ async def connect_tcp(addr: Addr, what: str, retry_until: float | None = None) -
                 await asyncio.sleep(0.05)
                 continue
             reason = "connection refused" if refused else (exc.strerror or str(exc))
+            if refused and retry_until is not None:
+                reason += f" (retried for {time.monotonic() - began:.1f} s)"
             cls = UsageError if refused and retry_until is not None else BenchError
             raise cls(f"cannot connect to {what} at {fmt_addr(addr)}: {reason}") from exc
         except BaseException:

@@ -111,6 +111,7 @@ def _child(
     try:
         result = work(spec)
     except BaseException as exc:  # never a traceback: the parent prints one line
+        spec.shared.set(Shared.FAILED, 1)
         result = WorkerResult(error=f"worker {spec.index}: {type(exc).__name__}: {exc}")
     pipe.send(result)
     pipe.close()
