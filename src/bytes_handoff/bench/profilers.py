@@ -243,7 +243,8 @@ def top_functions(text: str, limit: int = 40) -> str:
     lines = [
         f"# py-spy samples: {total} (non-idle; collapsed stacks in service-stacks.txt)",
         "# self = samples with the function on top of the stack; total = samples with it"
-        " anywhere in the stack",
+        " anywhere in the stack. Time in C code (the event loop's poll and callbacks,"
+        " socket calls) counts as self time of the innermost Python frame, e.g. Runner.run.",
         "",
         f"## top {limit} by self samples",
         f"{'self':>8} {'self%':>7} {'total':>8} {'total%':>7}  function (file)",
@@ -294,31 +295,44 @@ def perf_attacher(out_dir: Path, data: Path, freq: int) -> Attacher:
     )
 
 
-def perf_report(data: Path, out: Path) -> str | None:
-    """Write ``perf report --stdio`` into ``out``; a reason string when it failed."""
-    try:
-        proc = subprocess.run(
-            [
-                "perf",
-                "report",
-                "--stdio",
-                "--no-children",
-                "--percent-limit",
-                "0.5",
-                "-i",
-                str(data),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+def perf_report(data: Path, out_dir: Path) -> str | None:
+    """Write ``perf-report.txt`` (flat, by symbol) and ``perf-report-callgraph.txt``.
+
+    Returns ``None`` on success, else why nothing could be reported.
+    """
+    reports = {
+        "perf-report.txt": ["--no-children", "-g", "none", "--sort", "comm,dso,symbol"],
+        "perf-report-callgraph.txt": ["--children"],
+    }
+    for name, extra in reports.items():
+        try:
+            proc = subprocess.run(
+                [
+                    "perf",
+                    "report",
+                    "--stdio",
+                    "--percent-limit",
+                    "0.5",
+                    *extra,
+                    "-i",
+                    str(data),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"perf report failed: {exc}"
+        if proc.returncode != 0 or "no samples" in proc.stderr + proc.stdout:
+            message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            return f"perf report found nothing to show (exit {proc.returncode}): {message}"
+        header = (
+            "# CPython 3.11 has no perf trampoline (-X perf is 3.12+): Python code shows as\n"
+            "# interpreter C frames (_PyEval_EvalFrameDefault); see top-functions.txt and\n"
+            "# service.svg (py-spy) for the Python functions.\n"
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"perf report failed: {exc}"
-    if proc.returncode != 0 or "no samples" in proc.stderr + proc.stdout:
-        message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        return f"perf report found nothing to show (exit {proc.returncode}): {message}"
-    out.write_text(proc.stdout, encoding="utf-8")
+        (out_dir / name).write_text(header + proc.stdout, encoding="utf-8")
     return None
 
 
@@ -381,9 +395,10 @@ def run_perf_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> lis
             raise
         reason = str(exc)
     if reason is None:
-        reason = perf_report(data, out_dir / "perf-report.txt")
+        reason = perf_report(data, out_dir)
     if reason is None:
         printed.append(f"perf_report={display_path(out_dir / 'perf-report.txt')}")
+        printed.append(f"perf_callgraph={display_path(out_dir / 'perf-report-callgraph.txt')}")
         printed.append(f"perf_data={display_path(data)}")
     else:
         note.write_text(

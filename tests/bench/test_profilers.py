@@ -1,0 +1,112 @@
+"""bench/run-split-service-perf.sh and bench/run-split-service-strace.sh end to
+end on the handoff service, at tiny sizes (service on CPU 0, driver on CPU 1)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bytes_handoff.bench.profilers import top_functions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Enough traffic for a few hundred samples at 250 Hz in a second, little CPU.
+SMALL = [
+    "--connections",
+    "4",
+    "--route-frames",
+    "16",
+    "--tunnel-bytes",
+    "65536",
+    "--duration-seconds",
+    "1",
+    "--idle-timeout-millis",
+    "300",
+]
+
+HANDOFF_FUNCTIONS = re.compile(r"read_available|proxy_handoff")
+
+
+def run(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_top_functions_counts_self_and_total() -> None:
+    text = (
+        'process 1:"python";main (a.py:3);loop (a.py:9);read (b.py:1) 6\n'
+        'process 1:"python";main (a.py:3);loop (a.py:10) 3\n'
+        "main (a.py:4);write (b.py:7) 1\n"
+    )
+    report = top_functions(text)
+    assert "# py-spy samples: 10" in report
+    lines = report.splitlines()
+    read = next(line for line in lines if line.endswith("read (b.py)"))
+    assert read.split()[:4] == ["6", "60.0%", "6", "60.0%"]
+    main = next(line for line in lines if line.endswith("main (a.py)"))
+    assert main.split()[:4] == ["0", "0.0%", "10", "100.0%"]
+    assert not any("process 1" in line for line in lines)
+
+
+def test_perf_script_profiles_the_service(tmp_path: Path) -> None:
+    out = tmp_path / "perf"
+    proc = run("run-split-service-perf.sh", "--scenario", "all", *SMALL, "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for scenario in ("fragmented", "coalesced"):
+        folder = out / scenario
+        svg = (folder / "service.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") or "<svg" in svg[:500]
+        assert HANDOFF_FUNCTIONS.search(svg), f"no handoff frames in {scenario} flame graph"
+        top = (folder / "top-functions.txt").read_text()
+        assert HANDOFF_FUNCTIONS.search(top), top[:2000]
+        assert (folder / "service-stacks.txt").stat().st_size > 0
+        # Either perf recorded the service, or a note says why it could not.
+        report = folder / "perf-report.txt"
+        note = folder / "perf-note.txt"
+        assert report.exists() or note.exists()
+        if report.exists():
+            assert "python" in report.read_text()
+        assert "role=tcp-service" in (folder / "flamegraph-service-run-1.txt").read_text()
+        assert f"{scenario}: flamegraph=" in proc.stdout
+        assert f"{scenario}: top_functions=" in proc.stdout
+    assert f"outputs in {out}" in proc.stdout or "outputs in" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_strace_script_counts_service_syscalls(tmp_path: Path) -> None:
+    out = tmp_path / "strace"
+    proc = run("run-split-service-strace.sh", "--scenario", "all", *SMALL, "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for scenario in ("fragmented", "coalesced"):
+        summary = (out / scenario / "strace-summary.txt").read_text()
+        syscalls = {
+            line.split()[-1]
+            for line in summary.splitlines()
+            if line[:1].isdigit() or line.startswith(" ")
+        }
+        assert "total" in summary
+        assert syscalls & {"recvfrom", "recvmsg", "recv", "read"}, summary
+        assert syscalls & {"sendmsg", "sendto", "send", "write", "writev"}, summary
+        assert syscalls & {"epoll_wait", "epoll_pwait", "epoll_pwait2"}, summary
+        assert f"{scenario}: strace_summary=" in proc.stdout
+
+
+def test_profiler_bad_input() -> None:
+    for script in ("run-split-service-perf.sh", "run-split-service-strace.sh"):
+        proc = run(script, "--connections", "many", timeout=60)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--connections" in lines[0] and "Traceback" not in proc.stderr
