@@ -40,7 +40,16 @@ from .transports import (
     fmt_addr,
     tune,
 )
-from .workers import Shared, WorkerSpec, first_error, run_loop, run_workers
+from .workers import (
+    Shared,
+    WorkerSpec,
+    early_stop,
+    first_error,
+    install_early_stop,
+    note_early_stop,
+    run_loop,
+    run_workers,
+)
 from .workload import StreamVerifier, Workload
 
 __all__ = ["RunOutcome", "Worker", "run_bench"]
@@ -87,6 +96,8 @@ class Worker:
         self.wake = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if early_stop[0]:
+            self.request_stop()
         try:
             if self.cfg.role == "tcp-service":
                 await self.run_service()
@@ -103,6 +114,7 @@ class Worker:
             await self.shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, note_early_stop)  # a late signal must not kill the report
         return self.result.finish(self.hist)
 
     def request_stop(self) -> None:
@@ -190,6 +202,7 @@ class Worker:
     async def run_waves(self, launch: Callable[[int], Coroutine[Any, Any, None]]) -> None:
         cfg = self.cfg
         start = CpuSnapshot.now()
+        self.shared.mark_start()
         wave = 0
         while True:
             clients = [self.spawn(launch(c), f"client of stream {c:04}") for c in self.spec.conns]
@@ -444,6 +457,14 @@ def write_ready_file(path: str, lines: dict[str, object]) -> None:
 
 def run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None = None) -> RunOutcome:
     """Run one configured benchmark and return its outcome; ``BenchError`` on failure."""
+    restore_signals = install_early_stop()
+    try:
+        return _run_bench(cfg, on_ready)
+    finally:
+        restore_signals()
+
+
+def _run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None) -> RunOutcome:
     listeners = bind_role_listeners(cfg)
     bound = fmt_addr(listeners[0].getsockname()[:2]) if listeners else None
     if cfg.ready_file is not None:

@@ -29,6 +29,26 @@ __all__ = ["Shared", "WorkerSpec", "run_loop", "run_workers"]
 
 _FORK = multiprocessing.get_context("fork")
 
+#: Set by a SIGTERM/SIGINT that arrives before a worker's loop handles signals itself
+#: (between writing the ready file and starting the loop); the worker then stops at once.
+early_stop = [False]
+
+
+def note_early_stop(signum: int, frame: object) -> None:
+    early_stop[0] = True
+
+
+def install_early_stop() -> Callable[[], None]:
+    """Catch SIGTERM/SIGINT from now on; return a function that restores the old handlers."""
+    early_stop[0] = False
+    old = {sig: signal.signal(sig, note_early_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
+
 
 class Shared:
     """Counters every worker sees (shared memory, one lock).
@@ -44,7 +64,16 @@ class Shared:
         self._lock = _FORK.Lock()
         self._vals: Any = _FORK.RawArray("d", 8)
         self.start_times: Any = _FORK.RawArray("d", connections)
-        self._vals[self.T0] = time.monotonic()
+        self._vals[self.T0] = float("inf")
+
+    def mark_start(self) -> None:
+        """Record a worker's first wave start; ``T0`` is the earliest (for --duration-seconds).
+
+        Every worker marks its start before the first wave can complete, so all
+        workers see the same ``T0`` when they decide whether to run another wave.
+        """
+        with self._lock:
+            self._vals[self.T0] = min(self._vals[self.T0], time.monotonic())
 
     def get(self, idx: int) -> float:
         return float(self._vals[idx])
@@ -107,7 +136,6 @@ def _child(
     for other in spec.all_listeners:
         if other is not spec.listener:
             other.close()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         result = work(spec)
     except BaseException as exc:  # never a traceback: the parent prints one line
@@ -156,6 +184,8 @@ def run_workers(
     old_term = signal.signal(signal.SIGTERM, forward)
     # Ctrl-C reaches the whole process group: the workers stop themselves.
     old_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    if early_stop[0]:
+        forward(signal.SIGTERM, None)
     results: dict[int, WorkerResult] = {}
     try:
         # Each worker sends one result; a worker that dies first makes its pipe read EOF.

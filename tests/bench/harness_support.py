@@ -1,0 +1,131 @@
+"""Helpers for the stream-harness tests: run the CLI in a subprocess, parse its report."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Every key SPEC section 2 requires, plus the provenance the harness adds.
+REQUIRED_KEYS = [
+    "mode",
+    "role",
+    "transport",
+    "implementation",
+    "scenario",
+    "completion",
+    "worker_threads",
+    "connections",
+    "route_frames",
+    "frame_len",
+    "tunnel_bytes",
+    "input_fragment",
+    "read_reserve",
+    "write_pending_bytes",
+    "duplex_capacity",
+    "configured_iterations",
+    "duration_seconds_target",
+    "actual_iterations",
+    "bytes_per_connection",
+    "total_streams",
+    "total_bytes",
+    "total_seconds",
+    "bytes_per_sec",
+    "mib_per_sec",
+    "gib_per_sec",
+    "streams_per_sec",
+    "cpu_usage_measured",
+    "cpu_user_seconds",
+    "cpu_system_seconds",
+    "cpu_total_seconds",
+    "cpu_avg_cores",
+    "cpu_utilization_pct",
+    "cpu_ns_per_byte",
+    "voluntary_context_switches",
+    "involuntary_context_switches",
+    "max_rss_bytes",
+    "latency_p50_micros",
+    "latency_p95_micros",
+    "latency_p99_micros",
+    "latency_p999_micros",
+    "latency_max_micros",
+    "loop",
+    "python_version",
+    "package_version",
+    "platform",
+    "hostname",
+    "cpu_count",
+    "verified",
+]
+
+#: A few KiB per stream: a run is mostly interpreter start-up.
+SMALL = [
+    "--connections",
+    "3",
+    "--route-frames",
+    "4",
+    "--tunnel-bytes",
+    "4096",
+    "--read-reserve",
+    "1024",
+]
+
+
+@dataclass
+class Run:
+    rc: int
+    out: dict[str, str]
+    stdout: str
+    stderr: str
+
+    def num(self, key: str) -> float:
+        return float(self.out[key])
+
+
+def parse_report(stdout: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def bench_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bytes_handoff.bench", *args]
+
+
+def run_cli(*args: str, timeout: float = 60) -> Run:
+    proc = subprocess.run(
+        bench_cmd(*args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return Run(proc.returncode, parse_report(proc.stdout), proc.stdout, proc.stderr)
+
+
+def assert_ok(run: Run, iterations: int | None = None) -> None:
+    assert run.rc == 0, run.stderr
+    missing = [k for k in REQUIRED_KEYS if k not in run.out]
+    assert not missing, missing
+    assert run.out["verified"] == "true"
+    waves = iterations if iterations is not None else int(run.out["actual_iterations"])
+    expected = int(run.out["connections"]) * int(run.out["bytes_per_connection"]) * waves
+    assert int(run.out["total_bytes"]) == expected
+    assert int(run.out["total_streams"]) == int(run.out["connections"]) * waves
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (bind port 0, read it, close)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

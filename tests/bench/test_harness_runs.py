@@ -1,0 +1,179 @@
+"""The stream harness end to end through its CLI (``python -m bytes_handoff.bench``), small sizes.
+
+Each run is a subprocess: exit 0, every required key, every byte verified.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from harness_support import ROOT, SMALL, assert_ok, bench_cmd, free_port, parse_report, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("completion", ["ticket", "fire_and_forget"])
+@pytest.mark.parametrize("scenario", ["fragmented", "coalesced"])
+@pytest.mark.parametrize("implementation", ["handoff", "manual_vec", "raw_copy"])
+@pytest.mark.parametrize("transport", ["duplex", "tcp"])
+def test_every_shape_verifies(
+    transport: str, implementation: str, scenario: str, completion: str
+) -> None:
+    run = run_cli(
+        *SMALL,
+        "--transport",
+        transport,
+        "--implementation",
+        implementation,
+        "--scenario",
+        scenario,
+        "--completion",
+        completion,
+    )
+    assert_ok(run, iterations=1)
+    assert run.out["implementation"] == implementation
+    assert run.out["transport"] == transport
+    assert run.out["scenario"] == scenario
+    assert run.out["completion"] == completion
+    assert run.out["role"] == "integrated"
+    expected_fragment = "64" if scenario == "fragmented" else "1024"
+    assert run.out["input_fragment"] == expected_fragment
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["duplex", "tcp"])
+def test_both_loops_and_several_waves(loop: str, transport: str) -> None:
+    run = run_cli(*SMALL, "--transport", transport, "--loop", loop, "--iterations", "3")
+    assert_ok(run, iterations=3)
+    assert run.out["loop"] == loop
+    assert run.out["configured_iterations"] == "3"
+    assert int(run.out["latency_max_micros"]) >= int(run.out["latency_p50_micros"]) > 0
+    assert float(run.out["cpu_total_seconds"]) > 0
+
+
+def test_frames_split_across_tiny_reads() -> None:
+    """Fragments smaller than a frame: the proxy must reassemble every frame."""
+    for implementation in ("handoff", "manual_vec"):
+        run = run_cli(
+            *SMALL,
+            "--transport",
+            "tcp",
+            "--input-fragment",
+            "7",
+            "--implementation",
+            implementation,
+        )
+        assert_ok(run, iterations=1)
+
+
+@pytest.mark.parametrize("transport", ["duplex", "tcp"])
+def test_two_workers_split_the_connections(transport: str) -> None:
+    run = run_cli(*SMALL, "--transport", transport, "--worker-threads", "2", "--connections", "5")
+    assert_ok(run, iterations=1)
+    assert run.out["worker_threads"] == "2"
+    assert run.out["total_streams"] == "5"
+
+
+def test_sustained_run_samples_rss(tmp_path: Path) -> None:
+    samples = tmp_path / "rss.csv"
+    run = run_cli(*SMALL, "--duration-seconds", "3", "--rss-samples", str(samples), timeout=60)
+    assert_ok(run)
+    assert int(run.out["actual_iterations"]) > 1
+    assert float(run.out["total_seconds"]) >= 3.0
+    assert run.out["rss_samples_file"] == str(samples)
+    float(run.out["rss_growth_bytes_per_min"])
+    rows = samples.read_text().splitlines()
+    assert rows[0] == "elapsed_seconds,rss_bytes"
+    assert len(rows) - 1 >= 3
+    for row in rows[1:]:
+        elapsed, rss = row.split(",")
+        assert float(elapsed) >= 0 and int(rss) > 0
+
+
+def _start_service(tmp_path: Path, sink_port: int, *args: str) -> tuple[subprocess.Popen[str], str]:
+    ready = tmp_path / "service.ready"
+    proc = subprocess.Popen(
+        bench_cmd(
+            *args,
+            "--transport",
+            "tcp",
+            "--role",
+            "tcp-service",
+            "--service-addr",
+            "127.0.0.1:0",
+            "--sink-addr",
+            f"127.0.0.1:{sink_port}",
+            "--ready-file",
+            str(ready),
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"service never became ready: {err}")
+        time.sleep(0.02)
+    fields = parse_report(ready.read_text())
+    assert int(fields["pid"]) == proc.pid
+    return proc, fields["service_addr"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "implementation", "scenario"),
+    [
+        ("1", "handoff", "coalesced"),
+        ("2", "manual_vec", "fragmented"),
+        ("2", "handoff", "coalesced"),
+    ],
+)
+def test_split_service_and_driver(
+    tmp_path: Path, workers: str, implementation: str, scenario: str
+) -> None:
+    sink_port = free_port()
+    shape = [
+        *SMALL,
+        "--implementation",
+        implementation,
+        "--scenario",
+        scenario,
+        "--worker-threads",
+        workers,
+    ]
+    service, addr = _start_service(tmp_path, sink_port, *shape, "--idle-timeout-millis", "1500")
+    try:
+        driver = run_cli(
+            *shape,
+            "--transport",
+            "tcp",
+            "--role",
+            "tcp-driver",
+            "--service-addr",
+            addr,
+            "--sink-addr",
+            f"127.0.0.1:{sink_port}",
+            "--iterations",
+            "2",
+        )
+        out, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert_ok(driver, iterations=2)
+    assert driver.out["role"] == "tcp-driver"
+    assert service.returncode == 0, err
+    svc = parse_report(out)
+    assert svc["role"] == "tcp-service"
+    assert svc["service_addr"] == addr
+    assert svc["total_bytes"] == driver.out["total_bytes"]
+    assert svc["total_streams"] == driver.out["total_streams"]
+    # The service measures its active window, not the 1.5 s idle wait that ends it.
+    assert float(svc["total_seconds"]) < 1.4
+    assert float(svc["cpu_total_seconds"]) > 0
