@@ -140,7 +140,11 @@ def markdown(cells: Sequence[CellSummary], title: str = "") -> str:
 
 
 def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Path:
-    """Grouped bars: ns/B and throughput per implementation, one group per scenario."""
+    """Bars of ns/B and throughput per implementation; one row per scenario.
+
+    Each scenario gets its own axes: fragmented and coalesced differ by an order
+    of magnitude, and a shared scale would flatten one of them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,29 +155,35 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     impls = _order([c.implementation for c in cells], IMPLEMENTATION_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
     panels = [
-        (ns_key(split), "service CPU ns/B" if split else "process CPU ns/B (whole process)"),
+        (ns_key(split), "service CPU ns/B" if split else "CPU ns/B (whole process)"),
         ("mib_per_sec", "driver MiB/s (end to end)" if split else "MiB/s (end to end)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
-    width = 0.8 / max(len(impls), 1)
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        for i, impl in enumerate(impls):
+    colors = [f"C{i}" for i in range(len(impls))]
+    fig, axes = plt.subplots(
+        len(scenarios),
+        len(panels),
+        figsize=(5.2 * len(panels), 3.2 * len(scenarios)),
+        squeeze=False,
+    )
+    for row, scenario in enumerate(scenarios):
+        for col, (key, label) in enumerate(panels):
+            ax = axes[row][col]
             means: list[float] = []
             errs: list[float] = []
-            for scenario in scenarios:
+            for impl in impls:
                 cell = by_key.get((scenario, impl))
                 stat = cell.stats.get(key) if cell else None
                 means.append(stat.mean if stat else 0.0)
                 errs.append(stat.stdev if stat else 0.0)
-            xs = [x + (i - (len(impls) - 1) / 2) * width for x in range(len(scenarios))]
-            ax.bar(xs, means, width, yerr=errs, capsize=3, label=impl)
-        ax.set_xticks(range(len(scenarios)))
-        ax.set_xticklabels(scenarios)
-        ax.set_title(label)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend()
+            bars = ax.bar(range(len(impls)), means, yerr=errs, capsize=4, color=colors)
+            ax.bar_label(bars, labels=[f"{m:.3g}" for m in means], fontsize=8)
+            ax.set_xticks(range(len(impls)))
+            ax.set_xticklabels(impls)
+            ax.set_title(f"{scenario}: {label}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+            ax.margins(y=0.15)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(f"{title} (mean, error bar = sample stdev)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
