@@ -111,7 +111,35 @@ def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str,
     return headers, rows
 
 
-def markdown(cells: Sequence[CellSummary], title: str = "") -> str:
+SHAPE_KEYS = (
+    "transport",
+    "completion",
+    "loop",
+    "worker_threads",
+    "connections",
+    "route_frames",
+    "frame_len",
+    "tunnel_bytes",
+    "read_reserve",
+    "write_pending_bytes",
+    "duration_seconds_target",
+    "python_version",
+)
+
+
+def shape_line(cells: Sequence[CellSummary]) -> str:
+    """The run shape shared by the cells, from the first cell's ``runs.csv``."""
+    for cell in cells:
+        runs = cell.path / "runs.csv"
+        if runs.exists():
+            rows = read_runs_csv(runs)
+            if rows:
+                first = rows[0]
+                return " ".join(f"{k}={first[k]}" for k in SHAPE_KEYS if first.get(k))
+    return ""
+
+
+def markdown(cells: Sequence[CellSummary], title: str = "", relative_to: Path | None = None) -> str:
     headers, rows = table_rows(cells)
     split = is_split(cells)
     lines = [f"# Comparison{': ' + title if title else ''}", ""]
@@ -126,6 +154,9 @@ def markdown(cells: Sequence[CellSummary], title: str = "") -> str:
             "Integrated runs: client, proxy and sink share one process, so CPU and ns/B cover "
             "all three. Use --service-cores/--driver-cores for the proxy's own cost."
         )
+    shape = shape_line(cells)
+    if shape:
+        lines += ["", f"Shape: {shape}"]
     lines += ["", "Values are mean ± sample stdev over the runs.", ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(headers) - 2)) + "|")
@@ -135,7 +166,13 @@ def markdown(cells: Sequence[CellSummary], title: str = "") -> str:
     lines.append("Run folders:")
     lines.append("")
     for cell in cells:
-        lines.append(f"- {cell.scenario} / {cell.implementation}: `{cell.path}`")
+        where = cell.path
+        if relative_to is not None:
+            try:
+                where = cell.path.resolve().relative_to(relative_to.resolve())
+            except ValueError:
+                pass
+        lines.append(f"- {cell.scenario} / {cell.implementation}: `{where}`")
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +232,7 @@ def write_comparison(
 ) -> tuple[Path, Path | None]:
     """Write ``comparison.md`` and ``comparison.png`` into ``directory``."""
     md = directory / "comparison.md"
-    md.write_text(markdown(cells, title), encoding="utf-8")
+    md.write_text(markdown(cells, title, relative_to=directory), encoding="utf-8")
     try:
         png = write_chart(directory / "comparison.png", cells, title)
     except ImportError:
