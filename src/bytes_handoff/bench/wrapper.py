@@ -158,9 +158,24 @@ SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
 def build_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(
         prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Run the bytes-handoff stream harness --runs times and write run files, runs.csv, "
-            "summary.csv (metric,mean,stdev; sample stdev) and a one-line summary."
+            "Run the bytes-handoff stream harness --runs times and write run files, runs.csv,\n"
+            "summary.csv (metric,mean,stdev; stdev is the sample stdev) and a one-line summary."
+        ),
+        epilog=(
+            "defaults (the seed wrapper's): --transport duplex --implementation handoff\n"
+            "  --scenario fragmented --completion ticket --runs 3 --connections 64\n"
+            "  --route-frames 64 --frame-len 63 --tunnel-bytes 65536 --read-reserve 16384\n"
+            "  --duplex-capacity 262144; --worker-threads = CPUs available (split: CPUs in\n"
+            "  --service-cores); split service idle timeout 1000 ms; --loop: the harness's.\n"
+            "split-process TCP: give both --service-cores and --driver-cores (implies\n"
+            "  --transport tcp); the service and the driver are pinned with taskset.\n"
+            "--scenario all: one subfolder per scenario. --implementation all: handoff,\n"
+            "  manual_vec and raw_copy interleaved per run index, one subfolder each, plus\n"
+            "  comparison.md and comparison.png.\n"
+            "results: <results-dir>/stream_<transport>_<implementation>_<scenario>_"
+            "<completion>_<timestamp>/"
         ),
     )
     parser.add_argument("--transport", choices=("duplex", "tcp"), help="default duplex")
