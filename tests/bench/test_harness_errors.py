@@ -42,6 +42,7 @@ def assert_one_line_error(run_rc: int, stderr: str, code: int, pattern: str) -> 
         ),
         (["--connections", "0"], r"--connections must be at least 1"),
         (["--tunnel-bytes", "-1"], r"--tunnel-bytes must be at least 0"),
+        (["--route-frames", "0"], r"--route-frames must be at least 1"),
         (["--role", "tcp-service"], r"--role tcp-service needs --transport tcp"),
         (["--transport", "tcp", "--role", "tcp-driver"], r"needs --service-addr and --sink-addr"),
         (
@@ -210,3 +211,42 @@ def test_usage_errors_are_bench_errors() -> None:
     with pytest.raises(UsageError):
         config_from_args(["--frame-len", "3"])
     assert issubclass(VerificationError, BenchError)
+
+
+def test_service_with_a_silent_client_fails_instead_of_hanging(tmp_path: Path) -> None:
+    """The run guard: a stream that moves no byte for --startup-timeout-seconds fails the run."""
+    ready = tmp_path / "ready"
+    with socket.socket() as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.listen()
+        proc = subprocess.Popen(
+            bench_cmd(
+                "--transport",
+                "tcp",
+                "--role",
+                "tcp-service",
+                "--service-addr",
+                "127.0.0.1:0",
+                "--sink-addr",
+                f"127.0.0.1:{sink.getsockname()[1]}",
+                "--ready-file",
+                str(ready),
+                "--startup-timeout-seconds",
+                "1",
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            host, port = ready.read_text().split("service_addr=")[1].split()[0].split(":")
+            with socket.create_connection((host, int(port))):
+                _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert_one_line_error(proc.returncode, err, 1, r"no progress for 1 s with 1 streams active")

@@ -136,7 +136,11 @@ class BenchConfig:
                 f"--connections must be at most {MAX_CONNECTIONS} (4-digit stream ids),"
                 f" got {self.connections}"
             )
-        at_least("--route-frames", self.route_frames, 0)
+        if self.route_frames < 1:
+            raise UsageError(
+                f"--route-frames must be at least 1 (the sink identifies a stream by its first"
+                f" frame), got {self.route_frames}"
+            )
         at_least("--frame-len", self.frame_len, 16)
         at_least("--tunnel-bytes", self.tunnel_bytes, 0)
         at_least("--read-reserve", self.read_reserve, 1)

@@ -363,12 +363,27 @@ class Worker:
 
         self.spawn(self.accept_loop(listener, handle), "service accept", True)
         began = time.monotonic()
+        stall = cfg.startup_timeout_seconds
+        last = io_progress()
+        last_change = began
         while True:
             await self.nap(0.05)
             self.check()
             if self.stop_requested:
                 break
             now = time.monotonic()
+            if self.local_active:
+                # The run guard: streams are open but no byte moved for too long.
+                progress = io_progress()
+                if progress != last:
+                    last, last_change = progress, now
+                elif now - last_change > stall:
+                    raise BenchError(
+                        f"no progress for {stall:g} s with {self.local_active} streams active"
+                        " (--startup-timeout-seconds)"
+                    )
+            else:
+                last_change = now
             if shared.get(Shared.ACCEPTED) == 0:
                 if now - began > cfg.startup_timeout_seconds:
                     raise BenchError(
@@ -403,6 +418,26 @@ class Worker:
         self.result.streams += 1
         self.result.bytes += forwarded
         self.wake.set()
+
+
+_IO_SELF_READS = [0]
+
+
+def io_progress() -> int:
+    """Bytes this process moved through read/write syscalls (``/proc/self/io``).
+
+    Reading the file is itself a read that ``rchar`` counts afterwards; those
+    bytes are subtracted so an idle process reads the same value each time.
+    """
+    try:
+        with open("/proc/self/io", "rb") as f:
+            data = f.read()
+        fields = dict(line.split(b":", 1) for line in data.splitlines())
+        value = int(fields[b"rchar"]) + int(fields[b"wchar"]) - _IO_SELF_READS[0]
+    except (OSError, KeyError, ValueError):
+        return 0
+    _IO_SELF_READS[0] += len(data)
+    return value
 
 
 # -- the whole run ------------------------------------------------------------------------------

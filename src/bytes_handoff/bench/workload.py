@@ -99,14 +99,16 @@ class StreamVerifier:
 
     __slots__ = ("_head", "_pattern", "_prefix", "_wl", "base", "conn", "expected_conn", "pos")
 
+    _prefix: memoryview
+
     def __init__(self, wl: Workload, expected_conn: int | None = None) -> None:
         self._wl = wl
-        self._pattern = wl.pattern
+        self._pattern = memoryview(wl.pattern)
         self.expected_conn = expected_conn
         self.conn = -1
         self.pos = 0
         self.base = 0
-        self._prefix = b""
+        self._prefix = memoryview(b"")
         self._head: bytearray | None = None
 
     @property
@@ -123,7 +125,7 @@ class StreamVerifier:
         plen = self._wl.prefix_len
         if pos < plen:
             k = min(n, plen - pos)
-            if not buf.startswith(memoryview(self._prefix)[pos : pos + k], 0, k):
+            if not buf.startswith(self._prefix[pos : pos + k], 0, k):
                 self._mismatch(buf, 0, k)
             pos += k
             off = k
@@ -135,7 +137,7 @@ class StreamVerifier:
                     f" {self._wl.total} (first extra byte at offset {self._wl.total})"
                 )
             t = (self.base + pos - plen) % PERIOD
-            if not buf.startswith(memoryview(self._pattern)[t : t + k], off, n):
+            if not buf.startswith(self._pattern[t : t + k], off, n):
                 self.pos = pos
                 self._mismatch(buf, off, n)
             pos += k
@@ -170,7 +172,7 @@ class StreamVerifier:
             )
         self.conn = conn
         self.base = self._wl.tunnel_base(conn)
-        self._prefix = self._wl.prefix(conn)
+        self._prefix = memoryview(self._wl.prefix(conn))
 
     def _mismatch(self, buf: bytearray, lo: int, hi: int) -> None:
         """Slow path: find the first wrong byte of ``buf[lo:hi]`` and raise."""
