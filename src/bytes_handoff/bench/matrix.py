@@ -413,8 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"connections={cfg.connections} frame_sizes={cfg.frame_sizes}",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     failure: str | None = None
+    done_runs = 0
+    ns_name = "service_cpu_ns_per_byte" if plan.split else "cpu_ns_per_byte"
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -431,10 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress.update(task, description=f"{cell.name} run {n}/{plan.runs}")
                         cplan = cell_plan(cfg, cell)
                         cplan.supported_flags = supported
-                        cell.rows.append(
-                            run_cell_once(cplan, cell.implementation, cell.scenario, cell.path, n)
-                        )
+                        row = run_cell_once(cplan, cell.implementation, cell.scenario, cell.path, n)
+                        cell.rows.append(row)
                         progress.advance(task)
+                        done_runs += 1
+                        if not err.is_terminal:
+                            # No live bar without a terminal (CI logs): one line per run.
+                            err.print(
+                                f"[{done_runs}/{len(cells) * plan.runs}] {cell.name} run {n}: "
+                                f"mib_per_sec={row.get('mib_per_sec', '?')} "
+                                f"{ns_name}={row.get(ns_name, '?')}",
+                                highlight=False,
+                                markup=False,
+                                soft_wrap=True,
+                            )
                 for cell in group:
                     cell.stats = write_cell_artifacts(cell.path, cell.rows)
         except RunError as exc:
@@ -444,12 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = [c for c in cells if c.stats]
     write_matrix_csv(base / "matrix.csv", done, plan.split)
     write_matrix_md(base / "matrix.md", done, cfg)
-    headers, rows = table(done, plan.split)
+    headers, table_body = table(done, plan.split)
     out = Table(title=f"stream matrix ({plan.transport}, {plan.completion}, runs={plan.runs})")
     for i, header in enumerate(headers):
         out.add_column(header, justify="left" if i in (0, 3) else "right")
-    for row in rows:
-        out.add_row(*row)
+    for line in table_body:
+        out.add_row(*line)
     Console(width=160).print(out)
     csv_path, md_path = display_path(base / "matrix.csv"), display_path(base / "matrix.md")
     print(f"matrix_csv={csv_path} matrix_md={md_path}")
