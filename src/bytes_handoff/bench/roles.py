@@ -115,6 +115,11 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, note_early_stop)  # a late signal must not kill the report
+        if self.result.error is None and self.failure.done():
+            # A proxy that failed after its sink had verified everything still fails the run.
+            late = self.failure.result()
+            self.result.error = str(late)
+            self.result.error_exit_code = getattr(late, "exit_code", 1)
         return self.result.finish(self.hist)
 
     def request_stop(self) -> None:
@@ -170,8 +175,12 @@ class Worker:
         for task in cancelled:
             task.cancel()
         if self.tasks:
-            # Streams that outlived the run (only after a failure or a signal) get a moment.
-            _, still = await asyncio.wait(set(self.tasks), timeout=1.0)
+            # After success only a proxy's last step may still be running: give it a moment.
+            # After a failure or a signal, stop everything at once.
+            ended = self.failure.done() or self.stop_requested or self.shared.get(Shared.FAILED)
+            still = set(self.tasks)
+            if not ended:
+                _, still = await asyncio.wait(still, timeout=1.0)
             for task in still:
                 task.cancel()
             cancelled |= still
@@ -309,8 +318,7 @@ class Worker:
             self.spawn(self.accept_loop(proxy_listener, handle), "proxy accept", True)
         else:
             assert self.spec.listener is not None and cfg.service_addr is not None
-            sink_listener = self.spec.listener
-            self.spec.listener = None
+            sink_listener = self.spec.listener  # TcpSink.close() closes it
             self.target = cfg.service_addr
             self.target_what = "service"
         self.sink = TcpSink(
