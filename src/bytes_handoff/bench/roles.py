@@ -60,6 +60,13 @@ _MAX_LATENCY_US = 60_000_000
 _ANOTHER = "aborted: another worker failed"
 
 
+def as_bench_error(exc: BaseException, label: str) -> BaseException:
+    """``exc`` itself if it is the harness's own, else a ``BenchError`` naming ``label``."""
+    if isinstance(exc, BenchError):
+        return exc
+    return BenchError(f"{label}: {type(exc).__name__}: {exc}")
+
+
 class Worker:
     """One event loop's share of a run."""
 
@@ -148,9 +155,7 @@ class Worker:
             exc = t.exception()
             if exc is None:
                 return
-            if not isinstance(exc, BenchError):
-                exc = BenchError(f"{label}: {type(exc).__name__}: {exc}")
-            self.fail(exc)
+            self.fail(as_bench_error(exc, label))
 
         task.add_done_callback(done)
         return task
@@ -289,6 +294,10 @@ class Worker:
             outbound = await connect_tcp(sink_addr, "sink")
             try:
                 return await self.proxy(inbound, outbound, self.cfg)
+            except Exception as exc:
+                # Report the cause before closing makes the sink see a short stream.
+                self.fail(as_bench_error(exc, "proxy"))
+                raise
             finally:
                 outbound.close()
         finally:
