@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -299,3 +300,66 @@ def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> Non
     assert err.strip().splitlines()[-1] == "run-stream-harness.sh: interrupted"
     assert "Traceback" not in err
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+SPLIT_TINY = [
+    "--transport",
+    "tcp",
+    "--scenario",
+    "coalesced",
+    "--runs",
+    "1",
+    *TINY,
+    "--service-cores",
+    "0",
+    "--driver-cores",
+    "1",
+    "--idle-timeout-millis",
+    "300",
+]
+
+
+def test_service_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run(
+            HARNESS,
+            *SPLIT_TINY,
+            "--service-addr",
+            f"127.0.0.1:{port}",
+            "--results-dir",
+            str(tmp_path),
+            timeout=120,
+        )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "run 1 (handoff coalesced): service exited with status" in last
+    assert "before it was ready" in last and "service-run-1.err" in last
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_concurrent_split_runs_do_not_collide(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable}
+    procs = [
+        subprocess.Popen(
+            ["bash", str(HARNESS), *SPLIT_TINY, "--results-dir", str(tmp_path / str(i))],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert "stream tcp handoff coalesced ticket runs=1 " in out
+    addrs = set()
+    for i in range(3):
+        ready = next((tmp_path / str(i)).glob("*/service-run-1.ready")).read_text()
+        addrs.add(next(line for line in ready.splitlines() if line.startswith("service_addr=")))
+    assert len(addrs) == 3
