@@ -40,22 +40,20 @@ PAYLOAD = b"".join(PAYLOAD_CHUNKS)
 async def read_stream(reader: object, read_reserve: int = 4096) -> bytes:
     """Everything ``reader`` yields through a ``HandoffBuffer``, until end of stream."""
     buf = HandoffBuffer(max_len=1 << 24, read_reserve=read_reserve)
-    async with asyncio.timeout(WAIT):
-        while await buf.read_available(reader):
-            pass
+    while await buf.read_available(reader):
+        pass
     return buf.freeze_all()
 
 
 async def write_through_handoff(writer: object, read_peer: Awaitable[bytes]) -> bytes:
     """Push :data:`PAYLOAD_CHUNKS` through a handoff on ``writer``; return what the peer read."""
     cfg = WriteHandoffConfig(max_items=16, max_pending_bytes=512 * 1024)
-    async with asyncio.timeout(WAIT):
-        reading = asyncio.ensure_future(read_peer)
-        async with WriteHandoff.spawn(writer, cfg) as handoff:
-            tickets = [await handoff.write(chunk) for chunk in PAYLOAD_CHUNKS]
-        for ticket in tickets:
-            await ticket
-        return await reading
+    reading = asyncio.ensure_future(read_peer)
+    async with WriteHandoff.spawn(writer, cfg) as handoff:
+        tickets = [await handoff.write(chunk) for chunk in PAYLOAD_CHUNKS]
+    for ticket in tickets:
+        await ticket
+    return await reading
 
 
 # -- read side ---------------------------------------------------------------------------
@@ -66,14 +64,14 @@ async def write_through_handoff(writer: object, read_peer: Awaitable[bytes]) -> 
 async def test_reads_a_nonblocking_socket_until_eof(
     pair_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    ours, peer = request.getfixturevalue(pair_fixture)
-    peer.sendall(b"first")
-    buf = HandoffBuffer(64)
     async with asyncio.timeout(WAIT):
+        ours, peer = request.getfixturevalue(pair_fixture)
+        peer.sendall(b"first")
+        buf = HandoffBuffer(64)
         assert await buf.read_available(ours) == 5
-    peer.sendall(b" second")
-    peer.shutdown(socket.SHUT_WR)
-    assert buf.freeze_all() + await read_stream(ours) == b"first second"
+        peer.sendall(b" second")
+        peer.shutdown(socket.SHUT_WR)
+        assert buf.freeze_all() + await read_stream(ours) == b"first second"
 
 
 @SOCKET_PAIRS
@@ -81,37 +79,40 @@ async def test_reads_a_nonblocking_socket_until_eof(
 async def test_socket_read_waits_for_data(
     pair_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    ours, peer = request.getfixturevalue(pair_fixture)
-    buf = HandoffBuffer(64)
-    reading = asyncio.create_task(buf.read_available(ours))
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert not reading.done()  # parked on readiness, nothing to read yet
-    peer.sendall(b"late")
     async with asyncio.timeout(WAIT):
+        ours, peer = request.getfixturevalue(pair_fixture)
+        buf = HandoffBuffer(64)
+        reading = asyncio.create_task(buf.read_available(ours))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not reading.done()  # parked on readiness, nothing to read yet
+        peer.sendall(b"late")
         assert await reading == 4
-    assert buf.freeze_all() == b"late"
+        assert buf.freeze_all() == b"late"
 
 
 @pytest.mark.asyncio
 async def test_reads_an_asyncio_stream_reader(open_stream_pair: Callable[[], Any]) -> None:
-    async with open_stream_pair() as streams:
-        streams.server_writer.write(b"over asyncio streams")
-        streams.server_writer.write_eof()
-        assert await read_stream(streams.client_reader, read_reserve=3) == b"over asyncio streams"
+    async with asyncio.timeout(WAIT):
+        async with open_stream_pair() as streams:
+            streams.server_writer.write(b"over asyncio streams")
+            streams.server_writer.write_eof()
+            received = await read_stream(streams.client_reader, read_reserve=3)
+        assert received == b"over asyncio streams"
 
 
 @pytest.mark.asyncio
 async def test_reads_a_duplex_stream() -> None:
-    ours, peer = duplex_pair(4)
+    async with asyncio.timeout(WAIT):
+        ours, peer = duplex_pair(4)
 
-    async def send() -> None:
-        await peer.write(b"through a small pipe")
-        peer.shutdown_write()
+        async def send() -> None:
+            await peer.write(b"through a small pipe")
+            peer.shutdown_write()
 
-    sending = asyncio.create_task(send())
-    assert await read_stream(ours, read_reserve=3) == b"through a small pipe"
-    await sending
+        sending = asyncio.create_task(send())
+        assert await read_stream(ours, read_reserve=3) == b"through a small pipe"
+        await sending
 
 
 # -- write side --------------------------------------------------------------------------
@@ -122,41 +123,44 @@ async def test_reads_a_duplex_stream() -> None:
 async def test_handoff_writes_a_nonblocking_socket_and_shuts_it(
     pair_fixture: str, request: pytest.FixtureRequest, read_to_eof: ReadToEof
 ) -> None:
-    ours, peer = request.getfixturevalue(pair_fixture)
-    assert await write_through_handoff(ours, read_to_eof(peer)) == PAYLOAD
+    async with asyncio.timeout(WAIT):
+        ours, peer = request.getfixturevalue(pair_fixture)
+        assert await write_through_handoff(ours, read_to_eof(peer)) == PAYLOAD
 
 
 @pytest.mark.asyncio
 async def test_handoff_writes_an_asyncio_stream_writer(
     open_stream_pair: Callable[[], Any], read_to_eof: ReadToEof
 ) -> None:
-    async with open_stream_pair() as streams:
-        received = await write_through_handoff(
-            streams.client_writer, read_to_eof(streams.server_reader)
-        )
-    assert received == PAYLOAD
+    async with asyncio.timeout(WAIT):
+        async with open_stream_pair() as streams:
+            received = await write_through_handoff(
+                streams.client_writer, read_to_eof(streams.server_reader)
+            )
+        assert received == PAYLOAD
 
 
 @pytest.mark.asyncio
 async def test_handoff_writes_a_duplex_stream(read_to_eof: ReadToEof) -> None:
-    ours, peer = duplex_pair(8192)
-    assert await write_through_handoff(ours, read_to_eof(peer)) == PAYLOAD
+    async with asyncio.timeout(WAIT):
+        ours, peer = duplex_pair(8192)
+        assert await write_through_handoff(ours, read_to_eof(peer)) == PAYLOAD
 
 
 @pytest.mark.asyncio
 async def test_writing_a_closed_stream_writer_fails_the_ticket(
     open_stream_pair: Callable[[], Any],
 ) -> None:
-    async with open_stream_pair() as streams:
-        handoff = WriteHandoff.spawn(streams.client_writer)
-        streams.client_writer.close()
-        ticket = handoff.try_write(b"too late")
-        async with asyncio.timeout(WAIT):
+    async with asyncio.timeout(WAIT):
+        async with open_stream_pair() as streams:
+            handoff = WriteHandoff.spawn(streams.client_writer)
+            streams.client_writer.close()
+            ticket = handoff.try_write(b"too late")
             with pytest.raises(WriteIOError) as info:
                 await ticket
             with pytest.raises(WriteIOError):
                 await handoff.aclose()
-    assert isinstance(info.value.__cause__, BrokenPipeError)
+        assert isinstance(info.value.__cause__, BrokenPipeError)
 
 
 # -- what is accepted and what is refused ---------------------------------------------
@@ -177,12 +181,13 @@ def test_blocking_socket_is_rejected(convert: Callable[[object], object]) -> Non
 
 @pytest.mark.asyncio
 async def test_buffer_and_handoff_reject_a_blocking_socket() -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        with pytest.raises(ValueError, match="non-blocking"):
-            await HandoffBuffer(8).read_available(a)
-        with pytest.raises(ValueError, match="non-blocking"):
-            WriteHandoff.spawn(a)
+    async with asyncio.timeout(WAIT):
+        a, b = socket.socketpair()
+        with a, b:
+            with pytest.raises(ValueError, match="non-blocking"):
+                await HandoffBuffer(8).read_available(a)
+            with pytest.raises(ValueError, match="non-blocking"):
+                WriteHandoff.spawn(a)
 
 
 class Gizmo:
@@ -215,10 +220,11 @@ def test_unsupported_type_is_a_type_error_naming_it(
 
 @pytest.mark.asyncio
 async def test_buffer_and_handoff_reject_an_unsupported_type() -> None:
-    with pytest.raises(TypeError, match="Gizmo"):
-        await HandoffBuffer(8).read_available(Gizmo())
-    with pytest.raises(TypeError, match="Gizmo"):
-        WriteHandoff.spawn(Gizmo())
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(TypeError, match="Gizmo"):
+            await HandoffBuffer(8).read_available(Gizmo())
+        with pytest.raises(TypeError, match="Gizmo"):
+            WriteHandoff.spawn(Gizmo())
 
 
 class ProtocolShaped:
@@ -254,14 +260,14 @@ def test_protocol_shaped_objects_are_used_as_they_are() -> None:
 
 @pytest.mark.asyncio
 async def test_protocol_shaped_objects_work_end_to_end() -> None:
-    obj = ProtocolShaped()
-    buf = HandoffBuffer(8)
     async with asyncio.timeout(WAIT):
+        obj = ProtocolShaped()
+        buf = HandoffBuffer(8)
         await buf.read_available(obj)
         async with WriteHandoff.spawn(obj) as handoff:
             await handoff.write(b"out")
-    assert buf.freeze_all() == b"abc"
-    assert (obj.written, obj.shut) == (b"out", True)
+        assert buf.freeze_all() == b"abc"
+        assert (obj.written, obj.shut) == (b"out", True)
 
 
 class Mailbox:
@@ -309,12 +315,12 @@ register_writer(Mailbox, MailboxWriter)
 @pytest.mark.parametrize("cls", [Mailbox, SpecialMailbox])
 @pytest.mark.asyncio
 async def test_registered_custom_class_is_readable_and_writable(cls: type[Mailbox]) -> None:
-    box = cls(b"hello ", b"mailbox")
-    assert isinstance(as_reader(box), MailboxReader)
-    assert isinstance(as_writer(box), MailboxWriter)
-    assert await read_stream(box, read_reserve=64) == b"hello mailbox"
     async with asyncio.timeout(WAIT):
+        box = cls(b"hello ", b"mailbox")
+        assert isinstance(as_reader(box), MailboxReader)
+        assert isinstance(as_writer(box), MailboxWriter)
+        assert await read_stream(box, read_reserve=64) == b"hello mailbox"
         async with WriteHandoff.spawn(box) as handoff:
             for part in (b"one,", b"two,", b"three"):
                 handoff.try_write_fire_and_forget(part)
-    assert (box.outbox, box.sealed) == (b"one,two,three", True)
+        assert (box.outbox, box.sealed) == (b"one,two,three", True)

@@ -56,9 +56,8 @@ def filled(data: bytes, max_len: int = 64, read_reserve: int = 16) -> HandoffBuf
 
 async def read_all(buf: HandoffBuffer, reader: object) -> None:
     """Read until end of stream."""
-    async with asyncio.timeout(WAIT):
-        while await buf.read_available(reader):
-            pass
+    while await buf.read_available(reader):
+        pass
 
 
 # -- construction ---------------------------------------------------------------------
@@ -148,13 +147,14 @@ def test_peek_view_works_as_a_context_manager() -> None:
 
 @pytest.mark.asyncio
 async def test_holding_a_peek_view_does_not_block_reads_that_move_or_grow_storage() -> None:
-    buf = HandoffBuffer(64, read_reserve=4)
-    await buf.read_available(ScriptedReader(b"abcd"))
-    held = buf.peek()
-    buf.advance(2)  # the next read must slide "cd" to the front or grow
-    await read_all(buf, ScriptedReader(b"efghijklmnop"))
-    assert bytes(buf.peek()) == b"cdefghijklmnop"
-    assert held.readonly  # still a valid object; its contents are not promised
+    async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(64, read_reserve=4)
+        await buf.read_available(ScriptedReader(b"abcd"))
+        held = buf.peek()
+        buf.advance(2)  # the next read must slide "cd" to the front or grow
+        await read_all(buf, ScriptedReader(b"efghijklmnop"))
+        assert bytes(buf.peek()) == b"cdefghijklmnop"
+        assert held.readonly  # still a valid object; its contents are not promised
 
 
 def test_holding_a_peek_view_does_not_block_take_tail() -> None:
@@ -229,66 +229,67 @@ def test_reserve_read_capacity_rejects_negative_sizes() -> None:
 
 @pytest.mark.asyncio
 async def test_read_available_appends_and_returns_the_count() -> None:
-    buf = HandoffBuffer(64)
-    reader = ScriptedReader(b"abc", b"de")
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(64)
+        reader = ScriptedReader(b"abc", b"de")
         assert await buf.read_available(reader) == 3
         assert await buf.read_available(reader) == 2
-    assert bytes(buf.peek()) == b"abcde"
+        assert bytes(buf.peek()) == b"abcde"
 
 
 @pytest.mark.asyncio
 async def test_read_available_returns_zero_at_end_of_stream_and_keeps_the_bytes() -> None:
-    buf = HandoffBuffer(64)
-    reader = ScriptedReader(b"last")
-    await read_all(buf, reader)
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(64)
+        reader = ScriptedReader(b"last")
+        await read_all(buf, reader)
         assert await buf.read_available(reader) == 0
-    assert buf.freeze_all() == b"last"
+        assert buf.freeze_all() == b"last"
 
 
 @pytest.mark.asyncio
 async def test_read_available_offers_at_most_read_reserve() -> None:
-    buf = HandoffBuffer(max_len=100, read_reserve=4)
-    reader = ScriptedReader(b"0123456789")
-    await read_all(buf, reader)
-    assert bytes(buf.peek()) == b"0123456789"
-    assert set(reader.offered) == {4}
+    async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(max_len=100, read_reserve=4)
+        reader = ScriptedReader(b"0123456789")
+        await read_all(buf, reader)
+        assert bytes(buf.peek()) == b"0123456789"
+        assert set(reader.offered) == {4}
 
 
 @pytest.mark.asyncio
 async def test_read_available_offers_at_most_the_room_left_under_max_len() -> None:
-    buf = HandoffBuffer(max_len=10, read_reserve=8)
-    reader = ScriptedReader(b"0123456789")
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(max_len=10, read_reserve=8)
+        reader = ScriptedReader(b"0123456789")
         assert await buf.read_available(reader) == 8
         assert await buf.read_available(reader) == 2
-    assert reader.offered == [8, 2]
+        assert reader.offered == [8, 2]
 
 
 @pytest.mark.asyncio
 async def test_reads_land_in_the_buffer_storage() -> None:
-    buf = HandoffBuffer(max_len=64, read_reserve=8)
-    storages: list[object] = []
-
-    class Recorder(ScriptedReader):
-        async def read_into(self, view: memoryview) -> int:
-            storages.append(view.obj)
-            return await super().read_into(view)
-
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(max_len=64, read_reserve=8)
+        storages: list[object] = []
+
+        class Recorder(ScriptedReader):
+            async def read_into(self, view: memoryview) -> int:
+                storages.append(view.obj)
+                return await super().read_into(view)
+
         await buf.read_available(Recorder(b"xyz"))
-    assert storages == [buf.peek().obj]
+        assert storages == [buf.peek().obj]
 
 
 @pytest.mark.asyncio
 async def test_full_buffer_raises_before_reading_and_leaves_bytes_in_the_reader(
     socket_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    ours, peer = socket_pair
-    peer.sendall(b"abcdefgh")
-    buf = HandoffBuffer(max_len=4)
     async with asyncio.timeout(WAIT):
+        ours, peer = socket_pair
+        peer.sendall(b"abcdefgh")
+        buf = HandoffBuffer(max_len=4)
         while len(buf) < 4:
             await buf.read_available(ours)
         with pytest.raises(LimitExceeded) as info:
@@ -298,80 +299,83 @@ async def test_full_buffer_raises_before_reading_and_leaves_bytes_in_the_reader(
         assert buf.freeze_all() == b"abcd"
         while len(buf) < 4:
             await buf.read_available(ours)
-    assert buf.freeze_all() == b"efgh"
+        assert buf.freeze_all() == b"efgh"
 
 
 @pytest.mark.asyncio
 async def test_full_buffer_does_not_call_the_reader() -> None:
-    buf = filled(b"1234", max_len=4)
-    reader = ScriptedReader(b"5")
-    with pytest.raises(LimitExceeded):
-        await buf.read_available(reader)
-    assert reader.offered == []
-    assert reader.script == [b"5"]
+    async with asyncio.timeout(WAIT):
+        buf = filled(b"1234", max_len=4)
+        reader = ScriptedReader(b"5")
+        with pytest.raises(LimitExceeded):
+            await buf.read_available(reader)
+        assert reader.offered == []
+        assert reader.script == [b"5"]
 
 
 @pytest.mark.asyncio
 async def test_reader_os_error_becomes_buffer_io_error_chaining_it() -> None:
-    failure = ConnectionResetError(104, "peer reset")
-    buf = HandoffBuffer(64)
-    with pytest.raises(BufferIOError) as info:
-        await read_all(buf, ScriptedReader(b"ok", failure))
-    assert info.value.__cause__ is failure
-    assert info.value.error is failure
-    assert repr(failure) in str(info.value)
-    assert bytes(buf.peek()) == b"ok"
+    async with asyncio.timeout(WAIT):
+        failure = ConnectionResetError(104, "peer reset")
+        buf = HandoffBuffer(64)
+        with pytest.raises(BufferIOError) as info:
+            await read_all(buf, ScriptedReader(b"ok", failure))
+        assert info.value.__cause__ is failure
+        assert info.value.error is failure
+        assert repr(failure) in str(info.value)
+        assert bytes(buf.peek()) == b"ok"
 
 
 @pytest.mark.asyncio
 async def test_reading_a_socket_reset_by_the_peer_raises_buffer_io_error(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    ours, peer = tcp_pair
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()  # linger 0: the close sends RST
-    with pytest.raises(BufferIOError) as info:
-        await read_all(HandoffBuffer(64), ours)
-    assert isinstance(info.value.__cause__, ConnectionResetError)
-    assert info.value.error is info.value.__cause__
+    async with asyncio.timeout(WAIT):
+        ours, peer = tcp_pair
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: the close sends RST
+        with pytest.raises(BufferIOError) as info:
+            await read_all(HandoffBuffer(64), ours)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        assert info.value.error is info.value.__cause__
 
 
 @pytest.mark.asyncio
 async def test_read_available_switches_between_readers() -> None:
-    buf = HandoffBuffer(64)
-    first, second = ScriptedReader(b"a", b"c"), ScriptedReader(b"b")
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(64)
+        first, second = ScriptedReader(b"a", b"c"), ScriptedReader(b"b")
         for reader in (first, second, first):
             await buf.read_available(reader)
-    assert buf.freeze_all() == b"abc"
+        assert buf.freeze_all() == b"abc"
 
 
 @pytest.mark.asyncio
 async def test_cancelled_read_leaves_the_buffer_intact_and_usable() -> None:
-    ours, peer = duplex_pair(16)
-    buf = filled(b"kept")
-    task = asyncio.create_task(buf.read_available(ours))
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert bytes(buf.peek()) == b"kept"
-    await peer.write(b"+more")
     async with asyncio.timeout(WAIT):
+        ours, peer = duplex_pair(16)
+        buf = filled(b"kept")
+        task = asyncio.create_task(buf.read_available(ours))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert bytes(buf.peek()) == b"kept"
+        await peer.write(b"+more")
         assert await buf.read_available(ours) == 5
-    assert buf.freeze_all() == b"kept+more"
+        assert buf.freeze_all() == b"kept+more"
 
 
 @pytest.mark.asyncio
 async def test_storage_never_grows_past_max_len() -> None:
-    buf = HandoffBuffer(max_len=100, read_reserve=7)
-    reader = ScriptedReader(bytes(range(100)))
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(max_len=100, read_reserve=7)
+        reader = ScriptedReader(bytes(range(100)))
         while len(buf) < 100:
             await buf.read_available(reader)
-    assert len(buf) == 100
-    assert buf.capacity <= 100
-    assert bytes(buf.peek()) == bytes(range(100))
+        assert len(buf) == 100
+        assert buf.capacity <= 100
+        assert bytes(buf.peek()) == bytes(range(100))
 
 
 # -- taking bytes out -----------------------------------------------------------------------
@@ -458,11 +462,12 @@ def test_take_tail_of_an_empty_buffer_is_empty() -> None:
 
 @pytest.mark.asyncio
 async def test_buffer_is_reusable_after_take_tail() -> None:
-    buf = filled(b"old")
-    tail = buf.take_tail()
-    await read_all(buf, ScriptedReader(b"new bytes"))
-    assert buf.freeze_all() == b"new bytes"
-    assert tail == b"old"
+    async with asyncio.timeout(WAIT):
+        buf = filled(b"old")
+        tail = buf.take_tail()
+        await read_all(buf, ScriptedReader(b"new bytes"))
+        assert buf.freeze_all() == b"new bytes"
+        assert tail == b"old"
 
 
 # -- ownership: returned prefixes never change ----------------------------------------------
@@ -480,21 +485,21 @@ TAKERS: dict[str, Callable[[HandoffBuffer], bytes | bytearray]] = {
 async def test_taken_bytes_never_change_when_the_buffer_moves_on(
     take: Callable[[HandoffBuffer], bytes | bytearray],
 ) -> None:
-    buf = HandoffBuffer(max_len=64, read_reserve=8)
-    await read_all(buf, ScriptedReader(b"frame1frame2"))
-    taken = take(buf)
-    snapshot = bytes(taken)
-    # Read more, split, compact (slide to the front) and grow the storage.
-    reader = ScriptedReader(b"A" * 8, b"B" * 8, b"C" * 40)
     async with asyncio.timeout(WAIT):
+        buf = HandoffBuffer(max_len=64, read_reserve=8)
+        await read_all(buf, ScriptedReader(b"frame1frame2"))
+        taken = take(buf)
+        snapshot = bytes(taken)
+        # Read more, split, compact (slide to the front) and grow the storage.
+        reader = ScriptedReader(b"A" * 8, b"B" * 8, b"C" * 40)
         await buf.read_available(reader)
         buf.split_prefix(3)
         await buf.read_available(reader)
         buf.advance(len(buf) - 1)
-    await read_all(buf, reader)
-    buf.reserve_read_capacity(buf.max_len - len(buf))
-    assert bytes(buf.peek()) == b"B" + b"C" * 40
-    assert bytes(taken) == snapshot
+        await read_all(buf, reader)
+        buf.reserve_read_capacity(buf.max_len - len(buf))
+        assert bytes(buf.peek()) == b"B" + b"C" * 40
+        assert bytes(taken) == snapshot
 
 
 # -- cost: splitting a frame does not move the rest ----------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import itertools
 import random
 import socket
 import struct
@@ -36,7 +37,8 @@ class ScriptedWriter:
     ``gate`` (set by default) holds every ``write_some`` until it is set;
     ``max_per_call`` caps what one call accepts; ``rng`` makes each call accept
     a random 1..total bytes; ``fail_after`` accepts that many bytes in total and
-    then raises ``BrokenPipeError``.
+    then raises ``BrokenPipeError``; ``observe`` is called at the start of every
+    call and its results are kept in ``observed``.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ScriptedWriter:
         rng: random.Random | None = None,
         fail_after: int | None = None,
         shutdown_error: OSError | None = None,
+        observe: Callable[[], object] | None = None,
     ) -> None:
         self.gate = asyncio.Event()
         self.gate.set()
@@ -57,8 +60,12 @@ class ScriptedWriter:
         self.calls: list[tuple[int, bytes]] = []  # (stream offset, joined chunks offered)
         self.batches: list[list[bytes]] = []
         self.shutdowns = 0
+        self.observe = observe
+        self.observed: list[object] = []
 
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        if self.observe is not None:
+            self.observed.append(self.observe())
         await self.gate.wait()
         await asyncio.sleep(0)
         offered = [bytes(memoryview(c).cast("B")) for c in chunks]
@@ -98,9 +105,8 @@ def spawn(
 
 async def expect_error(ticket: WriteTicket) -> WriteError:
     """The error the ticket fails with (fails the test if it is written)."""
-    async with asyncio.timeout(WAIT):
-        with pytest.raises(WriteError) as info:
-            await ticket
+    with pytest.raises(WriteError) as info:
+        await ticket
     return info.value
 
 
@@ -125,9 +131,10 @@ def test_config_rejects_zero_bounds(kwargs: dict[str, int], message: str) -> Non
 
 @pytest.mark.asyncio
 async def test_spawn_without_config_uses_the_defaults() -> None:
-    handoff = WriteHandoff.spawn(ScriptedWriter())
-    assert handoff.config == WriteHandoffConfig()
-    await handoff.aclose()
+    async with asyncio.timeout(WAIT):
+        handoff = WriteHandoff.spawn(ScriptedWriter())
+        assert handoff.config == WriteHandoffConfig()
+        await handoff.aclose()
 
 
 # -- try_write, tickets, pending bytes -------------------------------------------------------
@@ -135,78 +142,79 @@ async def test_spawn_without_config_uses_the_defaults() -> None:
 
 @pytest.mark.asyncio
 async def test_ticket_resolves_once_the_chunk_is_written() -> None:
-    handoff, writer = spawn()
-    writer.gate.clear()
-    ticket = handoff.try_write(b"abc")
-    await settle()
-    assert not ticket.done()
-    assert repr(ticket) == "<WriteTicket pending>"
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        writer.gate.clear()
+        ticket = handoff.try_write(b"abc")
+        await settle()
+        assert not ticket.done()
+        assert repr(ticket) == "<WriteTicket pending>"
+        writer.gate.set()
         await ticket
-    assert ticket.done()
-    assert ticket.error() is None
-    assert repr(ticket) == "<WriteTicket written>"
-    assert writer.received == b"abc"
+        assert ticket.done()
+        assert ticket.error() is None
+        assert repr(ticket) == "<WriteTicket written>"
+        assert writer.received == b"abc"
 
 
 @pytest.mark.asyncio
 async def test_ticket_wait_and_await_are_equivalent() -> None:
-    handoff, writer = spawn()
-    first, second = handoff.try_write(b"1"), handoff.try_write(b"2")
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        first, second = handoff.try_write(b"1"), handoff.try_write(b"2")
         await first.wait()
         await second
         await first  # awaiting a resolved ticket again is fine
-    assert writer.received == b"12"
+        assert writer.received == b"12"
 
 
 @pytest.mark.asyncio
 async def test_cancelling_one_ticket_waiter_does_not_disturb_another() -> None:
-    handoff, writer = spawn()
-    writer.gate.clear()
-    ticket = handoff.try_write(b"x")
-    cancelled = asyncio.create_task(ticket.wait())
-    patient = asyncio.create_task(ticket.wait())
-    await settle()
-    cancelled.cancel()
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        writer.gate.clear()
+        ticket = handoff.try_write(b"x")
+        cancelled = asyncio.create_task(ticket.wait())
+        patient = asyncio.create_task(ticket.wait())
+        await settle()
+        cancelled.cancel()
+        writer.gate.set()
         await patient
-    assert cancelled.cancelled()
+        assert cancelled.cancelled()
 
 
 @pytest.mark.asyncio
 async def test_pending_bytes_counts_accepted_unwritten_bytes() -> None:
-    handoff, writer = spawn()
-    writer.gate.clear()
-    ints = memoryview(array.array("i", [1, 2, 3]))
-    handoff.try_write(b"abc")
-    handoff.try_write_fire_and_forget(bytearray(b"de"))
-    ticket = handoff.try_write(ints)
-    assert handoff.pending_bytes == 5 + ints.nbytes
-    assert handoff.queued_items == 3
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        writer.gate.clear()
+        ints = memoryview(array.array("i", [1, 2, 3]))
+        handoff.try_write(b"abc")
+        handoff.try_write_fire_and_forget(bytearray(b"de"))
+        ticket = handoff.try_write(ints)
+        assert handoff.pending_bytes == 5 + ints.nbytes
+        assert handoff.queued_items == 3
+        writer.gate.set()
         await ticket
-    assert handoff.pending_bytes == 0
-    assert writer.received == b"abcde" + ints.tobytes()
+        assert handoff.pending_bytes == 0
+        assert writer.received == b"abcde" + ints.tobytes()
 
 
 @pytest.mark.asyncio
 async def test_pending_bytes_drop_as_partial_writes_land() -> None:
-    handoff, writer = spawn(ScriptedWriter(max_per_call=4))
-    writer.gate.clear()
-    handoff.try_write(b"0123456789")
-    await settle()
-    seen = []
-    for _ in range(3):
-        writer.gate.set()
-        await asyncio.sleep(0)
+    async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(ScriptedWriter(max_per_call=4))
         writer.gate.clear()
+        handoff.try_write(b"0123456789")
         await settle()
-        seen.append(handoff.pending_bytes)
-    assert seen == [6, 2, 0]
+        seen = []
+        for _ in range(3):
+            writer.gate.set()
+            await asyncio.sleep(0)
+            writer.gate.clear()
+            await settle()
+            seen.append(handoff.pending_bytes)
+        assert seen == [6, 2, 0]
 
 
 # -- backpressure --------------------------------------------------------------------------
@@ -232,32 +240,34 @@ def refused(
 @try_write_variants
 @pytest.mark.asyncio
 async def test_try_write_refuses_a_full_queue(try_write: Callable[..., object]) -> None:
-    handoff, writer = spawn(max_items=2)
-    try_write(handoff, b"a")
-    try_write(handoff, b"b")
-    error = refused(try_write, handoff, bytearray(b"c"))
-    assert (error.reason, error.attempted, error.limit) == (BackpressureReason.QUEUE_FULL, 3, 2)
-    assert str(error) == "write refused: queue full (3 items attempted, limit 2)"
-    await handoff.aclose()
-    assert writer.received == b"ab"
+    async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_items=2)
+        try_write(handoff, b"a")
+        try_write(handoff, b"b")
+        error = refused(try_write, handoff, bytearray(b"c"))
+        assert (error.reason, error.attempted, error.limit) == (BackpressureReason.QUEUE_FULL, 3, 2)
+        assert str(error) == "write refused: queue full (3 items attempted, limit 2)"
+        await handoff.aclose()
+        assert writer.received == b"ab"
 
 
 @try_write_variants
 @pytest.mark.asyncio
 async def test_try_write_refuses_past_the_byte_budget(try_write: Callable[..., object]) -> None:
-    handoff, writer = spawn(max_pending_bytes=10)
-    try_write(handoff, b"12345678")
-    error = refused(try_write, handoff, memoryview(b"abc"))
-    assert (error.reason, error.attempted, error.limit) == (
-        BackpressureReason.BYTE_BUDGET_EXCEEDED,
-        11,
-        10,
-    )
-    assert str(error) == (
-        "write refused: byte budget exceeded (11 pending bytes attempted, limit 10)"
-    )
-    await handoff.aclose()
-    assert writer.received == b"12345678"
+    async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=10)
+        try_write(handoff, b"12345678")
+        error = refused(try_write, handoff, memoryview(b"abc"))
+        assert (error.reason, error.attempted, error.limit) == (
+            BackpressureReason.BYTE_BUDGET_EXCEEDED,
+            11,
+            10,
+        )
+        assert str(error) == (
+            "write refused: byte budget exceeded (11 pending bytes attempted, limit 10)"
+        )
+        await handoff.aclose()
+        assert writer.received == b"12345678"
 
 
 @try_write_variants
@@ -265,25 +275,31 @@ async def test_try_write_refuses_past_the_byte_budget(try_write: Callable[..., o
 async def test_try_write_refuses_a_chunk_larger_than_the_budget(
     try_write: Callable[..., object],
 ) -> None:
-    handoff, _ = spawn(max_pending_bytes=10)
-    error = refused(try_write, handoff, b"x" * 11)
-    assert (error.reason, error.attempted, error.limit) == (
-        BackpressureReason.BYTE_BUDGET_EXCEEDED,
-        11,
-        10,
-    )
-    await handoff.aclose()
+    async with asyncio.timeout(WAIT):
+        handoff, _ = spawn(max_pending_bytes=10)
+        error = refused(try_write, handoff, b"x" * 11)
+        assert (error.reason, error.attempted, error.limit) == (
+            BackpressureReason.BYTE_BUDGET_EXCEEDED,
+            11,
+            10,
+        )
+        await handoff.aclose()
 
 
 @try_write_variants
 @pytest.mark.asyncio
 async def test_try_write_refuses_after_close(try_write: Callable[..., object]) -> None:
-    handoff, _ = spawn()
-    handoff.close()
-    error = refused(try_write, handoff, b"late")
-    assert (error.reason, error.attempted, error.limit) == (BackpressureReason.CLOSED, None, None)
-    assert str(error) == "write refused: handoff is closed"
-    await handoff.aclose()
+    async with asyncio.timeout(WAIT):
+        handoff, _ = spawn()
+        handoff.close()
+        error = refused(try_write, handoff, b"late")
+        assert (error.reason, error.attempted, error.limit) == (
+            BackpressureReason.CLOSED,
+            None,
+            None,
+        )
+        assert str(error) == "write refused: handoff is closed"
+        await handoff.aclose()
 
 
 # -- waiting writes --------------------------------------------------------------------------
@@ -299,100 +315,101 @@ Write = Callable[[WriteHandoff, BytesLike], Awaitable[object]]
 @write_variants
 @pytest.mark.asyncio
 async def test_write_waits_for_byte_budget(write: Write) -> None:
-    handoff, writer = spawn(max_pending_bytes=10)
-    writer.gate.clear()
-    await write(handoff, b"12345678")
-    waiting = asyncio.create_task(write(handoff, b"abcde"))
-    await settle()
-    assert not waiting.done()
-    assert handoff.pending_bytes == 8
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=10)
+        writer.gate.clear()
+        await write(handoff, b"12345678")
+        waiting = asyncio.create_task(write(handoff, b"abcde"))
+        await settle()
+        assert not waiting.done()
+        assert handoff.pending_bytes == 8
+        writer.gate.set()
         await waiting
         await handoff.aclose()
-    assert writer.received == b"12345678abcde"
+        assert writer.received == b"12345678abcde"
 
 
 @write_variants
 @pytest.mark.asyncio
 async def test_write_waits_for_queue_room(write: Write) -> None:
-    handoff, writer = spawn(max_items=1)
-    writer.gate.clear()
-    await write(handoff, b"a")
-    await settle()  # the writer took "a" and waits inside write_some
-    await write(handoff, b"b")
-    waiting = asyncio.create_task(write(handoff, b"c"))
-    await settle()
-    assert not waiting.done()
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_items=1)
+        writer.gate.clear()
+        await write(handoff, b"a")
+        await settle()  # the writer took "a" and waits inside write_some
+        await write(handoff, b"b")
+        waiting = asyncio.create_task(write(handoff, b"c"))
+        await settle()
+        assert not waiting.done()
+        writer.gate.set()
         await waiting
         await handoff.aclose()
-    assert writer.received == b"abc"
+        assert writer.received == b"abc"
 
 
 @write_variants
 @pytest.mark.asyncio
 async def test_write_of_a_chunk_over_the_budget_raises_at_once(write: Write) -> None:
-    handoff, writer = spawn(max_items=1, max_pending_bytes=10)
-    writer.gate.clear()  # nothing will ever make room: the write must not wait
-    await write(handoff, b"queued")
-    await write(handoff, b"full")
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_items=1, max_pending_bytes=10)
+        writer.gate.clear()  # nothing will ever make room: the write must not wait
+        await write(handoff, b"queued")
+        await write(handoff, b"full")
         with pytest.raises(ByteBudgetExceeded) as info:
             await write(handoff, b"x" * 11)
-    assert (info.value.attempted, info.value.limit) == (11, 10)
-    assert str(info.value) == "chunk of 11 bytes exceeds the write budget of 10 pending bytes"
-    handoff.abort()
+        assert (info.value.attempted, info.value.limit) == (11, 10)
+        assert str(info.value) == "chunk of 11 bytes exceeds the write budget of 10 pending bytes"
+        handoff.abort()
 
 
 @write_variants
 @pytest.mark.asyncio
 async def test_write_after_close_raises_write_closed(write: Write) -> None:
-    handoff, _ = spawn()
-    handoff.close()
-    with pytest.raises(WriteClosed, match="write handoff is closed"):
-        await write(handoff, b"late")
-    await handoff.aclose()
+    async with asyncio.timeout(WAIT):
+        handoff, _ = spawn()
+        handoff.close()
+        with pytest.raises(WriteClosed, match="write handoff is closed"):
+            await write(handoff, b"late")
+        await handoff.aclose()
 
 
 @write_variants
 @pytest.mark.asyncio
 async def test_close_releases_producers_waiting_for_room(write: Write) -> None:
-    handoff, writer = spawn(max_pending_bytes=4)
-    writer.gate.clear()
-    await write(handoff, b"full")
-    waiting = asyncio.create_task(write(handoff, b"more"))
-    await settle()
-    handoff.close()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=4)
+        writer.gate.clear()
+        await write(handoff, b"full")
+        waiting = asyncio.create_task(write(handoff, b"more"))
+        await settle()
+        handoff.close()
         with pytest.raises(WriteClosed):
             await waiting
         writer.gate.set()
         await handoff.aclose()
-    assert writer.received == b"full"
+        assert writer.received == b"full"
 
 
 @pytest.mark.asyncio
 async def test_cancelled_producer_waiting_for_budget_leaks_no_budget() -> None:
-    handoff, writer = spawn(max_pending_bytes=10)
-    writer.gate.clear()
-    first = await handoff.write(b"0123456789")
-    waiting = asyncio.create_task(handoff.write(b"never"))
-    await settle()
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    assert handoff.pending_bytes == 10
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=10)
+        writer.gate.clear()
+        first = await handoff.write(b"0123456789")
+        waiting = asyncio.create_task(handoff.write(b"never"))
+        await settle()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert handoff.pending_bytes == 10
+        writer.gate.set()
         await first
         assert handoff.pending_bytes == 0
         # The whole budget is usable again, at once and by waiting writes.
         handoff.try_write(b"A" * 10)
         last = await handoff.write(b"B" * 10)
         await last
-    assert writer.received == b"0123456789" + b"A" * 10 + b"B" * 10
+        assert writer.received == b"0123456789" + b"A" * 10 + b"B" * 10
 
 
 # -- closing ---------------------------------------------------------------------------------
@@ -400,15 +417,15 @@ async def test_cancelled_producer_waiting_for_budget_leaks_no_budget() -> None:
 
 @pytest.mark.asyncio
 async def test_close_still_writes_what_is_queued() -> None:
-    handoff, writer = spawn()
-    tickets = [handoff.try_write(b"%d," % i) for i in range(5)]
-    handoff.close()
-    assert handoff.closed
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        tickets = [handoff.try_write(b"%d," % i) for i in range(5)]
+        handoff.close()
+        assert handoff.closed
         for ticket in tickets:
             await ticket
         await handoff.aclose()
-    assert writer.received == b"0,1,2,3,4,"
+        assert writer.received == b"0,1,2,3,4,"
 
 
 async def close_by_aclose(handoff: WriteHandoff, chunks: list[bytes]) -> None:
@@ -430,64 +447,66 @@ async def test_closing_flushes_and_shuts_the_write_side(
     close: Callable[[WriteHandoff, list[bytes]], Awaitable[None]],
     read_to_eof: Callable[[object], Awaitable[bytes]],
 ) -> None:
-    ours, peer = duplex_pair(8)
-    handoff = WriteHandoff.spawn(ours, WriteHandoffConfig(max_items=4, max_pending_bytes=16))
-    chunks = [b"chunk-%02d;" % i for i in range(20)]
     async with asyncio.timeout(WAIT):
+        ours, peer = duplex_pair(8)
+        handoff = WriteHandoff.spawn(ours, WriteHandoffConfig(max_items=4, max_pending_bytes=16))
+        chunks = [b"chunk-%02d;" % i for i in range(20)]
         received, _ = await asyncio.gather(read_to_eof(peer), close(handoff, chunks))
-    assert received == b"".join(chunks)  # EOF came after every queued byte
-    assert handoff.pending_bytes == 0
+        assert received == b"".join(chunks)  # EOF came after every queued byte
+        assert handoff.pending_bytes == 0
 
 
 @pytest.mark.asyncio
 async def test_aclose_calls_shutdown_once_after_the_last_write() -> None:
-    handoff, writer = spawn()
-    handoff.try_write(b"data")
-    await handoff.aclose()
-    assert writer.shutdowns == 1
-    assert writer.received == b"data"
+    async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        handoff.try_write(b"data")
+        await handoff.aclose()
+        assert writer.shutdowns == 1
+        assert writer.received == b"data"
 
 
 @pytest.mark.asyncio
 async def test_aclose_raises_the_first_write_error_every_time() -> None:
-    handoff, _ = spawn(ScriptedWriter(fail_after=0))
-    handoff.try_write_fire_and_forget(b"doomed")
     async with asyncio.timeout(WAIT):
+        handoff, _ = spawn(ScriptedWriter(fail_after=0))
+        handoff.try_write_fire_and_forget(b"doomed")
         with pytest.raises(WriteIOError) as first:
             await handoff.aclose()
         with pytest.raises(WriteIOError) as again:
             await handoff.aclose()
-    assert isinstance(first.value.__cause__, BrokenPipeError)
-    assert again.value is first.value
+        assert isinstance(first.value.__cause__, BrokenPipeError)
+        assert again.value is first.value
 
 
 @pytest.mark.asyncio
 async def test_aclose_surfaces_a_failing_shutdown() -> None:
-    failure = OSError(5, "shutdown failed")
-    handoff, _ = spawn(ScriptedWriter(shutdown_error=failure))
-    handoff.try_write(b"written")
-    with pytest.raises(WriteIOError) as info:
-        await handoff.aclose()
-    assert info.value.error is failure
-    assert info.value.__cause__ is failure
+    async with asyncio.timeout(WAIT):
+        failure = OSError(5, "shutdown failed")
+        handoff, _ = spawn(ScriptedWriter(shutdown_error=failure))
+        handoff.try_write(b"written")
+        with pytest.raises(WriteIOError) as info:
+            await handoff.aclose()
+        assert info.value.error is failure
+        assert info.value.__cause__ is failure
 
 
 @pytest.mark.asyncio
 async def test_cancelling_aclose_does_not_stop_the_flush() -> None:
-    handoff, writer = spawn()
-    writer.gate.clear()
-    ticket = handoff.try_write(b"still written")
-    closing = asyncio.create_task(handoff.aclose())
-    await settle()
-    closing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await closing
-    writer.gate.set()
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        writer.gate.clear()
+        ticket = handoff.try_write(b"still written")
+        closing = asyncio.create_task(handoff.aclose())
+        await settle()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        writer.gate.set()
         await ticket
         await handoff.aclose()
-    assert writer.received == b"still written"
-    assert writer.shutdowns == 1
+        assert writer.received == b"still written"
+        assert writer.shutdowns == 1
 
 
 # -- abort -----------------------------------------------------------------------------------
@@ -495,45 +514,46 @@ async def test_cancelling_aclose_does_not_stop_the_flush() -> None:
 
 @pytest.mark.asyncio
 async def test_abort_fails_in_flight_and_queued_tickets_with_write_closed() -> None:
-    handoff, writer = spawn(max_pending_bytes=8)
-    writer.gate.clear()
-    in_flight = handoff.try_write(b"abc")
-    await settle()
-    queued = handoff.try_write(b"defgh")
-    producer = asyncio.create_task(handoff.write(b"blocked"))
-    await settle()
-    handoff.abort()
-    for ticket in (in_flight, queued):
-        error = await expect_error(ticket)
-        assert type(error) is WriteClosed
-        assert str(error) == "write handoff aborted"
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=8)
+        writer.gate.clear()
+        in_flight = handoff.try_write(b"abc")
+        await settle()
+        queued = handoff.try_write(b"defgh")
+        producer = asyncio.create_task(handoff.write(b"blocked"))
+        await settle()
+        handoff.abort()
+        for ticket in (in_flight, queued):
+            error = await expect_error(ticket)
+            assert type(error) is WriteClosed
+            assert str(error) == "write handoff aborted"
         with pytest.raises(WriteClosed):
             await producer
         await handoff.aclose()  # returns: aborting is not a write error
-    assert handoff.closed
-    assert handoff.pending_bytes == 0
-    assert writer.received == b""
+        assert handoff.closed
+        assert handoff.pending_bytes == 0
+        assert writer.received == b""
 
 
 @pytest.mark.asyncio
 async def test_abort_before_the_writer_task_ever_ran_fails_queued_tickets() -> None:
-    handoff, writer = spawn()
-    ticket = handoff.try_write(b"never written")
-    handoff.abort()
-    assert type(await expect_error(ticket)) is WriteClosed
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        ticket = handoff.try_write(b"never written")
+        handoff.abort()
+        assert type(await expect_error(ticket)) is WriteClosed
         await handoff.aclose()
-    assert writer.received == b""
+        assert writer.received == b""
 
 
 @pytest.mark.asyncio
 async def test_abort_inside_async_with_does_not_look_like_cancellation() -> None:
-    handoff, _ = spawn()
-    async with asyncio.timeout(WAIT), handoff:
-        handoff.try_write_fire_and_forget(b"x")
-        handoff.abort()
-    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    async with asyncio.timeout(WAIT):
+        handoff, _ = spawn()
+        async with handoff:
+            handoff.try_write_fire_and_forget(b"x")
+            handoff.abort()
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
 # -- batching and partial writes -----------------------------------------------------------
@@ -551,75 +571,70 @@ async def test_abort_inside_async_with_does_not_look_like_cancellation() -> None
 async def test_batches_hold_at_most_64_chunks_or_1_mib(
     count: int, size: int, expected_batches: list[int]
 ) -> None:
-    handoff, writer = spawn(max_items=count, max_pending_bytes=count * size)
-    chunks = [bytes([i % 251]) * size for i in range(count)]
-    for chunk in chunks:  # all queued before the writer task runs once
-        handoff.try_write_fire_and_forget(chunk)
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_items=count, max_pending_bytes=count * size)
+        chunks = [bytes([i % 251]) * size for i in range(count)]
+        for chunk in chunks:  # all queued before the writer task runs once
+            handoff.try_write_fire_and_forget(chunk)
         await handoff.aclose()
-    assert [len(batch) for batch in writer.batches] == expected_batches
-    assert [c for batch in writer.batches for c in batch] == chunks
+        assert [len(batch) for batch in writer.batches] == expected_batches
+        assert [c for batch in writer.batches for c in batch] == chunks
 
 
 @pytest.mark.asyncio
 async def test_a_batch_stops_at_the_first_chunk_that_reaches_1_mib() -> None:
-    handoff, writer = spawn(max_pending_bytes=4 * MiB)
-    sizes = [MiB - 10, 5, 20, 7]  # 1 MiB - 5 before the third chunk: it still goes in
-    for size in sizes:
-        handoff.try_write_fire_and_forget(b"z" * size)
-    await handoff.aclose()
-    assert [[len(c) for c in batch] for batch in writer.batches] == [sizes[:3], sizes[3:]]
+    async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(max_pending_bytes=4 * MiB)
+        sizes = [MiB - 10, 5, 20, 7]  # 1 MiB - 5 before the third chunk: it still goes in
+        for size in sizes:
+            handoff.try_write_fire_and_forget(b"z" * size)
+        await handoff.aclose()
+        assert [[len(c) for c in batch] for batch in writer.batches] == [sizes[:3], sizes[3:]]
 
 
 @pytest.mark.asyncio
 async def test_empty_chunks_complete_without_reaching_the_writer() -> None:
-    handoff, writer = spawn()
-    tickets = [handoff.try_write(b""), handoff.try_write(b"")]
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn()
+        tickets = [handoff.try_write(b""), handoff.try_write(b"")]
         for ticket in tickets:
             await ticket
         mixed = [handoff.try_write(b""), handoff.try_write(b"a"), handoff.try_write(b"")]
         for ticket in mixed:
             await ticket
         await handoff.aclose()
-    assert writer.received == b"a"
-    assert [b"".join(batch) for batch in writer.batches] == [b"a"]
+        assert writer.received == b"a"
+        assert [b"".join(batch) for batch in writer.batches] == [b"a"]
 
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.asyncio
 async def test_partial_writes_resume_at_the_exact_byte(seed: int) -> None:
-    rng = random.Random(seed)
-    chunks: list[BytesLike] = []
-    for i in range(60):
-        data = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
-        chunks.append([data, bytearray(data), memoryview(data)][i % 3])
-    chunks.append(memoryview(array.array("i", range(10))))  # a multi-byte item format
-    stream = b"".join(memoryview(c).cast("B") for c in chunks)
-    ends = [
-        len(b"".join(memoryview(c).cast("B") for c in chunks[: i + 1])) for i in range(len(chunks))
-    ]
-
-    handoff, writer = spawn(ScriptedWriter(rng=random.Random(seed)))
-    tickets = [handoff.try_write(chunk) for chunk in chunks]
-    done_at_call: list[list[bool]] = []
-    original = writer.write_some
-
-    async def write_some(batch: Sequence[BytesLike]) -> int:
-        done_at_call.append([t.done() for t in tickets])
-        return await original(batch)
-
-    writer.write_some = write_some  # type: ignore[method-assign]
     async with asyncio.timeout(WAIT):
+        rng = random.Random(seed)
+        chunks: list[BytesLike] = []
+        for i in range(60):
+            data = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+            chunks.append([data, bytearray(data), memoryview(data)][i % 3])
+        chunks.append(memoryview(array.array("i", range(10))))  # a multi-byte item format
+        stream = b"".join(memoryview(c).cast("B") for c in chunks)
+        ends = list(itertools.accumulate(memoryview(c).nbytes for c in chunks))
+
+        tickets: list[WriteTicket] = []
+        writer = ScriptedWriter(
+            rng=random.Random(seed), observe=lambda: [t.done() for t in tickets]
+        )
+        handoff, _ = spawn(writer)
+        tickets += [handoff.try_write(chunk) for chunk in chunks]
         for ticket in tickets:
             await ticket
         await handoff.aclose()
 
-    assert writer.received == stream
-    for offset, offered in writer.calls:
-        assert stream[offset : offset + len(offered)] == offered  # resumes at the exact byte
-    for (offset, _), done in zip(writer.calls, done_at_call, strict=True):
-        assert done == [end <= offset for end in ends]  # done exactly when fully written
+        assert writer.received == stream
+        for offset, offered in writer.calls:
+            assert stream[offset : offset + len(offered)] == offered  # resumes at the exact byte
+        for (offset, _), done in zip(writer.calls, writer.observed, strict=True):
+            assert done == [end <= offset for end in ends]  # done exactly when fully written
 
 
 # -- writer failures -------------------------------------------------------------------------
@@ -627,84 +642,86 @@ async def test_partial_writes_resume_at_the_exact_byte(seed: int) -> None:
 
 @pytest.mark.asyncio
 async def test_writer_failure_fails_the_chunk_being_written_and_closes_the_rest() -> None:
-    handoff, writer = spawn(ScriptedWriter(fail_after=5))
-    ok, failing, later = handoff.try_write(b"abc"), handoff.try_write(b"defg"), []
-    handoff.try_write_fire_and_forget(b"hij")
-    later.append(handoff.try_write(b"klm"))
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(ScriptedWriter(fail_after=5))
+        ok, failing, later = handoff.try_write(b"abc"), handoff.try_write(b"defg"), []
+        handoff.try_write_fire_and_forget(b"hij")
+        later.append(handoff.try_write(b"klm"))
         await ok
-    io_error = await expect_error(failing)
-    assert isinstance(io_error, WriteIOError)
-    assert isinstance(io_error.__cause__, BrokenPipeError)
-    assert io_error.error is io_error.__cause__
-    assert str(io_error) == f"write failed: {io_error.error!r}"
-    assert type(await expect_error(later[0])) is WriteClosed
-    with pytest.raises(WriteIOError) as closing:
-        await handoff.aclose()
-    assert closing.value is io_error
-    assert writer.received == b"abcde"
-    assert handoff.closed
-    assert handoff.pending_bytes == 0
-    with pytest.raises(WriteClosed):
-        await handoff.write(b"after")
-    assert refused(WriteHandoff.try_write, handoff, b"after").reason is BackpressureReason.CLOSED
+        io_error = await expect_error(failing)
+        assert isinstance(io_error, WriteIOError)
+        assert isinstance(io_error.__cause__, BrokenPipeError)
+        assert io_error.error is io_error.__cause__
+        assert str(io_error) == f"write failed: {io_error.error!r}"
+        assert type(await expect_error(later[0])) is WriteClosed
+        with pytest.raises(WriteIOError) as closing:
+            await handoff.aclose()
+        assert closing.value is io_error
+        assert writer.received == b"abcde"
+        assert handoff.closed
+        assert handoff.pending_bytes == 0
+        with pytest.raises(WriteClosed):
+            await handoff.write(b"after")
+        assert (
+            refused(WriteHandoff.try_write, handoff, b"after").reason is BackpressureReason.CLOSED
+        )
 
 
 @pytest.mark.asyncio
 async def test_writer_failure_releases_producers_waiting_for_budget() -> None:
-    handoff, writer = spawn(ScriptedWriter(fail_after=3), max_pending_bytes=8)
-    writer.gate.clear()
-    first = await handoff.write(b"12345678")
-    producers = [asyncio.create_task(handoff.write(b"more %d" % i)) for i in range(3)]
-    await settle()
-    assert not any(p.done() for p in producers)
-    writer.gate.set()
-    assert isinstance(await expect_error(first), WriteIOError)
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(ScriptedWriter(fail_after=3), max_pending_bytes=8)
+        writer.gate.clear()
+        first = await handoff.write(b"12345678")
+        producers = [asyncio.create_task(handoff.write(b"more %d" % i)) for i in range(3)]
+        await settle()
+        assert not any(p.done() for p in producers)
+        writer.gate.set()
+        assert isinstance(await expect_error(first), WriteIOError)
         results = await asyncio.gather(*producers, return_exceptions=True)
-    assert [type(r) for r in results] == [WriteClosed] * 3
-    with pytest.raises(WriteIOError):
-        await handoff.aclose()
+        assert [type(r) for r in results] == [WriteClosed] * 3
+        with pytest.raises(WriteIOError):
+            await handoff.aclose()
 
 
 @pytest.mark.asyncio
 async def test_slow_writer_with_many_producers_keeps_each_producers_order() -> None:
-    handoff, writer = spawn(ScriptedWriter(max_per_call=5), max_items=4, max_pending_bytes=64)
-
-    async def producer(p: int) -> None:
-        for i in range(10):
-            chunk = b"%02d:%02d;" % (p, i)
-            if p % 2:
-                await handoff.write_fire_and_forget(chunk)
-            else:
-                await (await handoff.write(chunk))
-
     async with asyncio.timeout(WAIT):
+        handoff, writer = spawn(ScriptedWriter(max_per_call=5), max_items=4, max_pending_bytes=64)
+
+        async def producer(p: int) -> None:
+            for i in range(10):
+                chunk = b"%02d:%02d;" % (p, i)
+                if p % 2:
+                    await handoff.write_fire_and_forget(chunk)
+                else:
+                    await (await handoff.write(chunk))
+
         await asyncio.gather(*(producer(p) for p in range(20)))
         await handoff.aclose()
-    records = [tuple(map(int, r.split(b":"))) for r in writer.received.split(b";")[:-1]]
-    assert len(records) == 200
-    for p in range(20):
-        assert [i for q, i in records if q == p] == list(range(10))
+        records = [tuple(map(int, r.split(b":"))) for r in writer.received.split(b";")[:-1]]
+        assert len(records) == 200
+        for p in range(20):
+            assert [i for q, i in records if q == p] == list(range(10))
 
 
 @pytest.mark.asyncio
 async def test_peer_reset_mid_stream_fails_tickets_instead_of_hanging(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    ours, peer = tcp_pair
-    handoff = WriteHandoff.spawn(ours, WriteHandoffConfig(max_items=8, max_pending_bytes=MiB))
-    tickets: list[WriteTicket] = []
-
-    async def produce() -> None:
-        chunk = b"x" * (64 * 1024)
-        for _ in range(4096):  # far more than the socket buffers hold
-            try:
-                tickets.append(await handoff.write(chunk))
-            except WriteClosed:
-                return
-
     async with asyncio.timeout(WAIT):
+        ours, peer = tcp_pair
+        handoff = WriteHandoff.spawn(ours, WriteHandoffConfig(max_items=8, max_pending_bytes=MiB))
+        tickets: list[WriteTicket] = []
+
+        async def produce() -> None:
+            chunk = b"x" * (64 * 1024)
+            for _ in range(4096):  # far more than the socket buffers hold
+                try:
+                    tickets.append(await handoff.write(chunk))
+                except WriteClosed:
+                    return
+
         producing = asyncio.create_task(produce())
         assert await asyncio.get_running_loop().sock_recv(peer, 1024)  # mid-stream now
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -713,10 +730,10 @@ async def test_peer_reset_mid_stream_fails_tickets_instead_of_hanging(
         outcomes = await asyncio.gather(*tickets, return_exceptions=True)
         with pytest.raises(WriteIOError) as closing:
             await handoff.aclose()
-    kinds = [type(o).__name__ for o in outcomes]
-    failed_at = kinds.index("WriteIOError")
-    assert kinds == ["NoneType"] * failed_at + ["WriteIOError"] + ["WriteClosed"] * (
-        len(kinds) - failed_at - 1
-    )
-    assert outcomes[failed_at] is closing.value
-    assert isinstance(closing.value.__cause__, ConnectionResetError | BrokenPipeError)
+        kinds = [type(o).__name__ for o in outcomes]
+        failed_at = kinds.index("WriteIOError")
+        assert kinds == ["NoneType"] * failed_at + ["WriteIOError"] + ["WriteClosed"] * (
+            len(kinds) - failed_at - 1
+        )
+        assert outcomes[failed_at] is closing.value
+        assert isinstance(closing.value.__cause__, ConnectionResetError | BrokenPipeError)
