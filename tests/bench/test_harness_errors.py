@@ -59,7 +59,7 @@ def assert_one_line_error(run_rc: int, stderr: str, code: int, pattern: str) -> 
             r"--service-addr: expected HOST:PORT",
         ),
         (["--implementation", "nope"], r"--implementation: invalid choice: 'nope'"),
-        (["--implementation", "handoff_splice"], r"handoff_splice is not available yet"),
+        (["--implementation", "handoff_splice"], r"handoff_splice runs on --transport tcp"),
         (["--frame-len", "40000"], r"exceeds the write budget of 32768 bytes"),
     ],
 )

@@ -43,6 +43,24 @@ def test_every_shape_verifies(
     assert run.out["input_fragment"] == expected_fragment
 
 
+@pytest.mark.parametrize("completion", ["ticket", "fire_and_forget"])
+@pytest.mark.parametrize("scenario", ["fragmented", "coalesced"])
+def test_handoff_splice_on_tcp(scenario: str, completion: str) -> None:
+    run = run_cli(
+        *SMALL,
+        "--transport",
+        "tcp",
+        "--implementation",
+        "handoff_splice",
+        "--scenario",
+        scenario,
+        "--completion",
+        completion,
+    )
+    assert_ok(run, iterations=1)
+    assert run.out["implementation"] == "handoff_splice"
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("transport", ["duplex", "tcp"])
 def test_both_loops_and_several_waves(loop: str, transport: str) -> None:

@@ -124,10 +124,15 @@ class BenchConfig:
                 f"--implementation: {self.implementation!r} is not one of"
                 f" {', '.join(IMPLEMENTATIONS)}"
             )
-        unavailable = IMPLEMENTATIONS[self.implementation].unavailable
-        if unavailable is not None:
+        impl = IMPLEMENTATIONS[self.implementation]
+        if impl.unavailable is not None:
             raise UsageError(
-                f"--implementation {self.implementation} is not available yet: {unavailable}"
+                f"--implementation {self.implementation} is not available yet: {impl.unavailable}"
+            )
+        if self.transport not in impl.transports:
+            raise UsageError(
+                f"--implementation {self.implementation} runs on --transport"
+                f" {' or '.join(impl.transports)}, not {self.transport}"
             )
         at_least("--worker-threads", self.worker_threads, 1)
         at_least("--connections", self.connections, 1)
@@ -156,9 +161,7 @@ class BenchConfig:
                 f"--write-pending-bytes ({self.write_pending_bytes_flag}) must be 0"
                 f" or at least --read-reserve ({self.read_reserve})"
             )
-        if IMPLEMENTATIONS[self.implementation].needs_frame_budget and (
-            self.frame_len + 1 > self.write_pending_bytes
-        ):
+        if impl.needs_frame_budget and (self.frame_len + 1 > self.write_pending_bytes):
             # A routed frame is one owned chunk; WriteHandoff refuses a chunk larger than
             # its whole budget (ByteBudgetExceeded), so say so before the run starts.
             raise UsageError(

@@ -19,6 +19,7 @@ from bytes_handoff import (
     WriteHandoff,
     WriteHandoffConfig,
     WriteTicket,
+    tunnel,
 )
 
 from .config import BenchConfig
@@ -41,6 +42,8 @@ class Implementation:
     needs_frame_budget: bool = False
     #: Why the implementation cannot run yet, or ``None`` when it can.
     unavailable: str | None = None
+    #: The transports it runs on.
+    transports: tuple[str, ...] = ("duplex", "tcp")
 
 
 IMPLEMENTATIONS: dict[str, Implementation] = {}
@@ -58,52 +61,87 @@ class ProtocolError(BenchError):
 # -- handoff: the library path --------------------------------------------------------------
 
 
-async def proxy_handoff(inbound: object, outbound: object, cfg: BenchConfig) -> int:
-    """HandoffBuffer reads, owned frames routed through a WriteHandoff, tail kept for the tunnel."""
-    handoff = WriteHandoff.spawn(
+def _spawn_handoff(outbound: object, cfg: BenchConfig) -> WriteHandoff:
+    return WriteHandoff.spawn(
         outbound, WriteHandoffConfig(max_items=1024, max_pending_bytes=cfg.write_pending_bytes)
     )
-    submit: Callable[[bytes], Awaitable[WriteTicket | None]]
-    submit = handoff.write if cfg.completion == "ticket" else handoff.write_fire_and_forget
+
+
+def _submitter(
+    handoff: WriteHandoff, cfg: BenchConfig
+) -> Callable[[bytes], Awaitable[WriteTicket | None]]:
+    return handoff.write if cfg.completion == "ticket" else handoff.write_fire_and_forget
+
+
+def _buffer_config(cfg: BenchConfig) -> HandoffBufferConfig:
     # Room for one partial frame plus one full read.
-    buf_cfg = HandoffBufferConfig(cfg.read_reserve + cfg.frame_len + 1, cfg.read_reserve)
-    buf = HandoffBuffer.with_config(buf_cfg)
+    return HandoffBufferConfig(cfg.read_reserve + cfg.frame_len + 1, cfg.read_reserve)
+
+
+async def _route(
+    buf: HandoffBuffer, inbound: object, submit: Callable[[bytes], Awaitable[WriteTicket | None]]
+) -> int:
+    """Route mode: forward each complete frame as an owned chunk, up to and with the marker.
+
+    Returns the bytes forwarded; what was read after the marker stays in ``buf``.
+    """
     forwarded = 0
+    while True:
+        if await buf.read_available(inbound) == 0:
+            raise ProtocolError(
+                f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
+            )
+        last: WriteTicket | None = None
+        # Hot path: find + split_prefix per frame, one submit per frame.
+        while (i := buf.find(b"\n")) >= 0:
+            frame = buf.split_prefix(i + 1)
+            forwarded += len(frame)
+            last = await submit(frame)
+            if frame == MARKER:
+                if last is not None:
+                    await last
+                return forwarded
+        if last is not None:
+            await last  # submission order: every earlier chunk of this read is written too
+
+
+async def proxy_handoff(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """HandoffBuffer reads, owned frames routed through a WriteHandoff, tail kept for the tunnel."""
+    handoff = _spawn_handoff(outbound, cfg)
+    submit = _submitter(handoff, cfg)
+    buf_cfg = _buffer_config(cfg)
+    buf = HandoffBuffer.with_config(buf_cfg)
     try:
-        # Route mode. Hot path: find + split_prefix per frame, one submit per frame.
-        routing = True
-        while routing:
-            if await buf.read_available(inbound) == 0:
-                raise ProtocolError(
-                    f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
-                )
-            last: WriteTicket | None = None
-            while (i := buf.find(b"\n")) >= 0:
-                frame = buf.split_prefix(i + 1)
-                forwarded += len(frame)
-                last = await submit(frame)
-                if frame == MARKER:
-                    routing = False
-                    break
-            if last is not None:
-                await last  # submission order: every earlier chunk of this read is written too
+        forwarded = await _route(buf, inbound, submit)
         # Tunnel mode: adopt the already-read tail, then forward each read as an owned chunk.
-        tunnel = HandoffBuffer.from_tail(buf.take_tail(), buf_cfg)
+        rest = HandoffBuffer.from_tail(buf.take_tail(), buf_cfg)
         while True:
-            last = None
-            while tunnel:  # the tail may be longer than one read; keep chunks within budget
-                chunk = tunnel.split_prefix(min(len(tunnel), cfg.read_reserve))
+            last: WriteTicket | None = None
+            while rest:  # the tail may be longer than one read; keep chunks within budget
+                chunk = rest.split_prefix(min(len(rest), cfg.read_reserve))
                 forwarded += len(chunk)
                 last = await submit(chunk)
             if last is not None:
                 await last
-            if await tunnel.read_available(inbound) == 0:
+            if await rest.read_available(inbound) == 0:
                 break
         await handoff.aclose()  # flush, then shut the outbound write side
     except BaseException:
         handoff.abort()
         raise
     return forwarded
+
+
+async def proxy_handoff_splice(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """Route like ``handoff``, then ``bytes_handoff.tunnel``: the rest moves by ``splice``."""
+    handoff = _spawn_handoff(outbound, cfg)
+    buf = HandoffBuffer.with_config(_buffer_config(cfg))
+    try:
+        forwarded = await _route(buf, inbound, _submitter(handoff, cfg))
+    except BaseException:
+        handoff.abort()
+        raise
+    return forwarded + await tunnel(buf, inbound, handoff)  # closes the handoff
 
 
 # -- manual_vec: what a Python user writes by hand ---------------------------------------------
@@ -174,10 +212,6 @@ async def proxy_raw_copy(inbound: object, outbound: object, cfg: BenchConfig) ->
     return forwarded
 
 
-async def _not_available(inbound: object, outbound: object, cfg: BenchConfig) -> int:
-    raise BenchError(f"implementation {cfg.implementation} is not available yet")
-
-
 register(
     Implementation(
         "handoff",
@@ -191,9 +225,9 @@ register(Implementation("raw_copy", proxy_raw_copy, "unparsed copy on asyncio st
 register(
     Implementation(
         "handoff_splice",
-        _not_available,
-        "HandoffBuffer routing, then a kernel-side tunnel (splice)",
+        proxy_handoff_splice,
+        "HandoffBuffer routing, then bytes_handoff.tunnel (splice, kernel to kernel)",
         needs_frame_budget=True,
-        unavailable="the library's tunnel helper (bytes_handoff.tunnel) is not there yet",
+        transports=("tcp",),
     )
 )
