@@ -385,6 +385,15 @@ def run_split(cfg: SplitConfig) -> SplitResult:
                     f" (log: {driver_err})"
                 )
         if rc != 0:
+            # A failing proxy often shows up first as a reset in the driver: when the
+            # service failed too, its message is the cause worth reading.
+            service_rc = service.wait(2.0)
+            if service_rc not in (None, 0):
+                raise RunError(
+                    f"{what}: service exited with status {service_rc}: "
+                    f"{last_line(service_err) or 'no message'} (log: {service_err}); "
+                    f"driver exited with status {rc} (log: {driver_err})"
+                )
             raise RunError(
                 f"{what}: driver exited with status {rc}: "
                 f"{last_line(driver_err) or 'no message'} (log: {driver_err})"
