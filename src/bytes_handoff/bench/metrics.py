@@ -157,8 +157,10 @@ class RssSampler:
         return self
 
     def _sample(self) -> None:
-        total = rss_bytes() + sum(rss_bytes(pid) for pid in self.pids)
-        self.samples.append((time.monotonic() - self._t0, total))
+        workers = [rss_bytes(pid) for pid in self.pids]
+        if not all(workers):
+            return  # a worker has exited: a partial sum would look like a drop
+        self.samples.append((time.monotonic() - self._t0, rss_bytes() + sum(workers)))
 
     def _run(self) -> None:
         self._sample()
