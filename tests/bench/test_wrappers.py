@@ -175,12 +175,16 @@ def test_all_implementations_write_comparison(tmp_path: Path) -> None:
         "--runs",
         "1",
         *TINY,
+        "--loop",
+        "asyncio",
         "--results-dir",
         str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     base = one_run_folder(tmp_path)
     assert base.name.startswith("stream_duplex_all_coalesced_ticket_")
+    assert not (base / "handoff_splice").exists()  # TCP only
+    assert "loop=asyncio" in (base / "raw_copy" / "handoff-run-1.txt").read_text()
     comparison = (base / "comparison.md").read_text()
     for impl in ("handoff", "manual_vec", "raw_copy"):
         assert (base / impl / "handoff-run-1.txt").exists()
@@ -363,3 +367,25 @@ def test_concurrent_split_runs_do_not_collide(tmp_path: Path) -> None:
         ready = next((tmp_path / str(i)).glob("*/service-run-1.ready")).read_text()
         addrs.add(next(line for line in ready.splitlines() if line.startswith("service_addr=")))
     assert len(addrs) == 3
+
+
+def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
+    proc = run(HARNESS, *SPLIT_TINY, "--implementation", "all", "--results-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    base = one_run_folder(tmp_path)
+    assert base.name.startswith("stream_tcp_all_coalesced_ticket_")
+    comparison = (base / "comparison.md").read_text()
+    assert "service ns/B" in comparison
+    for impl in ("handoff", "manual_vec", "raw_copy", "handoff_splice"):
+        assert "role=tcp-service" in (base / impl / "service-run-1.txt").read_text()
+        assert f"| coalesced | {impl} |" in comparison
+    # Interleaved per run index: every implementation's run 1 ran in one sweep.
+    order = [
+        line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if "[run " in line
+    ]
+    assert order == [
+        "handoff coalesced",
+        "manual_vec coalesced",
+        "raw_copy coalesced",
+        "handoff_splice coalesced",
+    ]

@@ -11,8 +11,9 @@ integrated (one process) or split-process TCP (``--service-cores`` and
         summary.csv         metric,mean,stdev (sample stdev) per numeric key
 
 ``--scenario all`` puts each scenario in its own subfolder; ``--implementation
-all`` runs handoff, manual_vec and raw_copy interleaved per run index (run 1 of
-each, then run 2 of each, ...) so host noise hits all of them alike, puts each
+all`` runs handoff, manual_vec and raw_copy (on TCP also handoff_splice, when
+the harness has it) interleaved per run index (run 1 of each, then run 2 of
+each, ...) so host noise hits all of them alike, puts each
 implementation in its own subfolder of one parent folder and writes
 ``comparison.md`` and ``comparison.png`` there.
 """
@@ -50,6 +51,7 @@ from bytes_handoff.bench.split import (
 IMPLEMENTATIONS_ALL = ("handoff", "manual_vec", "raw_copy")
 IMPLEMENTATION_CHOICES = ("handoff", "manual_vec", "raw_copy", "handoff_splice")
 SCENARIOS_ALL = ("fragmented", "coalesced")
+SPLICE = "handoff_splice"
 DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -172,8 +174,9 @@ def build_parser(prog: str) -> OneLineParser:
             "split-process TCP: give both --service-cores and --driver-cores (implies\n"
             "  --transport tcp); the service and the driver are pinned with taskset.\n"
             "--scenario all: one subfolder per scenario. --implementation all: handoff,\n"
-            "  manual_vec and raw_copy interleaved per run index, one subfolder each, plus\n"
-            "  comparison.md and comparison.png.\n"
+            "  manual_vec and raw_copy (with --transport tcp also handoff_splice, the\n"
+            "  kernel-side lower bound) interleaved per run index, one subfolder each,\n"
+            "  plus comparison.md and comparison.png.\n"
             "results: <results-dir>/stream_<transport>_<implementation>_<scenario>_"
             "<completion>_<timestamp>/"
         ),
@@ -223,6 +226,7 @@ class Plan:
     results_dir: Path
     python: str
     supported_flags: set[str] = field(default_factory=set)
+    all_implementations: bool = False
 
     def harness_args(self, implementation: str, scenario: str) -> list[str]:
         args = [
@@ -246,8 +250,8 @@ class Plan:
         return float(self.shape.get("--duration-seconds", "0")) > 0
 
 
-def harness_flags(python: str) -> set[str]:
-    """The long flags ``python -m bytes_handoff.bench --help`` lists."""
+def harness_help(python: str) -> str:
+    """The text of ``python -m bytes_handoff.bench --help``."""
     try:
         proc = subprocess.run(
             [*harness_command(python), "--help"],
@@ -261,7 +265,18 @@ def harness_flags(python: str) -> set[str]:
     if proc.returncode != 0:
         line = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise RunError(f"the harness does not start ({python} -m bytes_handoff.bench): {line}")
-    return set(re.findall(r"--[a-z][a-z0-9-]*", proc.stdout))
+    return proc.stdout
+
+
+def harness_flags(python: str) -> set[str]:
+    """The long flags ``python -m bytes_handoff.bench --help`` lists."""
+    return set(re.findall(r"--[a-z][a-z0-9-]*", harness_help(python)))
+
+
+def help_implementations(text: str) -> set[str]:
+    """The ``--implementation {a,b}`` choices in a help text (empty if not listed)."""
+    match = re.search(r"--implementation \{([^}]*)\}", text)
+    return set(match.group(1).split(",")) if match else set()
 
 
 def make_plan(args: argparse.Namespace, python: str) -> Plan:
@@ -328,13 +343,22 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
+        all_implementations=args.implementation == "all",
     )
 
 
 def check_supported(plan: Plan) -> None:
     """Refuse flags the installed harness does not know, before any run."""
-    supported = harness_flags(plan.python)
+    text = harness_help(plan.python)
+    supported = set(re.findall(r"--[a-z][a-z0-9-]*", text))
     plan.supported_flags = supported
+    known = help_implementations(text)
+    if plan.all_implementations and plan.transport == "tcp" and SPLICE in known:
+        # The kernel-side lower bound exists only for TCP sockets.
+        plan.implementations.append(SPLICE)
+    for impl in plan.implementations:
+        if known and impl not in known:
+            raise UsageError(f"--implementation {impl} is not available in this harness")
     for flag in [*plan.shape, "--loop" if plan.loop else ""]:
         if flag and flag not in supported:
             raise UsageError(
