@@ -14,8 +14,16 @@ from typing import NoReturn
 
 from bytes_handoff import HandoffError
 
-from .config import COMPLETIONS, LOOPS, ROLES, SCENARIOS, TRANSPORTS, BenchConfig, default_loop
-from .config import parse_addr as _parse_addr
+from .config import (
+    COMPLETIONS,
+    LOOPS,
+    ROLES,
+    SCENARIOS,
+    TRANSPORTS,
+    BenchConfig,
+    default_loop,
+    parse_addr,
+)
 from .errors import BenchError, UsageError
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -124,8 +132,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
         duplex_capacity=ns.duplex_capacity,
         iterations=ns.iterations,
         duration_seconds=ns.duration_seconds,
-        service_addr=_parse_addr(ns.service_addr, "--service-addr") if ns.service_addr else None,
-        sink_addr=_parse_addr(ns.sink_addr, "--sink-addr") if ns.sink_addr else None,
+        service_addr=parse_addr(ns.service_addr, "--service-addr") if ns.service_addr else None,
+        sink_addr=parse_addr(ns.sink_addr, "--sink-addr") if ns.sink_addr else None,
         ready_file=ns.ready_file,
         idle_timeout_millis=ns.idle_timeout_millis,
         loop=ns.loop or default_loop(),
