@@ -110,3 +110,72 @@ def test_profiler_bad_input() -> None:
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "--connections" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_perf_failure_leaves_a_note_and_the_python_profile(tmp_path: Path) -> None:
+    # A perf that cannot open events (as on kernels or containers that forbid it).
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake_perf = fake_bin / "perf"
+    fake_perf.write_text(
+        "#!/bin/sh\necho 'perf_event_open(..., PERF_FLAG_FD_CLOEXEC) failed with "
+        "unexpected error 1 (Operation not permitted)' >&2\nexit 255\n"
+    )
+    fake_perf.chmod(0o755)
+    out = tmp_path / "perf"
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "bench" / "run-split-service-perf.sh"),
+            "--scenario",
+            "coalesced",
+            *SMALL,
+            "--out-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    note = (out / "perf-note.txt").read_text()
+    assert "could not profile" in note and "Operation not permitted" in note
+    assert not (out / "perf-report.txt").exists()
+    assert HANDOFF_FUNCTIONS.search((out / "top-functions.txt").read_text())
+    assert "coalesced: perf_note=" in proc.stdout
+
+
+def test_service_prefix_runs_the_service_under_a_command(tmp_path: Path) -> None:
+    from bytes_handoff.bench.split import SplitConfig, run_split
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    summary = tmp_path / "prefix-strace.txt"
+    result = run_split(
+        SplitConfig(
+            harness_args=[
+                "--transport",
+                "tcp",
+                "--scenario",
+                "coalesced",
+                "--connections",
+                "2",
+                "--tunnel-bytes",
+                "4096",
+                "--worker-threads",
+                "1",
+            ],
+            out_dir=tmp_path,
+            python=sys.executable,
+            service_cores="0",
+            driver_cores="1",
+            idle_timeout_millis=300,
+            service_prefix=["strace", "-f", "-c", "-o", str(summary)],
+        )
+    )
+    assert result.service["role"] == "tcp-service"
+    assert result.driver["role"] == "tcp-driver"
+    assert "total" in summary.read_text()
