@@ -190,7 +190,7 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
     read_reserve = one_int("READ_RESERVE", environ)
     shape = {
         "--worker-threads": str(one_int("WORKER_THREADS", environ)),
-        "--route-frames": str(one_int("ROUTE_FRAMES", environ, 0)),
+        "--route-frames": str(one_int("ROUTE_FRAMES", environ)),
         "--tunnel-bytes": str(one_int("TUNNEL_BYTES", environ, 0)),
         "--read-reserve": str(read_reserve),
     }

@@ -94,7 +94,7 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
         "--worker-threads", type=positive_int, help="default: CPUs in --service-cores"
     )
     parser.add_argument("--connections", type=positive_int, default=defaults["connections"])
-    parser.add_argument("--route-frames", type=non_negative_int, default=64)
+    parser.add_argument("--route-frames", type=positive_int, default=64)
     parser.add_argument("--frame-len", type=positive_int, default=63)
     parser.add_argument("--tunnel-bytes", type=non_negative_int, default=defaults["tunnel_bytes"])
     parser.add_argument("--read-reserve", type=positive_int, default=16384)

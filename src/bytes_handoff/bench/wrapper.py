@@ -143,7 +143,7 @@ SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
         "event-loop worker processes (default: the CPUs of --service-cores, else all CPUs)",
     ),
     ("--connections", positive_int, "connections per wave (default 64)"),
-    ("--route-frames", non_negative_int, "route frames per connection (default 64)"),
+    ("--route-frames", positive_int, "route frames per connection (default 64)"),
     ("--frame-len", positive_int, "frame length, >= 16 (default 63)"),
     ("--tunnel-bytes", non_negative_int, "tunnel payload per connection (default 65536)"),
     ("--input-fragment", positive_int, "client write size (default: by scenario)"),
