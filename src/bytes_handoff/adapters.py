@@ -8,6 +8,11 @@ The library talks to I/O through two tiny protocols:
   the concatenated ``chunks`` (at least one byte) and returns its length;
   ``async shutdown()`` ends the write side.
 
+Two optional synchronous methods let the hot paths skip a coroutine when the
+I/O can be done at once: ``read_into_nowait(view) -> int | None`` (``None``:
+nothing to read yet) and ``write_nowait(chunks) -> int`` (``0``: no room yet).
+Sockets and the duplex have them.
+
 Any object with those methods is used as it is (the in-memory
 :class:`~bytes_handoff.DuplexStream` is one). Other types are wrapped by a
 factory found along their MRO in a registry; this module registers
@@ -151,6 +156,13 @@ class SocketReader:
     def sock(self) -> socket.socket:
         return self._sock
 
+    def read_into_nowait(self, view: memoryview) -> int | None:
+        """Read what the kernel has now; ``None`` if that is nothing yet."""
+        try:
+            return self._sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     async def read_into(self, view: memoryview) -> int:
         # Hot path: try the read first; only wait for readiness when the kernel has nothing.
         sock = self._sock
@@ -174,6 +186,14 @@ class SocketWriter:
     @property
     def sock(self) -> socket.socket:
         return self._sock
+
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        """Send what the kernel takes now with one ``sendmsg``; ``0`` if the socket is full."""
+        # Hot path: one vectored syscall per batch, no coroutine.
+        try:
+            return self._sock.sendmsg(chunks[:MAX_IOVECS] if len(chunks) > MAX_IOVECS else chunks)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
         # Hot path: one vectored syscall per batch; the caller resumes a partial send.

@@ -56,19 +56,23 @@ class _Pipe:
             if fut in waiters:  # cancelled before a wake-up cleared the list
                 waiters.remove(fut)
 
-    async def read_into(self, view: memoryview) -> int:
-        want = len(view)
-        if want == 0:
-            return 0
-        while not self._buf:
-            if self.eof:
-                return 0
-            await self._wait(self._readable)
-        n = min(want, len(self._buf))
-        view[:n] = self._buf[:n]
-        del self._buf[:n]
+    def read_into_nowait(self, view: memoryview) -> int | None:
+        buf = self._buf
+        if not buf:
+            return 0 if (self.eof or len(view) == 0) else None
+        n = min(len(view), len(buf))
+        with memoryview(buf) as src:
+            view[:n] = src[:n]
+        del buf[:n]
         self._wake(self._writable)
         return n
+
+    async def read_into(self, view: memoryview) -> int:
+        while True:
+            n = self.read_into_nowait(view)
+            if n is not None:
+                return n
+            await self._wait(self._readable)
 
     async def read(self, max_bytes: int) -> bytes:
         if max_bytes <= 0:
@@ -78,35 +82,36 @@ class _Pipe:
                 return b""
             await self._wait(self._readable)
         n = min(max_bytes, len(self._buf))
-        out = bytes(self._buf[:n])
+        with memoryview(self._buf) as src:
+            out = bytes(src[:n])
         del self._buf[:n]
         self._wake(self._writable)
         return out
 
-    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
-        total = 0
-        for chunk in chunks:
-            total += memoryview(chunk).nbytes
-        if total == 0:
-            return 0
-        while True:
-            if self.eof:
-                raise BrokenPipeError("duplex: write after shutdown_write()")
-            if self.reader_closed:
-                raise BrokenPipeError("duplex: peer closed its end")
-            room = self.capacity - len(self._buf)
-            if room > 0:
-                break
-            await self._wait(self._writable)
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        if self.eof:
+            raise BrokenPipeError("duplex: write after shutdown_write()")
+        if self.reader_closed:
+            raise BrokenPipeError("duplex: peer closed its end")
+        room = self.capacity - len(self._buf)
         written = 0
         for chunk in chunks:
-            take = min(memoryview(chunk).nbytes, room - written)
-            if take <= 0:
+            if written >= room:
                 break
-            self._buf += memoryview(chunk).cast("B")[:take]
+            with memoryview(chunk) as view, view.cast("B") as flat:
+                take = min(len(flat), room - written)
+                self._buf += flat[:take]
             written += take
-        self._wake(self._readable)
+        if written:
+            self._wake(self._readable)
         return written
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        while True:
+            n = self.write_nowait(chunks)
+            if n or not any(memoryview(chunk).nbytes for chunk in chunks):
+                return n
+            await self._wait(self._writable)
 
     def shutdown(self) -> None:
         self.eof = True
@@ -144,6 +149,14 @@ class DuplexStream:
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
         """Copy as much of ``chunks`` as fits (waiting until at least one byte does)."""
         return await self._outgoing.write_some(chunks)
+
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        """Copy as much of ``chunks`` as fits now; ``0`` when the pipe is full."""
+        return self._outgoing.write_nowait(chunks)
+
+    def read_into_nowait(self, view: memoryview) -> int | None:
+        """Copy what is buffered now into ``view``; ``None`` if nothing yet, ``0`` at the end."""
+        return self._incoming.read_into_nowait(view)
 
     async def write(self, data: BytesLike) -> None:
         """Write all of ``data``, waiting for room as needed."""

@@ -11,6 +11,7 @@ One buffer belongs to one task at a time: it is parser state, not a channel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .adapters import ByteReader, as_reader
@@ -46,17 +47,31 @@ class HandoffBuffer:
     ``take_tail``) are owned: nothing the buffer does later changes them.
     """
 
-    __slots__ = ("_adapter", "_buf", "_end", "_max_len", "_reader", "_reserve", "_start")
+    __slots__ = (
+        "_adapter",
+        "_buf",
+        "_end",
+        "_max_len",
+        "_read_nowait",
+        "_reader",
+        "_reserve",
+        "_start",
+        "_view",
+    )
 
     def __init__(self, max_len: int, read_reserve: int = DEFAULT_READ_RESERVE) -> None:
         cfg = HandoffBufferConfig(max_len, read_reserve)
         self._max_len = cfg.max_len
         self._reserve = cfg.read_reserve
         self._buf = bytearray()
+        #: A standing view of ``_buf``: slicing it is the cheapest way to copy
+        #: a frame out or hand a reader its spare room.
+        self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
         self._reader: object = None
         self._adapter: ByteReader | None = None
+        self._read_nowait: Callable[[memoryview], int | None] | None = None
 
     @classmethod
     def with_config(cls, cfg: HandoffBufferConfig) -> HandoffBuffer:
@@ -78,6 +93,7 @@ class HandoffBuffer:
             raise LimitExceeded(attempted=n, limit=cfg.max_len)
         buf = cls.with_config(cfg)
         buf._buf = tail if type(tail) is bytearray else bytearray(tail)
+        buf._view = memoryview(buf._buf)
         buf._end = n
         return buf
 
@@ -122,6 +138,10 @@ class HandoffBuffer:
     def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
         """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
         base = self._start
+        if start == 0 and end is None:
+            # Hot path: a parser looking for its next delimiter.
+            pos = self._buf.find(sub, base, self._end)
+            return pos - base if pos >= 0 else -1
         length = self._end - base
         # Negative offsets count from the end, as in bytes.find: never reach consumed bytes.
         if start < 0:
@@ -167,8 +187,9 @@ class HandoffBuffer:
             grown = max(length + want, min(2 * len(buf), self._max_len))
             new = bytearray(grown)
             if length:
-                new[0:length] = memoryview(buf)[start:end]
+                new[0:length] = self._view[start:end]
             self._buf = new
+            self._view = memoryview(new)
         self._start = 0
         self._end = length
 
@@ -186,22 +207,26 @@ class HandoffBuffer:
         length = self._end - self._start
         if length >= self._max_len:
             raise LimitExceeded(attempted=length + 1, limit=self._max_len)
-        if reader is self._reader:
-            adapter = self._adapter
-            assert adapter is not None
-        else:
-            adapter = as_reader(reader)
+        if reader is not self._reader:
+            new_adapter = as_reader(reader)
             self._reader = reader
-            self._adapter = adapter
+            self._adapter = new_adapter
+            self._read_nowait = getattr(new_adapter, "read_into_nowait", None)
         want = self._max_len - length
         if want > self._reserve:
             want = self._reserve
         if len(self._buf) - self._end < want:
             self._make_room(want)
         end = self._end
-        view = memoryview(self._buf)[end : end + want]
+        view = self._view[end : end + want]
         try:
-            n = await adapter.read_into(view)
+            # Bytes already waiting are read without entering a coroutine.
+            read_nowait = self._read_nowait
+            n = read_nowait(view) if read_nowait is not None else None
+            if n is None:
+                adapter = self._adapter
+                assert adapter is not None
+                n = await adapter.read_into(view)
         except OSError as exc:
             raise BufferIOError(exc) from exc
         finally:
@@ -221,7 +246,7 @@ class HandoffBuffer:
         stop = start + n
         if n < 0 or stop > self._end:
             raise SplitOutOfBounds(requested=n, available=self._end - start)
-        out = bytes(memoryview(self._buf)[start:stop])
+        out = bytes(self._view[start:stop])
         if stop == self._end:
             self._start = self._end = 0
         else:
@@ -263,19 +288,24 @@ class HandoffBuffer:
     def take_tail(self) -> bytearray:
         """Remove and return everything buffered as a ``bytearray`` for the next parser mode.
 
-        When the bytes already sit at the front of the storage, the storage
-        itself moves to the caller (no copy) and this buffer starts empty;
-        pass the result to :meth:`from_tail` to adopt it without a copy.
+        The storage itself moves to the caller (no copy; this buffer starts
+        empty) unless a ``peek()`` view still pins it, in which case the tail
+        is copied. Pass the result to :meth:`from_tail` to adopt it as is.
         """
         start, end = self._start, self._end
         buf = self._buf
         self._start = self._end = 0
-        if start == 0 and end > 0:
+        if end > start:
+            self._view.release()
             try:
-                del buf[end:]  # fails only while a peek() view is held
+                # Trim in place: CPython drops a bytearray's front in O(1) (it
+                # moves a start offset), so the tail is never copied.
+                del buf[end:]
+                del buf[:start]
             except BufferError:
-                pass
+                self._view = memoryview(buf)  # a held peek() view pins the storage: copy
             else:
                 self._buf = bytearray()
+                self._view = memoryview(self._buf)
                 return buf
         return buf[start:end]
