@@ -8,7 +8,8 @@ import itertools
 import random
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import pytest
 
@@ -309,7 +310,7 @@ WRITES = {
     "write_fire_and_forget": WriteHandoff.write_fire_and_forget,
 }
 write_variants = pytest.mark.parametrize("write", WRITES.values(), ids=WRITES)
-Write = Callable[[WriteHandoff, BytesLike], Awaitable[object]]
+Write = Callable[[WriteHandoff, BytesLike], Coroutine[Any, Any, object]]
 
 
 @write_variants
@@ -553,7 +554,9 @@ async def test_abort_inside_async_with_does_not_look_like_cancellation() -> None
         async with handoff:
             handoff.try_write_fire_and_forget(b"x")
             handoff.abort()
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
 
 
 # -- batching and partial writes -----------------------------------------------------------
@@ -615,7 +618,8 @@ async def test_partial_writes_resume_at_the_exact_byte(seed: int) -> None:
         chunks: list[BytesLike] = []
         for i in range(60):
             data = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
-            chunks.append([data, bytearray(data), memoryview(data)][i % 3])
+            variants: list[BytesLike] = [data, bytearray(data), memoryview(data)]
+            chunks.append(variants[i % 3])
         chunks.append(memoryview(array.array("i", range(10))))  # a multi-byte item format
         stream = b"".join(memoryview(c).cast("B") for c in chunks)
         ends = list(itertools.accumulate(memoryview(c).nbytes for c in chunks))
