@@ -1,0 +1,237 @@
+"""Re-measure the performance targets and print each with its ratio and pass/miss.
+
+The logic behind ``bench/check-targets.sh``. For each event loop it runs
+``run-stream-harness.sh --implementation all --scenario all`` in the headline
+CPU-cost shape (split-process TCP, service and driver pinned to different
+cores, ``fire_and_forget``, 16 connections, 64 route frames of 63 bytes,
+1 MiB tunnel, 16 KiB read reserve), implementations interleaved per run, and
+compares medians of the service's ``cpu_ns_per_byte``. Then two memory runs of
+the ``handoff`` service: 128 connections (max RSS) and a sustained run (RSS
+growth after warm-up, from the sampled RSS).
+
+Exit status: 0 when every target passes, 3 when any misses, 1 when a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bytes_handoff.bench import wrapper
+from bytes_handoff.bench.artifacts import as_number, read_runs_csv
+
+MIB = 1024 * 1024
+
+SHAPE = [
+    "--transport", "tcp",
+    "--completion", "fire_and_forget",
+    "--route-frames", "64",
+    "--frame-len", "63",
+    "--tunnel-bytes", "1048576",
+    "--read-reserve", "16384",
+    "--worker-threads", "1",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    loop: str
+    measured: str
+    ratio: float | None
+    limit: float
+    passed: bool
+    higher_is_better: bool = False
+
+    def row(self) -> list[str]:
+        ratio = "-" if self.ratio is None else f"{self.ratio:.3f}"
+        op = ">=" if self.higher_is_better else "<="
+        return [
+            self.target,
+            self.loop,
+            self.measured,
+            ratio,
+            f"{op} {self.limit:g}",
+            "pass" if self.passed else "MISS",
+        ]
+
+
+def _run_wrapper(args: list[str], results_dir: Path) -> Path:
+    """Run the wrapper into a fresh folder under ``results_dir``; return the folder it made."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    before = set(results_dir.iterdir())
+    status = wrapper.main(["--prog", "check-targets.sh", *args, "--results-dir", str(results_dir)])
+    if status != 0:
+        raise SystemExit(f"check-targets.sh: error: a harness run failed (exit {status})")
+    made = sorted(set(results_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not made:
+        raise SystemExit(f"check-targets.sh: error: no results folder appeared in {results_dir}")
+    return made[-1]
+
+
+def _median(folder: Path, key: str) -> float:
+    rows = read_runs_csv(folder / "runs.csv")
+    values = [v for row in rows if (v := as_number(row.get(key, ""))) is not None]
+    if not values:
+        raise SystemExit(f"check-targets.sh: error: no {key} in {folder / 'runs.csv'}")
+    return statistics.median(values)
+
+
+def _ratio_check(
+    target: str, loop: str, num: tuple[str, float], den: tuple[str, float], limit: float
+) -> Check:
+    ratio = num[1] / den[1]
+    measured = f"{num[0]} {num[1]:.3f} / {den[0]} {den[1]:.3f} ns/B"
+    return Check(target, loop, measured, ratio, limit, ratio <= limit)
+
+
+def cpu_checks(base: Path, loop: str) -> list[Check]:
+    """Targets 1, 2, 3 and 5 from one ``--implementation all --scenario all`` folder."""
+
+    def ns(impl: str, scenario: str) -> tuple[str, float]:
+        return impl, _median(base / impl / scenario, "service_cpu_ns_per_byte")
+
+    checks = [
+        _ratio_check(
+            "1a coalesced handoff <= 0.6 x manual_vec",
+            loop,
+            ns("handoff", "coalesced"),
+            ns("manual_vec", "coalesced"),
+            0.6,
+        ),
+        _ratio_check(
+            "1b coalesced handoff <= 1.15 x raw_copy",
+            loop,
+            ns("handoff", "coalesced"),
+            ns("raw_copy", "coalesced"),
+            1.15,
+        ),
+        _ratio_check(
+            "2 fragmented handoff <= manual_vec",
+            loop,
+            ns("handoff", "fragmented"),
+            ns("manual_vec", "fragmented"),
+            1.0,
+        ),
+    ]
+    if (base / "handoff_splice").is_dir():
+        checks.append(
+            _ratio_check(
+                "5 coalesced handoff_splice <= 0.75 x raw_copy",
+                loop,
+                ns("handoff_splice", "coalesced"),
+                ns("raw_copy", "coalesced"),
+                0.75,
+            )
+        )
+    for impl in sorted(p.name for p in base.iterdir() if (p / "coalesced").is_dir()):
+        cores = _median(base / impl / "coalesced", "service_cpu_avg_cores")
+        checks.append(
+            Check(
+                f"3 coalesced service saturated: {impl}",
+                loop,
+                f"{cores:.3f} cores",
+                None,
+                0.85,
+                cores >= 0.85,
+                higher_is_better=True,
+            )
+        )
+    return checks
+
+
+def memory_checks(
+    results: Path, loop: str, sustained_seconds: float, cores: list[str]
+) -> list[Check]:
+    """Target 4: max RSS with 128 connections, and RSS growth in a sustained run."""
+    wide = _run_wrapper(
+        [*SHAPE, *cores, "--loop", loop, "--implementation", "handoff", "--scenario", "coalesced",
+         "--connections", "128", "--runs", "1", "--duration-seconds", "5"],
+        results / "memory-128",
+    )  # fmt: skip
+    rss = _median(wide, "service_max_rss_bytes")
+    sustained = _run_wrapper(
+        [*SHAPE, *cores, "--loop", loop, "--implementation", "handoff", "--scenario", "coalesced",
+         "--connections", "16", "--runs", "1", "--duration-seconds", f"{sustained_seconds:g}"],
+        results / "memory-sustained",
+    )  # fmt: skip
+    growth = _median(sustained, "service_rss_growth_bytes_per_min")
+    return [
+        Check(
+            "4a coalesced 128 connections: service max RSS <= 64 MiB",
+            loop,
+            f"{rss / MIB:.1f} MiB",
+            None,
+            64,
+            rss <= 64 * MIB,
+        ),
+        Check(
+            f"4b sustained {sustained_seconds:g} s: service RSS growth < 1 MiB/min",
+            loop,
+            f"{growth / MIB:+.3f} MiB/min",
+            None,
+            1,
+            growth < MIB,
+        ),
+    ]
+
+
+def render(checks: Sequence[Check], header: str) -> str:
+    cols = ["target", "loop", "measured (medians)", "ratio", "limit", "result"]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(c.row()) + " |" for c in checks]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="check-targets.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loops", default="uvloop,asyncio", help="comma list (default both)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per cell; medians (default 3)")
+    parser.add_argument("--duration-seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--sustained-seconds", type=float, default=60.0)
+    parser.add_argument("--skip-memory", action="store_true", help="only the CPU-cost targets")
+    parser.add_argument("--service-cores", default="0")
+    parser.add_argument("--driver-cores", default="1")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    loops = [name.strip() for name in args.loops.split(",") if name.strip()]
+    if not loops or any(name not in ("uvloop", "asyncio") for name in loops):
+        parser.error(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
+    if args.runs < 3:
+        parser.error("--runs must be at least 3 (targets are medians of at least 3 runs)")
+
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    default_root = Path(__file__).resolve().parents[3] / "bench" / "results"
+    results = (args.results_dir or default_root) / f"targets_{stamp}"
+    cores = ["--service-cores", args.service_cores, "--driver-cores", args.driver_cores]
+    checks: list[Check] = []
+    for loop in loops:
+        base = _run_wrapper(
+            [*SHAPE, *cores, "--loop", loop, "--implementation", "all", "--scenario", "all",
+             "--connections", str(args.connections), "--runs", str(args.runs),
+             "--duration-seconds", f"{args.duration_seconds:g}"],
+            results / loop,
+        )  # fmt: skip
+        checks += cpu_checks(base, loop)
+    if not args.skip_memory:
+        checks += memory_checks(results, loops[0], args.sustained_seconds, cores)
+
+    header = (
+        f"Targets (service cpu_ns_per_byte medians of {args.runs} interleaved runs;"
+        f" split TCP, service cores {args.service_cores}, driver cores {args.driver_cores})"
+    )
+    text = render(checks, header)
+    (results / "targets.md").write_text(text)
+    print(text, end="")
+    print(f"targets={results / 'targets.md'}")
+    return 0 if all(c.passed for c in checks) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
