@@ -132,6 +132,8 @@ class WriteHandoff:
         self._in_flight_first = 0
         self._batch: list[BytesLike] | None = None
         self._batch_left = 0
+        self._batch_ticketed = False
+        self._queued_tickets = 0  # chunks in the queue that carry a ticket
         self._write_nowait: Callable[[list[BytesLike]], int] | None = getattr(
             writer, "write_nowait", None
         )
@@ -205,13 +207,27 @@ class WriteHandoff:
         self._chunks.append(data)
         self._tickets.append(ticket)
         self._pending += size
-        if self._wakeup is not None:
+        if ticket is not None:
+            self._queued_tickets += 1
+        if self._wakeup is not None and not self._flush_scheduled:
             self._schedule_flush()
+
+    def _write_through(self) -> None:
+        """The queue is full: if the writer is parked and can write at once, write now.
+
+        Writing the queued batch here, instead of a loop turn later, frees the
+        room a producer needs without suspending it (or refusing it).
+        """
+        if self._write_nowait is not None and self._wakeup is not None:
+            self._flush_now()
 
     def try_write(self, data: BytesLike) -> WriteTicket:
         """Enqueue ``data`` now and return its ticket, or raise ``WriteBackpressure``."""
         size = _nbytes(data)
         refusal = self._refusal(data, size)
+        if refusal is not None and not self._closed:
+            self._write_through()
+            refusal = self._refusal(data, size)
         if refusal is not None:
             raise refusal
         ticket = WriteTicket()
@@ -227,13 +243,18 @@ class WriteHandoff:
             or self._pending + size > self._max_bytes
         ):
             refusal = self._refusal(data, size)
-            assert refusal is not None
-            raise refusal
+            if refusal is not None and not self._closed:
+                self._write_through()
+                refusal = self._refusal(data, size)
+            if refusal is not None:
+                raise refusal
         self._enqueue(data, size, None)
 
     async def _wait_for_room(self, size: int) -> None:
         if size > self._max_bytes:
             raise ByteBudgetExceeded(attempted=size, limit=self._max_bytes)
+        if not self._closed:
+            self._write_through()
         while True:
             if self._closed:
                 raise WriteClosed()
@@ -340,18 +361,33 @@ class WriteHandoff:
         # Hot path: take <= 64 chunks / <= 1 MiB (at least one chunk).
         chunks = self._chunks
         tickets = self._tickets
-        batch: list[BytesLike] = []
-        batch_tickets: list[WriteTicket | None] = []
-        size = 0
-        while chunks and len(batch) < BATCH_MAX_ITEMS and size < BATCH_MAX_BYTES:
-            data = chunks.popleft()
-            batch.append(data)
-            batch_tickets.append(tickets.popleft())
-            size += _nbytes(data)
+        if len(chunks) <= BATCH_MAX_ITEMS and self._pending <= BATCH_MAX_BYTES:
+            # The whole queue fits (the usual case): move it in one step.
+            batch = list(chunks)
+            batch_tickets = list(tickets)
+            chunks.clear()
+            tickets.clear()
+            size = self._pending
+            ticketed = self._queued_tickets
+        else:
+            batch = []
+            batch_tickets = []
+            size = 0
+            ticketed = 0
+            while chunks and len(batch) < BATCH_MAX_ITEMS and size < BATCH_MAX_BYTES:
+                data = chunks.popleft()
+                ticket = tickets.popleft()
+                batch.append(data)
+                batch_tickets.append(ticket)
+                size += _nbytes(data)
+                if ticket is not None:
+                    ticketed += 1
+        self._queued_tickets -= ticketed
         self._batch = batch
         self._in_flight = batch_tickets
         self._in_flight_first = 0
         self._batch_left = size
+        self._batch_ticketed = ticketed > 0
         self._wake_producers()  # queue room was freed
 
     def _advance(self, n: int) -> None:
@@ -362,17 +398,22 @@ class WriteHandoff:
         self._pending -= n
         self._batch_left -= n
         first = self._in_flight_first
-        done = first
-        count = len(batch)
-        while done < count and n >= _nbytes(batch[done]):
-            n -= _nbytes(batch[done])
-            done += 1
-        if n:
-            batch[done] = memoryview(batch[done]).cast("B")[n:]
-        for i in range(first, done):
-            ticket = tickets[i]
-            if ticket is not None:
-                ticket._resolve(None)
+        if self._batch_left == 0:
+            # Hot path: the whole (rest of the) batch went out in one write.
+            done = count = len(batch)
+        else:
+            done = first
+            count = len(batch)
+            while done < count and n >= _nbytes(batch[done]):
+                n -= _nbytes(batch[done])
+                done += 1
+            if n:
+                batch[done] = memoryview(batch[done]).cast("B")[n:]
+        if self._batch_ticketed:
+            for i in range(first, done):
+                ticket = tickets[i]
+                if ticket is not None:
+                    ticket._resolve(None)
         if done == count:
             self._batch = self._in_flight = None
         else:
@@ -479,5 +520,6 @@ class WriteHandoff:
                 ticket._resolve(closed)
         self._chunks.clear()
         self._tickets.clear()
+        self._queued_tickets = 0
         self._pending = 0
         self._wake_producers()

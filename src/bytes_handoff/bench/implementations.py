@@ -113,18 +113,22 @@ async def proxy_handoff(inbound: object, outbound: object, cfg: BenchConfig) -> 
     buf = HandoffBuffer.with_config(buf_cfg)
     try:
         forwarded = await _route(buf, inbound, submit)
-        # Tunnel mode: adopt the already-read tail, then forward each read as an owned chunk.
-        rest = HandoffBuffer.from_tail(buf.take_tail(), buf_cfg)
-        while True:
-            last: WriteTicket | None = None
-            while rest:  # the tail may be longer than one read; keep chunks within budget
-                chunk = rest.split_prefix(min(len(rest), cfg.read_reserve))
-                forwarded += len(chunk)
-                last = await submit(chunk)
+        # Tunnel mode: the already-read tail goes first, in chunks within the write budget ...
+        last: WriteTicket | None = None
+        while buf:
+            chunk = buf.split_prefix(min(len(buf), cfg.read_reserve))
+            forwarded += len(chunk)
+            last = await submit(chunk)
+        if last is not None:
+            await last
+        # ... then each read (at most read_reserve bytes) is one owned chunk.
+        # Hot path: one read, one copy out, one enqueue per chunk.
+        while await buf.read_available(inbound):
+            chunk = buf.freeze_all()
+            forwarded += len(chunk)
+            last = await submit(chunk)
             if last is not None:
                 await last
-            if await rest.read_available(inbound) == 0:
-                break
         await handoff.aclose()  # flush, then shut the outbound write side
     except BaseException:
         handoff.abort()
