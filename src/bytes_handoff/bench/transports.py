@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bytes_handoff import DuplexStream
+from bytes_handoff.adapters import wait_writable
 
 from .errors import BenchError, UsageError, VerificationError
 from .workload import StreamVerifier, Workload
@@ -84,12 +85,19 @@ async def connect_tcp(addr: Addr, what: str, retry_until: float | None = None) -
     With ``retry_until`` (a ``time.monotonic()`` deadline) a refused connection
     is retried every 50 ms until then: how a driver waits for its service.
     """
-    loop = asyncio.get_running_loop()
     began = time.monotonic()
     while True:
         sock = tune(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         try:
-            await loop.sock_connect(sock, addr)
+            # A numeric address needs no resolver: connect directly rather than
+            # through loop.sock_connect, which on uvloop resolves the address in
+            # its thread pool (a thread hop and futex wake-ups per connection).
+            err = sock.connect_ex(addr)
+            if err == errno.EINPROGRESS:
+                await wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
             return sock
         except OSError as exc:
             sock.close()
