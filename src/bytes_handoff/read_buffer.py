@@ -283,7 +283,9 @@ class HandoffBuffer:
         Python's ``bytes`` cannot adopt foreign storage, so this is one copy
         of ``len`` bytes; the buffer keeps its storage for the next read.
         """
-        return self.split_prefix(self._end - self._start)
+        out = bytes(self._view[self._start : self._end])
+        self._start = self._end = 0
+        return out
 
     def take_tail(self) -> bytearray:
         """Remove and return everything buffered as a ``bytearray`` for the next parser mode.

@@ -287,14 +287,19 @@ class WriteHandoff:
 
     async def write_fire_and_forget(self, data: BytesLike) -> None:
         """Like :meth:`write`, without a ticket."""
-        size = _nbytes(data)
+        # Hot path: the checks and the enqueue inline, no helper calls when there is room.
+        size = data.nbytes if type(data) is memoryview else len(data)
         if (
             self._closed
             or len(self._chunks) >= self._max_items
             or self._pending + size > self._max_bytes
         ):
             await self._wait_for_room(size)
-        self._enqueue(data, size, None)
+        self._chunks.append(data)
+        self._tickets.append(None)
+        self._pending += size
+        if self._wakeup is not None and not self._flush_scheduled:
+            self._schedule_flush()
 
     def _wake_producers(self) -> None:
         waiters = self._space_waiters
