@@ -447,18 +447,8 @@ class WriteHandoff:
         if write_nowait is None or self._wakeup is None:
             return
         try:
-            while True:
-                if self._batch is None:
-                    if not self._chunks:
-                        break
-                    self._take_batch()
-                batch = self._batch
-                assert batch is not None
-                if self._batch_left == 0:
-                    self._advance(0)
-                    continue
-                first = self._in_flight_first
-                n = write_nowait(batch[first:] if first else batch)
+            while (todo := self._unwritten()) is not None:
+                n = write_nowait(todo)
                 if n == 0:
                     break  # the writer is full: the task waits for room
                 self._advance(n)
@@ -481,25 +471,33 @@ class WriteHandoff:
             self._fail_queued(WriteClosed("writer task crashed"), None)
             raise
 
-    async def _drain(self) -> None:
-        writer = self._writer
+    def _unwritten(self) -> list[BytesLike] | None:
+        """What is left of the batch being written (taking the next batch), or ``None``: idle."""
         while True:
             if self._batch is None:
                 if not self._chunks:
-                    if self._closed:
-                        return
-                    wakeup = self._loop.create_future()
-                    self._wakeup = wakeup
-                    await wakeup
-                    continue
+                    return None
                 self._take_batch()
+            if self._batch_left == 0:
+                self._advance(0)  # only empty chunks: complete them in order
+                continue
             batch = self._batch
             assert batch is not None
-            if self._batch_left == 0:
-                self._advance(0)
-                continue
             first = self._in_flight_first
-            n = await writer.write_some(batch[first:] if first else batch)
+            return batch[first:] if first else batch
+
+    async def _drain(self) -> None:
+        writer = self._writer
+        while True:
+            todo = self._unwritten()
+            if todo is None:
+                if self._closed:
+                    return
+                wakeup = self._loop.create_future()
+                self._wakeup = wakeup
+                await wakeup
+                continue
+            n = await writer.write_some(todo)
             if n <= 0:
                 raise OSError(0, f"writer accepted 0 of {self._batch_left} bytes")
             self._advance(n)

@@ -10,7 +10,8 @@ To add one: write the coroutine and :func:`register` it (a few lines).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from bytes_handoff import (
@@ -24,7 +25,7 @@ from bytes_handoff import (
 
 from .config import BenchConfig
 from .errors import BenchError
-from .transports import open_streams
+from .transports import StreamReaderLike, StreamWriterLike, open_streams
 from .workload import MARKER
 
 __all__ = ["IMPLEMENTATIONS", "Implementation", "ProxyFn", "register"]
@@ -151,12 +152,38 @@ async def proxy_handoff_splice(inbound: object, outbound: object, cfg: BenchConf
 # -- manual_vec: what a Python user writes by hand ---------------------------------------------
 
 
-async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) -> int:
-    """asyncio streams, a bytearray parser, one write per frame and one drain per read."""
+@contextlib.asynccontextmanager
+async def _streams(
+    inbound: object, outbound: object
+) -> AsyncIterator[tuple[StreamReaderLike, StreamWriterLike]]:
+    """asyncio streams over both ends; both are closed on the way out."""
     reader, in_writer = await open_streams(inbound)
     _, writer = await open_streams(outbound)
-    forwarded = 0
     try:
+        yield reader, writer
+    finally:
+        writer.close()
+        in_writer.close()
+        await writer.wait_closed()
+        await in_writer.wait_closed()
+
+
+async def _copy_to_eof(reader: StreamReaderLike, writer: StreamWriterLike, size: int) -> int:
+    """read / write / drain until end of stream, then write_eof: the stream-path copy loop."""
+    copied = 0
+    while data := await reader.read(size):
+        writer.write(data)
+        copied += len(data)
+        await writer.drain()
+    writer.write_eof()
+    await writer.drain()
+    return copied
+
+
+async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """asyncio streams, a bytearray parser, one write per frame and one drain per read."""
+    async with _streams(inbound, outbound) as (reader, writer):
+        forwarded = 0
         pending = bytearray()
         routing = True
         while routing:
@@ -178,19 +205,7 @@ async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) 
         if pending:
             writer.write(bytes(pending))
             forwarded += len(pending)
-        while data := await reader.read(cfg.read_reserve):
-            writer.write(data)
-            forwarded += len(data)
-            await writer.drain()
-        await writer.drain()
-        writer.write_eof()
-        await writer.drain()
-    finally:
-        writer.close()
-        in_writer.close()
-        await writer.wait_closed()
-        await in_writer.wait_closed()
-    return forwarded
+        return forwarded + await _copy_to_eof(reader, writer, cfg.read_reserve)
 
 
 # -- raw_copy: an unparsed lower bound ------------------------------------------------------------
@@ -198,22 +213,8 @@ async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) 
 
 async def proxy_raw_copy(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """Copy without parsing: read, write, drain until end of stream."""
-    reader, in_writer = await open_streams(inbound)
-    _, writer = await open_streams(outbound)
-    forwarded = 0
-    try:
-        while data := await reader.read(cfg.read_reserve):
-            writer.write(data)
-            forwarded += len(data)
-            await writer.drain()
-        writer.write_eof()
-        await writer.drain()
-    finally:
-        writer.close()
-        in_writer.close()
-        await writer.wait_closed()
-        await in_writer.wait_closed()
-    return forwarded
+    async with _streams(inbound, outbound) as (reader, writer):
+        return await _copy_to_eof(reader, writer, cfg.read_reserve)
 
 
 register(
