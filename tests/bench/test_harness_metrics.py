@@ -41,3 +41,28 @@ def test_a_worker_without_a_window_adds_nothing() -> None:
     s = combine([_worker(1.0, 2.0, [10], 10), WorkerResult()])
     assert s.seconds == pytest.approx(1.0)
     assert s.streams == 1
+
+
+def test_peak_rss_is_the_process_own_not_its_forking_parents() -> None:
+    """A child of a large parent reports its own peak: ru_maxrss would report the parent's."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(256 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))  # touch every page
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource; from bytes_handoff.bench.metrics import peak_rss_bytes;"
+            " print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    del ballast
+    peak, ru_maxrss = map(int, child.stdout.split())
+    assert ru_maxrss > 200 * 1024 * 1024  # the kernel's inherited high-water mark
+    assert peak < 100 * 1024 * 1024

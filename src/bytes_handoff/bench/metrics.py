@@ -78,9 +78,27 @@ class WorkerResult:
         self.ivcsw = end.ivcsw - start.ivcsw
 
     def finish(self, hist: HdrHistogram) -> WorkerResult:
-        self.max_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.max_rss_bytes = peak_rss_bytes()
         self.histogram = hist.encode() if hist.get_total_count() else None
         return self
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size.
+
+    Linux: ``VmHWM`` of the process's own memory. ``ru_maxrss`` is not used
+    there because it also counts the parent's RSS at the moment it forked us
+    (the kernel keeps the pre-exec high-water mark), which made a service
+    started by a large Python parent look large.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
