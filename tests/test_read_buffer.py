@@ -520,3 +520,23 @@ def test_split_prefix_does_not_move_or_reallocate_the_remaining_bytes() -> None:
         assert before[16 * i : 16 * (i + 1)] == frame
         assert now[:16] == frames[i + 1]
     assert bytes(before) == b"".join(frames)
+
+
+def test_split_through_takes_each_complete_frame_and_leaves_the_partial_one() -> None:
+    buf = HandoffBuffer.from_tail(bytearray(b"GET /a\r\nGET /b\r\nGE"), HandoffBufferConfig(64))
+    assert buf.split_through(b"\r\n") == b"GET /a\r\n"
+    assert buf.split_through(b"\r\n") == b"GET /b\r\n"
+    assert buf.split_through(b"\r\n") is None
+    assert bytes(buf.peek()) == b"GE"  # the partial frame waits for the rest
+    frame = buf.split_prefix(2)
+    assert frame == b"GE" and len(buf) == 0 and buf.split_through(b"\n") is None
+
+
+def test_split_through_returns_owned_bytes_and_ignores_an_empty_separator() -> None:
+    buf = HandoffBuffer.from_tail(bytearray(b"ab\ncd\n"), HandoffBufferConfig(64))
+    first = buf.split_through(b"\n")
+    assert type(first) is bytes
+    buf.reserve_read_capacity(50)  # may move or grow the storage
+    assert first == b"ab\n"
+    assert buf.split_through(b"") is None
+    assert len(buf) == 3

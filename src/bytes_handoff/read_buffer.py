@@ -253,6 +253,25 @@ class HandoffBuffer:
             self._start = stop
         return out
 
+    def split_through(self, sep: bytes) -> bytes | None:
+        """Remove and return the bytes up to and including the next ``sep``, or ``None``.
+
+        ``None`` means no complete ``sep``-terminated frame is buffered yet
+        (nothing changes). The same as ``find`` + ``split_prefix``, in one call.
+        """
+        # Hot path: a delimiter-framed parser's whole step, one search and one copy.
+        start = self._start
+        pos = self._buf.find(sep, start, self._end)
+        if pos < 0 or not sep:
+            return None
+        stop = pos + len(sep)
+        out = bytes(self._view[start:stop])
+        if stop == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+        return out
+
     def split_prefix_mut(self, n: int) -> bytearray:
         """Remove and return the first ``n`` bytes as a new ``bytearray`` the caller owns."""
         start = self._start

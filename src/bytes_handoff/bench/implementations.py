@@ -93,9 +93,8 @@ async def _route(
                 f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
             )
         last: WriteTicket | None = None
-        # Hot path: find + split_prefix per frame, one submit per frame.
-        while (i := buf.find(b"\n")) >= 0:
-            frame = buf.split_prefix(i + 1)
+        # Hot path: one split per frame, one submit per frame.
+        while (frame := buf.split_through(b"\n")) is not None:
             forwarded += len(frame)
             last = await submit(frame)
             if frame == MARKER:
