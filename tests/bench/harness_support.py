@@ -6,8 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,3 +132,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_service(tmp_path: Path, sink_port: int, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """A tcp-service subprocess on an ephemeral port, once its ready file is written."""
+    ready = tmp_path / "service.ready"
+    proc = subprocess.Popen(
+        bench_cmd(
+            *args,
+            "--transport",
+            "tcp",
+            "--role",
+            "tcp-service",
+            "--service-addr",
+            "127.0.0.1:0",
+            "--sink-addr",
+            f"127.0.0.1:{sink_port}",
+            "--ready-file",
+            str(ready),
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"service never became ready: {err}")
+        time.sleep(0.02)
+    fields = parse_report(ready.read_text())
+    assert int(fields["pid"]) == proc.pid
+    return proc, fields["service_addr"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness_support import ROOT, SMALL, bench_cmd, free_port, run_cli
+from harness_support import SMALL, free_port, run_cli, start_service
 
 from bytes_handoff import DuplexStream
 from bytes_handoff.bench.cli import config_from_args
@@ -136,29 +135,8 @@ def test_service_without_connections_times_out() -> None:
 
 
 def test_service_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen(
-        bench_cmd(
-            "--transport",
-            "tcp",
-            "--role",
-            "tcp-service",
-            "--service-addr",
-            "127.0.0.1:0",
-            "--sink-addr",
-            "127.0.0.1:9",
-            "--ready-file",
-            str(ready),
-        ),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, _ = start_service(tmp_path, 9)
     try:
-        deadline = time.monotonic() + 15
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
         proc.terminate()
         out, err = proc.communicate(timeout=15)
     finally:
@@ -215,35 +193,14 @@ def test_usage_errors_are_bench_errors() -> None:
 
 def test_service_with_a_silent_client_fails_instead_of_hanging(tmp_path: Path) -> None:
     """The run guard: a stream that moves no byte for --startup-timeout-seconds fails the run."""
-    ready = tmp_path / "ready"
     with socket.socket() as sink:
         sink.bind(("127.0.0.1", 0))
         sink.listen()
-        proc = subprocess.Popen(
-            bench_cmd(
-                "--transport",
-                "tcp",
-                "--role",
-                "tcp-service",
-                "--service-addr",
-                "127.0.0.1:0",
-                "--sink-addr",
-                f"127.0.0.1:{sink.getsockname()[1]}",
-                "--ready-file",
-                str(ready),
-                "--startup-timeout-seconds",
-                "1",
-            ),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc, addr = start_service(
+            tmp_path, sink.getsockname()[1], "--startup-timeout-seconds", "1"
         )
         try:
-            deadline = time.monotonic() + 15
-            while not ready.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            host, port = ready.read_text().split("service_addr=")[1].split()[0].split(":")
+            host, port = addr.split(":")
             with socket.create_connection((host, int(port))):
                 _, err = proc.communicate(timeout=20)
         finally:

@@ -5,12 +5,10 @@ Each run is a subprocess: exit 0, every required key, every byte verified.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from harness_support import ROOT, SMALL, assert_ok, bench_cmd, free_port, parse_report, run_cli
+from harness_support import SMALL, assert_ok, free_port, parse_report, run_cli, start_service
 
 pytestmark = pytest.mark.slow
 
@@ -111,39 +109,6 @@ def test_sustained_run_samples_rss(tmp_path: Path) -> None:
         assert float(elapsed) >= 0 and int(rss) > 0
 
 
-def _start_service(tmp_path: Path, sink_port: int, *args: str) -> tuple[subprocess.Popen[str], str]:
-    ready = tmp_path / "service.ready"
-    proc = subprocess.Popen(
-        bench_cmd(
-            *args,
-            "--transport",
-            "tcp",
-            "--role",
-            "tcp-service",
-            "--service-addr",
-            "127.0.0.1:0",
-            "--sink-addr",
-            f"127.0.0.1:{sink_port}",
-            "--ready-file",
-            str(ready),
-        ),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 15
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"service never became ready: {err}")
-        time.sleep(0.02)
-    fields = parse_report(ready.read_text())
-    assert int(fields["pid"]) == proc.pid
-    return proc, fields["service_addr"]
-
-
 @pytest.mark.parametrize(
     ("workers", "implementation", "scenario"),
     [
@@ -165,7 +130,7 @@ def test_split_service_and_driver(
         "--worker-threads",
         workers,
     ]
-    service, addr = _start_service(tmp_path, sink_port, *shape, "--idle-timeout-millis", "1500")
+    service, addr = start_service(tmp_path, sink_port, *shape, "--idle-timeout-millis", "1500")
     try:
         driver = run_cli(
             *shape,
