@@ -24,6 +24,7 @@ and call :func:`register_reader` / :func:`register_writer` for it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -212,7 +213,7 @@ class SocketWriter:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             # ENOTCONN after the peer already closed: nothing left to signal.
-            if exc.errno not in (107, 57):
+            if exc.errno != errno.ENOTCONN:
                 raise
 
 
