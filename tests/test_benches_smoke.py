@@ -50,10 +50,6 @@ EXPECTED: dict[str, set[str]] = {
 # Families whose rounds move no bytes report operations per second instead.
 OPS_FAMILIES = {"write_byte_budget_backpressure"}
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("pytest_benchmark") is None, reason="pytest-benchmark not installed"
-)
-
 
 def run_script(results: Path, *args: str, **env_overrides: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)

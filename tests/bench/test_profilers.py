@@ -85,7 +85,6 @@ def test_perf_script_profiles_the_service(tmp_path: Path) -> None:
     assert f"outputs in {out}" in proc.stdout or "outputs in" in proc.stdout
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_strace_script_counts_service_syscalls(tmp_path: Path) -> None:
     out = tmp_path / "strace"
     proc = run("run-split-service-strace.sh", "--scenario", "all", *SMALL, "--out-dir", str(out))
