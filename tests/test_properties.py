@@ -53,7 +53,15 @@ async def feed(pipe: DuplexStream, pieces: list[bytes]) -> None:
 
 # -- read side ------------------------------------------------------------------------------
 
-READ_OPS = ["split_prefix", "split_prefix_mut", "advance", "freeze_all", "tail_mode", "hold_peek"]
+READ_OPS = [
+    "split_prefix",
+    "split_prefix_mut",
+    "split_through",
+    "advance",
+    "freeze_all",
+    "tail_mode",
+    "hold_peek",
+]
 
 
 class Consumer:
@@ -98,6 +106,14 @@ class Consumer:
             self.keep(buf.split_prefix(n))
         elif op == "split_prefix_mut":
             self.keep(buf.split_prefix_mut(n))
+        elif op == "split_through":  # up to and with a byte value the stream contains
+            sep = bytes([size % 7])
+            frame = buf.split_through(sep)
+            if frame is None:
+                assert buf.find(sep) < 0
+            else:
+                assert frame.endswith(sep) and sep not in frame[:-1]
+                self.keep(frame)
         elif op == "advance":
             self.stream.append(bytes(buf.peek()[:n]))
             self.advanced += n
