@@ -165,14 +165,10 @@ class SocketReader:
             return None
 
     async def read_into(self, view: memoryview) -> int:
-        # Hot path: try the read first; only wait for readiness when the kernel has nothing.
-        sock = self._sock
-        while True:
-            try:
-                return sock.recv_into(view)
-            except (BlockingIOError, InterruptedError):
-                pass
-            await wait_readable(sock)
+        # Try the read first; only wait for readiness when the kernel has nothing.
+        while (n := self.read_into_nowait(view)) is None:
+            await wait_readable(self._sock)
+        return n
 
 
 class SocketWriter:
@@ -197,16 +193,10 @@ class SocketWriter:
             return 0
 
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
-        # Hot path: one vectored syscall per batch; the caller resumes a partial send.
-        sock = self._sock
-        if len(chunks) > MAX_IOVECS:
-            chunks = chunks[:MAX_IOVECS]
-        while True:
-            try:
-                return sock.sendmsg(chunks)
-            except (BlockingIOError, InterruptedError):
-                pass
-            await wait_writable(sock)
+        # One vectored syscall per batch; the caller resumes a partial send.
+        while (n := self.write_nowait(chunks)) == 0 and any(chunks):
+            await wait_writable(self._sock)
+        return n
 
     async def shutdown(self) -> None:
         try:
