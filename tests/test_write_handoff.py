@@ -493,21 +493,22 @@ async def test_aclose_surfaces_a_failing_shutdown() -> None:
 
 
 @pytest.mark.asyncio
-async def test_cancelling_aclose_does_not_stop_the_flush() -> None:
+async def test_cancelling_aclose_aborts_so_a_stuck_writer_cannot_hold_it_open() -> None:
     async with asyncio.timeout(WAIT):
         handoff, writer = spawn()
         writer.gate.clear()
-        ticket = handoff.try_write(b"still written")
+        ticket = handoff.try_write(b"never written")
         closing = asyncio.create_task(handoff.aclose())
         await settle()
         closing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await closing
+        with pytest.raises(WriteClosed, match="aborted"):
+            await ticket
         writer.gate.set()
-        await ticket
-        await handoff.aclose()
-        assert writer.received == b"still written"
-        assert writer.shutdowns == 1
+        await handoff.aclose()  # already aborted: returns, no I/O error to report
+        assert writer.received == b""
+        assert writer.shutdowns == 0
 
 
 # -- abort -----------------------------------------------------------------------------------

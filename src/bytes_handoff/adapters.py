@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,8 +41,11 @@ __all__ = [
     "StreamWriterAdapter",
     "as_reader",
     "as_writer",
+    "check_plain_nonblocking",
     "register_reader",
     "register_writer",
+    "wait_readable",
+    "wait_writable",
 ]
 
 #: The most buffers one ``sendmsg`` call is given (well under IOV_MAX = 1024).
@@ -109,39 +113,90 @@ def as_writer(obj: object) -> ByteWriter:
 
 # -- sockets ----------------------------------------------------------------------------
 
+#: How often a socket wait checks that the socket is still open. Closing a
+#: socket never wakes the loop (the kernel drops it from epoll silently), so a
+#: wait on a socket closed under it would otherwise last forever.
+CLOSED_CHECK_SECONDS = 0.5
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
 
-async def wait_readable(sock: socket.socket) -> None:
-    """Wait until ``sock`` is readable (or has an error / end of stream pending)."""
+class _ClosedWatch:
+    """Wakes ``fut`` once ``sock`` is closed; re-arms itself every ``CLOSED_CHECK_SECONDS``."""
+
+    __slots__ = ("fut", "loop", "sock", "timer")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, fut: asyncio.Future[None]
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fut = fut
+        self.timer = loop.call_later(CLOSED_CHECK_SECONDS, self.check)
+
+    def check(self) -> None:
+        if self.sock.fileno() < 0:
+            _wake(self.fut)  # the caller's next syscall fails with EBADF
+        else:
+            self.timer = self.loop.call_later(CLOSED_CHECK_SECONDS, self.check)
+
+
+async def _wait_ready(sock: socket.socket, writing: bool) -> None:
+    fd = sock.fileno()
+    if fd < 0:
+        raise OSError(errno.EBADF, "socket is closed")
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-    loop.add_reader(fd, _wake, fut)
+    if writing:
+        loop.add_writer(fd, _wake, fut)
+    else:
+        loop.add_reader(fd, _wake, fut)
+    watch = _ClosedWatch(loop, sock, fut)
     try:
         await fut
     finally:
-        loop.remove_reader(fd)
+        watch.timer.cancel()
+        if writing:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def wait_readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` is readable, has an error or end of stream pending, or is closed."""
+    await _wait_ready(sock, writing=False)
 
 
 async def wait_writable(sock: socket.socket) -> None:
-    """Wait until ``sock`` can take more bytes (or has an error pending)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-    loop.add_writer(fd, _wake, fut)
-    try:
-        await fut
-    finally:
-        loop.remove_writer(fd)
+    """Wait until ``sock`` can take more bytes, has an error pending, or is closed."""
+    await _wait_ready(sock, writing=True)
 
 
-def _require_nonblocking(sock: socket.socket) -> None:
+def check_plain_nonblocking(sock: socket.socket) -> None:
+    """``TypeError`` for a TLS socket, ``ValueError`` for a blocking one; else nothing.
+
+    The socket adapters and ``tunnel()`` move raw bytes with ``recv_into``,
+    ``sendmsg`` and ``splice``: on an ``ssl.SSLSocket`` that would forward
+    ciphertext as plaintext, and on a blocking socket it would freeze the loop.
+    """
+    ssl = sys.modules.get("ssl")  # no ssl imported: no TLS socket can exist
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        raise TypeError(
+            "TLS sockets are not supported by the raw socket adapters (they would move"
+            " ciphertext): use the TLS connection's asyncio streams instead"
+        )
+    _check_nonblocking(sock)
+
+
+def _check_nonblocking(sock: socket.socket) -> None:
     if sock.gettimeout() != 0.0:
-        raise ValueError("socket must be non-blocking: call sock.setblocking(False) first")
+        raise ValueError(
+            "socket must be non-blocking: call sock.setblocking(False) first"
+            " (and leave it so while the library uses it)"
+        )
 
 
 class SocketReader:
@@ -150,7 +205,7 @@ class SocketReader:
     __slots__ = ("_sock",)
 
     def __init__(self, sock: socket.socket) -> None:
-        _require_nonblocking(sock)
+        check_plain_nonblocking(sock)
         self._sock = sock
 
     @property
@@ -159,8 +214,11 @@ class SocketReader:
 
     def read_into_nowait(self, view: memoryview) -> int | None:
         """Read what the kernel has now; ``None`` if that is nothing yet."""
+        sock = self._sock
+        if sock.gettimeout() != 0.0:  # switched to blocking since: recv would freeze the loop
+            _check_nonblocking(sock)
         try:
-            return self._sock.recv_into(view)
+            return sock.recv_into(view)
         except (BlockingIOError, InterruptedError):
             return None
 
@@ -177,7 +235,7 @@ class SocketWriter:
     __slots__ = ("_sock",)
 
     def __init__(self, sock: socket.socket) -> None:
-        _require_nonblocking(sock)
+        check_plain_nonblocking(sock)
         self._sock = sock
 
     @property
@@ -187,8 +245,11 @@ class SocketWriter:
     def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
         """Send what the kernel takes now with one ``sendmsg``; ``0`` if the socket is full."""
         # Hot path: one vectored syscall per batch, no coroutine.
+        sock = self._sock
+        if sock.gettimeout() != 0.0:  # switched to blocking since: sendmsg would freeze the loop
+            _check_nonblocking(sock)
         try:
-            return self._sock.sendmsg(chunks[:MAX_IOVECS] if len(chunks) > MAX_IOVECS else chunks)
+            return sock.sendmsg(chunks[:MAX_IOVECS] if len(chunks) > MAX_IOVECS else chunks)
         except (BlockingIOError, InterruptedError):
             return 0
 

@@ -62,14 +62,19 @@ class SplitOutOfBounds(BufferError):
 
 
 class BufferIOError(BufferError):
-    """The reader failed; the ``OSError`` is chained as ``__cause__`` and kept in ``error``."""
+    """The reader failed; its error is chained as ``__cause__`` and kept in ``error``.
 
-    def __init__(self, error: OSError) -> None:
+    ``error`` is the reader's ``OSError``, or a ``ValueError`` when the reader
+    broke its contract (reported a count that is not an int in
+    ``0..len(view)``).
+    """
+
+    def __init__(self, error: Exception) -> None:
         self.error = error
         super().__init__(f"read failed: {error!r}")
         self.__cause__ = error
 
-    def __reduce__(self) -> tuple[type, tuple[OSError]]:
+    def __reduce__(self) -> tuple[type, tuple[Exception]]:
         return (type(self), (self.error,))
 
 
@@ -105,14 +110,19 @@ class ByteBudgetExceeded(WriteError):
 
 
 class WriteIOError(WriteError):
-    """The writer failed; the ``OSError`` is chained as ``__cause__`` and kept in ``error``."""
+    """The writer failed; its error is chained as ``__cause__`` and kept in ``error``.
 
-    def __init__(self, error: OSError) -> None:
+    ``error`` is the writer's ``OSError``, any other exception the writer
+    raised, or a ``ValueError`` when it broke its contract (reported a count
+    that is not an int in ``1..offered``, or ``0`` from ``write_some``).
+    """
+
+    def __init__(self, error: Exception) -> None:
         self.error = error
         super().__init__(f"write failed: {error!r}")
         self.__cause__ = error
 
-    def __reduce__(self) -> tuple[type, tuple[OSError]]:
+    def __reduce__(self) -> tuple[type, tuple[Exception]]:
         return (type(self), (self.error,))
 
 

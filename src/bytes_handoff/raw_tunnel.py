@@ -19,8 +19,14 @@ import fcntl
 import os
 import socket
 
-from .adapters import SocketWriter, wait_readable, wait_writable
-from .errors import BufferIOError, WriteIOError
+from .adapters import (
+    SocketWriter,
+    as_reader,
+    check_plain_nonblocking,
+    wait_readable,
+    wait_writable,
+)
+from .errors import BufferIOError, WriteClosed, WriteIOError
 from .read_buffer import HandoffBuffer
 from .write_queue import WriteHandoff
 
@@ -46,29 +52,54 @@ async def tunnel(
 ) -> int:
     """Forward ``buf``'s tail, then all of ``source``, into ``handoff``; return the byte count.
 
+    Every byte taken from ``buf`` or read from ``source`` is forwarded, in
+    order, whatever its size: pieces larger than the handoff's byte budget go
+    as several chunks. What is refused (a closed ``handoff``, a TLS or
+    blocking socket, an unsupported ``source``) is refused before anything is
+    taken, so the tail is still in ``buf``.
+
     ``splice=False`` forces the buffered copy path. ``idle_timeout`` (seconds)
     bounds each wait for the source; ``TimeoutError`` if it passes. Reader
-    failures raise ``BufferIOError``, writer failures ``WriteIOError``; the
-    handoff is closed either way.
+    failures raise ``BufferIOError``, writer failures ``WriteIOError``
+    (chaining the ``OSError``) on both paths; the handoff is closed either way.
     """
+    spliced = (
+        splice
+        and splice_supported()
+        and isinstance(source, socket.socket)
+        and isinstance(handoff.writer, SocketWriter)
+    )
+    # Refuse before taking anything, so a refused call loses no byte.
+    reader = None
+    if spliced:
+        assert isinstance(source, socket.socket) and isinstance(handoff.writer, SocketWriter)
+        check_plain_nonblocking(source)
+        check_plain_nonblocking(handoff.writer.sock)
+    else:
+        reader = as_reader(source)
+    if handoff.closed:
+        raise handoff.error or WriteClosed()
     total = 0
     try:
         if buf:
             tail = buf.freeze_all()
             total += len(tail)
-            await handoff.write_fire_and_forget(tail)
-        sink = handoff.writer
-        if (
-            splice
-            and splice_supported()
-            and isinstance(source, socket.socket)
-            and isinstance(sink, SocketWriter)
-        ):
+            await _forward(handoff, tail)
+        if spliced:
             # Everything queued must reach the sink before spliced bytes do.
             await handoff.flush()
-            total += await _splice(source, sink.sock, idle_timeout)
+            assert isinstance(source, socket.socket) and isinstance(handoff.writer, SocketWriter)
+            total += await _splice(source, handoff.writer.sock, idle_timeout)
         else:
-            total += await _copy(buf, source, handoff, idle_timeout)
+            total += await _copy(buf, reader, handoff, idle_timeout)
+    except WriteClosed:
+        handoff.abort()
+        # The handoff closed under us because its writer failed: raise that failure
+        # (it chains the writer's OSError), not the refusal it caused.
+        error = handoff.error
+        if error is not None:
+            raise error from error.error
+        raise
     except BaseException:
         handoff.abort()
         raise
@@ -76,17 +107,28 @@ async def tunnel(
     return total
 
 
+async def _forward(handoff: WriteHandoff, data: bytes) -> None:
+    """Queue ``data`` in chunks no larger than the handoff's byte budget (no copies)."""
+    budget = handoff.config.max_pending_bytes
+    if len(data) <= budget:
+        await handoff.write_fire_and_forget(data)
+        return
+    with memoryview(data) as view:
+        for i in range(0, len(data), budget):
+            await handoff.write_fire_and_forget(view[i : i + budget])
+
+
 async def _copy(
-    buf: HandoffBuffer, source: object, handoff: WriteHandoff, idle_timeout: float | None
+    buf: HandoffBuffer, reader: object, handoff: WriteHandoff, idle_timeout: float | None
 ) -> int:
     total = 0
     while True:
         async with asyncio.timeout(idle_timeout):
-            n = await buf.read_available(source)
+            n = await buf.read_available(reader)
         if n == 0:
             return total
         total += n
-        await handoff.write_fire_and_forget(buf.freeze_all())
+        await _forward(handoff, buf.freeze_all())
 
 
 async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | None) -> int:
@@ -101,6 +143,10 @@ async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | 
         src_fd, dst_fd = src.fileno(), dst.fileno()
         total = 0
         while True:
+            if src.gettimeout() != 0.0 or dst.gettimeout() != 0.0:
+                # Switched to blocking since the call: splice would freeze the loop.
+                check_plain_nonblocking(src)
+                check_plain_nonblocking(dst)
             try:
                 n = os.splice(src_fd, wfd, chunk, flags=flags)
             except (BlockingIOError, InterruptedError):

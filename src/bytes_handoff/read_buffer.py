@@ -11,6 +11,7 @@ One buffer belongs to one task at a time: it is parser state, not a channel.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,17 @@ from .errors import BufferIOError, LimitExceeded, SplitOutOfBounds
 __all__ = ["HandoffBuffer", "HandoffBufferConfig"]
 
 DEFAULT_READ_RESERVE = 16 * 1024
+
+#: ``read_available``'s reader before the first read: never a real reader.
+_NO_READER = object()
+
+
+def _count(n: object, name: str) -> int:
+    """``n`` as an ``int`` (anything with ``__index__``), else ``TypeError`` naming its type."""
+    try:
+        return operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,8 @@ class HandoffBuffer:
         "_read_nowait",
         "_reader",
         "_reserve",
+        "_scan_from",
+        "_scan_sep",
         "_start",
         "_view",
     )
@@ -69,7 +83,11 @@ class HandoffBuffer:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
-        self._reader: object = None
+        #: The remembered search: no ``_scan_sep`` starts before ``_start + _scan_from``,
+        #: so a parser waiting on a trickling peer searches each byte about once.
+        self._scan_sep = b""
+        self._scan_from = 0
+        self._reader: object = _NO_READER
         self._adapter: ByteReader | None = None
         self._read_nowait: Callable[[memoryview], int | None] | None = None
 
@@ -138,10 +156,18 @@ class HandoffBuffer:
     def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
         """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
         base = self._start
-        if start == 0 and end is None:
-            # Hot path: a parser looking for its next delimiter.
-            pos = self._buf.find(sub, base, self._end)
-            return pos - base if pos >= 0 else -1
+        if start == 0 and end is None and type(sub) is bytes and sub:
+            # Hot path: a parser looking for its next delimiter, resuming the last search.
+            pos = self._buf.find(sub, base + self._resume(sub), self._end)
+            if pos < 0:
+                self._scan_from = max(self._end - base - len(sub) + 1, 0)
+                return -1
+            self._scan_from = pos - base
+            return pos - base
+        if type(start) is not int:
+            start = _count(start, "start")
+        if end is not None and type(end) is not int:
+            end = _count(end, "end")
         length = self._end - base
         # Negative offsets count from the end, as in bytes.find: never reach consumed bytes.
         if start < 0:
@@ -152,6 +178,14 @@ class HandoffBuffer:
             end = max(end + length, 0)
         pos = self._buf.find(sub, base + start, base + end)
         return pos - base if pos >= 0 else -1
+
+    def _resume(self, sep: bytes) -> int:
+        """Where a search for ``sep`` may start (relative to the front); forgets other seps."""
+        if sep is self._scan_sep or sep == self._scan_sep:
+            return self._scan_from
+        self._scan_sep = bytes(sep)  # a caller's bytearray may change later: keep a copy
+        self._scan_from = 0
+        return 0
 
     def startswith(self, prefix: bytes) -> bool:
         """Whether the buffered bytes begin with ``prefix``."""
@@ -165,6 +199,8 @@ class HandoffBuffer:
         ``LimitExceeded(attempted=len + additional, limit=max_len)`` if that
         would pass ``max_len``; nothing changes then.
         """
+        if type(additional) is not int:
+            additional = _count(additional, "additional")
         if additional < 0:
             raise ValueError(f"additional must be >= 0, got {additional}")
         length = self._end - self._start
@@ -201,7 +237,9 @@ class HandoffBuffer:
         Asks for at most ``min(read_reserve, max_len - len)`` bytes. A full
         buffer raises ``LimitExceeded(attempted=len + 1, limit=max_len)``
         before reading, so the unread bytes stay in the reader. Reader
-        failures raise ``BufferIOError`` chaining the ``OSError``.
+        failures raise ``BufferIOError`` chaining the ``OSError``; so does a
+        reader that reports a count that is not an int in ``0..len(view)``.
+        On any error the buffer holds exactly what it held before.
         """
         # Hot path: adapter cached per reader, read lands straight in spare room.
         length = self._end - self._start
@@ -231,6 +269,11 @@ class HandoffBuffer:
             raise BufferIOError(exc) from exc
         finally:
             view.release()
+        if type(n) is not int or n < 0 or n > want:
+            bad = ValueError(
+                f"reader {type(reader).__name__} reported {n!r} bytes read into a {want}-byte view"
+            )
+            raise BufferIOError(bad) from bad
         self._end = end + n
         return n
 
@@ -242,15 +285,14 @@ class HandoffBuffer:
         ``SplitOutOfBounds(requested=n, available=len)`` if fewer are buffered.
         """
         # Hot path: one copy of the frame, then an offset bump.
+        if type(n) is not int:
+            n = _count(n, "n")
         start = self._start
         stop = start + n
         if n < 0 or stop > self._end:
             raise SplitOutOfBounds(requested=n, available=self._end - start)
         out = bytes(self._view[start:stop])
-        if stop == self._end:
-            self._start = self._end = 0
-        else:
-            self._start = stop
+        self._consume(stop)
         return out
 
     def split_through(self, sep: bytes) -> bytes | None:
@@ -260,13 +302,18 @@ class HandoffBuffer:
         (nothing changes). The same as ``find`` + ``split_prefix``, in one call.
         """
         # Hot path: a delimiter-framed parser's whole step, one search and one copy.
+        if not sep:
+            return None
         start = self._start
-        pos = self._buf.find(sep, start, self._end)
-        if pos < 0 or not sep:
+        end = self._end
+        pos = self._buf.find(sep, start + self._resume(sep), end)
+        if pos < 0:
+            self._scan_from = max(end - start - len(sep) + 1, 0)
             return None
         stop = pos + len(sep)
         out = bytes(self._view[start:stop])
-        if stop == self._end:
+        self._scan_from = 0
+        if stop == end:
             self._start = self._end = 0
         else:
             self._start = stop
@@ -274,26 +321,33 @@ class HandoffBuffer:
 
     def split_prefix_mut(self, n: int) -> bytearray:
         """Remove and return the first ``n`` bytes as a new ``bytearray`` the caller owns."""
+        if type(n) is not int:
+            n = _count(n, "n")
         start = self._start
         stop = start + n
         if n < 0 or stop > self._end:
             raise SplitOutOfBounds(requested=n, available=self._end - start)
         out = self._buf[start:stop]
-        if stop == self._end:
-            self._start = self._end = 0
-        else:
-            self._start = stop
+        self._consume(stop)
         return out
 
     def advance(self, n: int) -> None:
         """Discard the first ``n`` bytes; ``SplitOutOfBounds`` if fewer are buffered."""
+        if type(n) is not int:
+            n = _count(n, "n")
         start = self._start
         stop = start + n
         if n < 0 or stop > self._end:
             raise SplitOutOfBounds(requested=n, available=self._end - start)
+        self._consume(stop)
+
+    def _consume(self, stop: int) -> None:
+        """Drop the bytes before offset ``stop``; the remembered search moves with the front."""
         if stop == self._end:
-            self._start = self._end = 0
+            self._start = self._end = self._scan_from = 0
         else:
+            scanned = self._scan_from - (stop - self._start)
+            self._scan_from = scanned if scanned > 0 else 0
             self._start = stop
 
     def freeze_all(self) -> bytes:
@@ -303,7 +357,7 @@ class HandoffBuffer:
         of ``len`` bytes; the buffer keeps its storage for the next read.
         """
         out = bytes(self._view[self._start : self._end])
-        self._start = self._end = 0
+        self._start = self._end = self._scan_from = 0
         return out
 
     def take_tail(self) -> bytearray:
@@ -311,18 +365,27 @@ class HandoffBuffer:
 
         The storage itself moves to the caller (no copy; this buffer starts
         empty) unless a ``peek()`` view still pins it, in which case the tail
-        is copied. Pass the result to :meth:`from_tail` to adopt it as is.
+        is copied. Either way the tail is the caller's alone: no view sees it
+        and it can grow. Pass the result to :meth:`from_tail` to adopt it as is.
         """
         start, end = self._start, self._end
         buf = self._buf
-        self._start = self._end = 0
+        self._start = self._end = self._scan_from = 0
         if end > start:
             self._view.release()
             try:
                 # Trim in place: CPython drops a bytearray's front in O(1) (it
-                # moves a start offset), so the tail is never copied.
-                del buf[end:]
-                del buf[:start]
+                # moves a start offset), so the tail is never copied. Resizing
+                # an exported bytearray raises BufferError; when no trim is due
+                # (storage exactly full), drop and restore the last byte so a
+                # held view is found the same way.
+                if end == len(buf) and start == 0:
+                    last = buf[-1]
+                    del buf[-1:]
+                    buf.append(last)
+                else:
+                    del buf[end:]
+                    del buf[:start]
             except BufferError:
                 self._view = memoryview(buf)  # a held peek() view pins the storage: copy
             else:

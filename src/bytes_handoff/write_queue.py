@@ -7,9 +7,16 @@ every moment: at most ``max_items`` chunks wait in the queue, and at most
 ``max_pending_bytes`` bytes are accepted but not yet written. Budget is given
 back as bytes are written.
 
-When the writer fails, the chunk being written completes with the I/O error,
-every later chunk with ``WriteClosed``, the handoff closes, and every waiting
-producer is released: nothing waits forever.
+Owned means owned: ``bytes`` (and read-only views of ``bytes``) are queued as
+they are, without a copy; any other buffer (``bytearray``, a writable
+``memoryview``, ``array``, ``mmap``) is copied at the call, so changing it
+afterwards never changes what the peer receives. Anything that is not a
+buffer (``str``, ``int``) is refused with ``TypeError`` at the call.
+
+When the writer fails (an ``OSError``, any other exception, or a count that
+breaks the ``ByteWriter`` contract), the chunk being written completes with
+``WriteIOError``, every later chunk with ``WriteClosed``, the handoff closes,
+and every waiting producer is released: nothing waits forever.
 """
 
 from __future__ import annotations
@@ -109,8 +116,28 @@ class WriteTicket:
         return f"<WriteTicket {state}>"
 
 
-def _nbytes(data: BytesLike) -> int:
-    return data.nbytes if type(data) is memoryview else len(data)
+def _owned(data: object) -> tuple[BytesLike, int]:
+    """``data`` as an immutable flat buffer the queue may keep, and its size in bytes.
+
+    ``bytes`` and C-contiguous views of ``bytes`` cost no copy; every other
+    buffer is copied (its owner may change it later); ``TypeError`` for
+    anything that is not a buffer. Every chunk the queue holds satisfies
+    ``len(chunk) == its size in bytes``.
+    """
+    if type(data) is bytes:
+        return data, len(data)
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            "write needs a bytes-like object (bytes, bytearray, memoryview, ...),"
+            f" got {type(data).__name__}"
+        ) from None
+    if isinstance(view.obj, bytes) and view.c_contiguous:
+        flat = view if (view.format == "B" and view.ndim == 1) else view.cast("B")
+        return flat, flat.nbytes
+    out = view.tobytes()
+    return out, len(out)
 
 
 class WriteHandoff:
@@ -124,7 +151,7 @@ class WriteHandoff:
         self._tickets: deque[WriteTicket | None] = deque()
         self._pending = 0
         self._closed = False
-        self._error: WriteError | None = None
+        self._error: WriteIOError | None = None
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -134,6 +161,12 @@ class WriteHandoff:
         self._batch_left = 0
         self._batch_ticketed = False
         self._queued_tickets = 0  # chunks in the queue that carry a ticket
+        # flush() waits until ``_finished`` (chunks completed, in order) reaches the
+        # ``_accepted`` count it saw; ``_failed`` says the rest will never complete.
+        self._accepted = 0
+        self._finished = 0
+        self._failed = False
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self._write_nowait: Callable[[list[BytesLike]], int] | None = getattr(
             writer, "write_nowait", None
         )
@@ -171,32 +204,51 @@ class WriteHandoff:
         return WriteHandoffConfig(self._max_items, self._max_bytes)
 
     @property
+    def error(self) -> WriteIOError | None:
+        """The writer failure that closed the handoff, or ``None``."""
+        return self._error
+
+    @property
     def writer(self) -> ByteWriter:
         """The adapter the writer task drains into (e.g. ``SocketWriter``)."""
         return self._writer
 
     async def flush(self) -> None:
-        """Wait until every chunk accepted so far was written; raise the error that stopped it.
+        """Wait until every chunk accepted so far was written.
 
-        A zero-length chunk's ticket resolves exactly when everything queued
-        before it was handed to the writer, so it serves as the barrier.
+        Works after ``close()`` too (the queue is still written). Raises the
+        ``WriteIOError`` that stopped the writer, or ``WriteClosed`` if
+        ``abort()`` dropped chunks, when some of them will never be written.
         """
-        await (await self.write(b""))
+        target = self._accepted
+        while self._finished < target:
+            if self._failed:
+                raise self._error or WriteClosed("write handoff aborted")
+            fut = self._loop.create_future()
+            self._flush_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._flush_waiters:
+                    self._flush_waiters.remove(fut)
 
     # -- producers --------------------------------------------------------------------------
 
-    def _refusal(self, data: BytesLike, size: int) -> WriteBackpressure | None:
+    def _refusal(self, data: object, size: int) -> WriteBackpressure | None:
         if self._closed:
-            return WriteBackpressure(BackpressureReason.CLOSED, data)
+            return WriteBackpressure(BackpressureReason.CLOSED, data)  # type: ignore[arg-type]
         items = len(self._chunks) + 1
         if items > self._max_items:
             return WriteBackpressure(
-                BackpressureReason.QUEUE_FULL, data, attempted=items, limit=self._max_items
+                BackpressureReason.QUEUE_FULL,
+                data,  # type: ignore[arg-type]
+                attempted=items,
+                limit=self._max_items,
             )
         if self._pending + size > self._max_bytes:
             return WriteBackpressure(
                 BackpressureReason.BYTE_BUDGET_EXCEEDED,
-                data,
+                data,  # type: ignore[arg-type]
                 attempted=self._pending + size,
                 limit=self._max_bytes,
             )
@@ -207,6 +259,7 @@ class WriteHandoff:
         self._chunks.append(data)
         self._tickets.append(ticket)
         self._pending += size
+        self._accepted += 1
         if ticket is not None:
             self._queued_tickets += 1
         if self._wakeup is not None and not self._flush_scheduled:
@@ -221,22 +274,9 @@ class WriteHandoff:
         if self._write_nowait is not None and self._wakeup is not None:
             self._flush_now()
 
-    def try_write(self, data: BytesLike) -> WriteTicket:
-        """Enqueue ``data`` now and return its ticket, or raise ``WriteBackpressure``."""
-        size = _nbytes(data)
-        refusal = self._refusal(data, size)
-        if refusal is not None and not self._closed:
-            self._write_through()
-            refusal = self._refusal(data, size)
-        if refusal is not None:
-            raise refusal
-        ticket = WriteTicket()
-        self._enqueue(data, size, ticket)
-        return ticket
-
-    def try_write_fire_and_forget(self, data: BytesLike) -> None:
-        """Enqueue ``data`` now without a ticket, or raise ``WriteBackpressure``."""
-        size = _nbytes(data)
+    def _admit_now(self, data: object) -> tuple[BytesLike, int]:
+        """The owned form of ``data`` and its size if it fits now, else ``WriteBackpressure``."""
+        chunk, size = _owned(data)
         if (
             self._closed
             or len(self._chunks) >= self._max_items
@@ -248,7 +288,19 @@ class WriteHandoff:
                 refusal = self._refusal(data, size)
             if refusal is not None:
                 raise refusal
-        self._enqueue(data, size, None)
+        return chunk, size
+
+    def try_write(self, data: BytesLike) -> WriteTicket:
+        """Enqueue ``data`` now and return its ticket, or raise ``WriteBackpressure``."""
+        chunk, size = self._admit_now(data)
+        ticket = WriteTicket()
+        self._enqueue(chunk, size, ticket)
+        return ticket
+
+    def try_write_fire_and_forget(self, data: BytesLike) -> None:
+        """Enqueue ``data`` now without a ticket, or raise ``WriteBackpressure``."""
+        chunk, size = self._admit_now(data)
+        self._enqueue(chunk, size, None)
 
     async def _wait_for_room(self, size: int) -> None:
         if size > self._max_bytes:
@@ -274,7 +326,7 @@ class WriteHandoff:
         ``ByteBudgetExceeded`` at once if ``data`` alone exceeds the budget;
         ``WriteClosed`` once the handoff is closed, also while waiting.
         """
-        size = _nbytes(data)
+        data, size = _owned(data)
         if (
             self._closed
             or len(self._chunks) >= self._max_items
@@ -288,7 +340,10 @@ class WriteHandoff:
     async def write_fire_and_forget(self, data: BytesLike) -> None:
         """Like :meth:`write`, without a ticket."""
         # Hot path: the checks and the enqueue inline, no helper calls when there is room.
-        size = data.nbytes if type(data) is memoryview else len(data)
+        if type(data) is bytes:
+            size = len(data)
+        else:
+            data, size = _owned(data)
         if (
             self._closed
             or len(self._chunks) >= self._max_items
@@ -298,6 +353,7 @@ class WriteHandoff:
         self._chunks.append(data)
         self._tickets.append(None)
         self._pending += size
+        self._accepted += 1
         if self._wakeup is not None and not self._flush_scheduled:
             self._schedule_flush()
 
@@ -320,16 +376,20 @@ class WriteHandoff:
         self._wake_task()
 
     async def aclose(self) -> None:
-        """Close, write what is queued, shut the writer's write side, raise the first I/O error."""
+        """Close, write what is queued, shut the writer's write side, raise the first I/O error.
+
+        Cancelling it (an outer timeout, say) aborts the handoff: a peer that
+        never reads cannot keep it open.
+        """
         self.close()
-        # shield: a cancelled aclose() must not tear the writer down half-way.
         try:
             await asyncio.shield(self._task)
         except asyncio.CancelledError:
-            # abort() cancelled the writer task; only our own cancellation propagates.
             task = asyncio.current_task()
-            if not self._task.cancelled() or (task is not None and task.cancelling()):
+            if task is not None and task.cancelling():
+                self.abort()  # our own cancellation: give up on the unwritten rest
                 raise
+            # Otherwise abort() cancelled the writer task: that is not our error.
         if self._error is not None:
             raise self._error
 
@@ -349,7 +409,11 @@ class WriteHandoff:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        """A clean exit is ``aclose()``; leaving on an exception or cancellation is ``abort()``."""
+        if exc_type is None:
+            await self.aclose()
+        else:
+            self.abort()
 
     # -- the writer ------------------------------------------------------------------------------
     #
@@ -384,7 +448,7 @@ class WriteHandoff:
                 ticket = tickets.popleft()
                 batch.append(data)
                 batch_tickets.append(ticket)
-                size += _nbytes(data)
+                size += len(data)
                 if ticket is not None:
                     ticketed += 1
         self._queued_tickets -= ticketed
@@ -409,11 +473,12 @@ class WriteHandoff:
         else:
             done = first
             count = len(batch)
-            while done < count and n >= _nbytes(batch[done]):
-                n -= _nbytes(batch[done])
+            while done < count and n >= len(batch[done]):
+                n -= len(batch[done])
                 done += 1
             if n:
-                batch[done] = memoryview(batch[done]).cast("B")[n:]
+                batch[done] = memoryview(batch[done])[n:]
+        self._finished += done - first
         if self._batch_ticketed:
             for i in range(first, done):
                 ticket = tickets[i]
@@ -424,6 +489,15 @@ class WriteHandoff:
         else:
             self._in_flight_first = done
         self._wake_producers()
+        if self._flush_waiters:
+            self._wake_flushers()
+
+    def _wake_flushers(self) -> None:
+        waiters = self._flush_waiters
+        self._flush_waiters = []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _schedule_flush(self) -> None:
         if self._write_nowait is not None:
@@ -449,10 +523,14 @@ class WriteHandoff:
         try:
             while (todo := self._unwritten()) is not None:
                 n = write_nowait(todo)
+                if type(n) is not int or n < 0 or n > self._batch_left:
+                    raise self._bad_count(n)
                 if n == 0:
                     break  # the writer is full: the task waits for room
                 self._advance(n)
-        except OSError as exc:
+        except Exception as exc:
+            # Any writer failure, never only OSError: this runs as a loop callback,
+            # where an escaping exception would only be logged and the tickets hang.
             self._fail_queued(WriteClosed(), WriteIOError(exc))
         if self._batch is not None or self._closed:
             self._wake_task()
@@ -465,7 +543,7 @@ class WriteHandoff:
         except asyncio.CancelledError:
             self._fail_queued(WriteClosed("write handoff aborted"), None)
             raise
-        except OSError as exc:
+        except Exception as exc:
             self._fail_queued(WriteClosed(), WriteIOError(exc))
         except BaseException:
             self._fail_queued(WriteClosed("writer task crashed"), None)
@@ -498,15 +576,22 @@ class WriteHandoff:
                 await wakeup
                 continue
             n = await writer.write_some(todo)
-            if n <= 0:
-                raise OSError(0, f"writer accepted 0 of {self._batch_left} bytes")
+            if type(n) is not int or n <= 0 or n > self._batch_left:
+                raise self._bad_count(n)
             self._advance(n)
+
+    def _bad_count(self, n: object) -> ValueError:
+        return ValueError(
+            f"writer {type(self._writer).__name__} reported {n!r} bytes written"
+            f" of {self._batch_left} offered"
+        )
 
     def _fail_queued(self, closed: WriteClosed, io_error: WriteIOError | None) -> None:
         """Fail the in-flight batch and the queue; close; release every waiter."""
         if io_error is not None and self._error is None:
             self._error = io_error
         self._closed = True
+        self._failed = True
         in_flight = self._in_flight
         self._in_flight = None
         self._batch = None
@@ -526,3 +611,4 @@ class WriteHandoff:
         self._queued_tickets = 0
         self._pending = 0
         self._wake_producers()
+        self._wake_flushers()
