@@ -191,6 +191,72 @@ def test_usage_errors_are_bench_errors() -> None:
     assert issubclass(VerificationError, BenchError)
 
 
+# -- every number has an upper bound, checked before anything is allocated ----------------------
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--worker-threads", HUGE], rf"--worker-threads must be at most 256, got {HUGE}$"),
+        (["--connections", HUGE], rf"--connections must be at most 10000 .*, got {HUGE}$"),
+        (["--route-frames", HUGE], rf"--route-frames must be at most 1000000, got {HUGE}$"),
+        (["--frame-len", HUGE], rf"--frame-len must be at most 1048576 \(1 MiB\), got {HUGE}$"),
+        (["--tunnel-bytes", HUGE], r"--tunnel-bytes must be at most 1073741824 \(1 GiB\)"),
+        (["--read-reserve", HUGE], r"--read-reserve must be at most 67108864 \(64 MiB\)"),
+        (["--input-fragment", HUGE], r"--input-fragment must be at most 67108864"),
+        (["--duplex-capacity", HUGE], r"--duplex-capacity must be at most 67108864"),
+        (["--write-pending-bytes", HUGE], r"--write-pending-bytes must be at most 134217728"),
+        (["--iterations", HUGE], r"--iterations must be at most 1000000"),
+        (["--duration-seconds", "1e9"], r"--duration-seconds must be at most 86400 \(24 h\)"),
+        (["--duration-seconds", "nan"], r"--duration-seconds: expected a finite number"),
+        (["--duration-seconds", "inf"], r"--duration-seconds: expected a finite number"),
+        (["--startup-timeout-seconds=-inf"], r"expected a finite number, got '-inf'"),
+        (["--startup-timeout-seconds", "1e300"], r"must be at most 3600 \(1 h\), got 1e\+300"),
+        (["--idle-timeout-millis", HUGE], r"--idle-timeout-millis must be at most 3600000"),
+        (
+            ["--connections", "10000", "--route-frames", "100000"],
+            r"would hold about 125\.6 GiB \(10000 connections x \d+ bytes \+ 1 workers x"
+            r" \d+ bytes\), more than the 8 GiB limit",
+        ),
+        (
+            ["--tunnel-bytes", str(2**30), "--worker-threads", "3"],
+            r"3 workers x \d+ bytes\), more than the 8 GiB limit",
+        ),
+        (["--rss-samples", "/nonexistent/rss.csv"], r"--rss-samples: directory of .* not exist"),
+        (["--rss-samples", ""], r"--rss-samples: expected a file name, got ''"),
+    ],
+)
+def test_numbers_are_bounded_before_the_run(args: list[str], pattern: str) -> None:
+    # In-process: on a harness without the bound the config is returned and nothing runs.
+    with pytest.raises(UsageError, match=pattern):
+        config_from_args(args)
+
+
+def test_bounds_are_in_the_help() -> None:
+    run = run_cli("--help", timeout=20)
+    assert run.rc == 0, run.stderr
+    text = " ".join(run.stdout.split())
+    for needle in ("(1-256)", "(1-10000)", "16 to 1 MiB", "0 to 1 GiB", "<= 24 h", "8 GiB"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--tunnel-bytes", HUGE], r"--tunnel-bytes must be at most 1073741824 \(1 GiB\)"),
+        (["--read-reserve", HUGE], r"--read-reserve must be at most 67108864 \(64 MiB\)"),
+        (["--startup-timeout-seconds", "nan"], r"expected a finite number, got 'nan'"),
+        (["--connections", "9" * 5000], r"expected an integer, got '9{40}\.\.\.'$"),
+    ],
+)
+def test_out_of_bound_numbers_are_one_line(args: list[str], pattern: str) -> None:
+    run = run_cli(*SMALL, *args, timeout=20)
+    assert_one_line_error(run.rc, run.stderr, 2, pattern)
+    assert run.stdout == ""
+
+
 def test_service_with_a_silent_client_fails_instead_of_hanging(tmp_path: Path) -> None:
     """The run guard: a stream that moves no byte for --startup-timeout-seconds fails the run."""
     with socket.socket() as sink:

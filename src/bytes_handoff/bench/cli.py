@@ -8,6 +8,7 @@ in use, a service that cannot be reached). Every error is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -17,6 +18,11 @@ from bytes_handoff import HandoffError
 from .config import (
     COMPLETIONS,
     LOOPS,
+    MAX_CONNECTIONS,
+    MAX_ITERATIONS,
+    MAX_ROUTE_FRAMES,
+    MAX_RUN_MEMORY,
+    MAX_WORKER_THREADS,
     ROLES,
     SCENARIOS,
     TRANSPORTS,
@@ -41,10 +47,14 @@ class _Parser(argparse.ArgumentParser):
 def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         try:
-            return kind(text)
+            value = kind(text)
+            if math.isfinite(value):  # nan and inf would switch off the guards that end waits
+                return value
+            noun = "a finite number"
         except ValueError:
             noun = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {shown!r}")
 
     parse.__name__ = kind.__name__
     return parse
@@ -56,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="End-to-end client -> proxy -> sink stream benchmark for bytes_handoff.",
+        epilog=(
+            "Every number is bounded, and checked before anything is allocated: a run may"
+            f" hold at most {MAX_RUN_MEMORY // 2**30} GiB (connections x their buffers and"
+            " route frames + workers x the tunnel pattern)."
+        ),
         allow_abbrev=False,
     )
     integer = _number(int)
@@ -66,31 +81,51 @@ def build_parser() -> argparse.ArgumentParser:
     add("--implementation", choices=list(IMPLEMENTATIONS), default="handoff")
     add("--scenario", choices=SCENARIOS, default="fragmented")
     add("--completion", choices=COMPLETIONS, default="ticket")
-    add("--worker-threads", type=integer, default=1, help="event-loop worker processes")
-    add("--connections", type=integer, default=16, help="concurrent streams per wave")
-    add("--route-frames", type=integer, default=64)
-    add("--frame-len", type=integer, default=63, help="route frame length without newline (>=16)")
-    add("--tunnel-bytes", type=integer, default=1024 * 1024)
+    add(
+        "--worker-threads",
+        type=integer,
+        default=1,
+        help=f"event-loop worker processes (1-{MAX_WORKER_THREADS})",
+    )
+    add(
+        "--connections",
+        type=integer,
+        default=16,
+        help=f"concurrent streams per wave (1-{MAX_CONNECTIONS})",
+    )
+    add("--route-frames", type=integer, default=64, help=f"1-{MAX_ROUTE_FRAMES}")
+    add(
+        "--frame-len",
+        type=integer,
+        default=63,
+        help="route frame length without newline (16 to 1 MiB)",
+    )
+    add("--tunnel-bytes", type=integer, default=1024 * 1024, help="0 to 1 GiB")
     add(
         "--input-fragment",
         type=integer,
         default=None,
-        help="client write size (default 64 fragmented, --read-reserve coalesced)",
+        help="client write size (default 64 fragmented, --read-reserve coalesced; <= 64 MiB)",
     )
-    add("--read-reserve", type=integer, default=16 * 1024)
+    add("--read-reserve", type=integer, default=16 * 1024, help="1 to 64 MiB")
     add(
         "--write-pending-bytes",
         type=integer,
         default=0,
-        help="write budget; 0 = 2 * read_reserve, else >= read_reserve",
+        help="write budget; 0 = 2 * read_reserve, else >= read_reserve (<= 128 MiB)",
     )
-    add("--duplex-capacity", type=integer, default=64 * 1024)
-    add("--iterations", type=integer, default=1, help="connection waves")
+    add("--duplex-capacity", type=integer, default=64 * 1024, help="1 to 64 MiB")
+    add(
+        "--iterations",
+        type=integer,
+        default=1,
+        help=f"connection waves (1-{MAX_ITERATIONS})",
+    )
     add(
         "--duration-seconds",
         type=number,
         default=0.0,
-        help="repeat waves until this many seconds passed (0 = use --iterations)",
+        help="repeat waves until this many seconds passed (0 = use --iterations; <= 24 h)",
     )
     add("--service-addr", metavar="HOST:PORT")
     add("--sink-addr", metavar="HOST:PORT")
@@ -99,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout-millis",
         type=integer,
         default=2000,
-        help="tcp-service: end after this long without an active stream",
+        help="tcp-service: end after this long without an active stream (<= 1 h)",
     )
     add("--loop", choices=LOOPS, default=None, help="event loop (default uvloop if installed)")
     add(
         "--startup-timeout-seconds",
         type=number,
         default=60.0,
-        help="wait for the first connection / for the service; also the no-progress limit",
+        help="wait for the first connection / for the service; also the no-progress limit (<= 1 h)",
     )
     add("--rss-samples", metavar="PATH", help="write RSS samples (CSV, about 1/s) here")
     return p

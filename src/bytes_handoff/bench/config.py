@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -24,8 +25,29 @@ SCENARIOS = ("fragmented", "coalesced")
 COMPLETIONS = ("ticket", "fire_and_forget")
 LOOPS = ("asyncio", "uvloop")
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# Upper bounds, checked before anything is allocated (a typo must not eat the machine).
 #: Stream ids are 4 digits in the frame header (`GET /tenant/NNNN/...`).
 MAX_CONNECTIONS = 10_000
+#: Workers are processes; far more than any machine's cores only measures the scheduler.
+MAX_WORKER_THREADS = 256
+MAX_ROUTE_FRAMES = 1_000_000
+MAX_FRAME_LEN = 1 * MiB
+#: Every worker holds the whole tunnel pattern (and a memfd copy of it).
+MAX_TUNNEL_BYTES = 1 * GiB
+#: --read-reserve, --input-fragment, --duplex-capacity.
+MAX_BUFFER_BYTES = 64 * MiB
+MAX_WRITE_PENDING_BYTES = 2 * MAX_BUFFER_BYTES
+MAX_ITERATIONS = 1_000_000
+MAX_DURATION_SECONDS = 24 * 3600
+#: --startup-timeout-seconds and --idle-timeout-millis: every wait of a run ends.
+MAX_TIMEOUT_SECONDS = 3600
+#: What :meth:`BenchConfig.memory_estimate` may reach.
+MAX_RUN_MEMORY = 8 * GiB
+#: Sink receive buffer (reused): large reads keep the sink cheap.
+SINK_BUFFER = 256 * 1024
 
 
 def default_loop() -> str:
@@ -100,6 +122,27 @@ class BenchConfig:
     def idle_timeout_seconds(self) -> float:
         return self.idle_timeout_millis / 1000.0
 
+    def memory_estimate(self) -> tuple[int, int]:
+        """Bytes a run holds at most: ``(per connection, per worker)``, generously.
+
+        Per connection: the route frames (cached by the client's and the sink's
+        worker), the proxy's read buffer and write budget, a sink buffer, and on
+        duplex the two in-memory pipes. Per worker: the tunnel pattern (built
+        through one temporary copy) and its memfd copy.
+        """
+        reserve = max(SINK_BUFFER, self.read_reserve)
+        per_connection = (
+            2 * self.prefix_len
+            + reserve
+            + self.frame_len
+            + 1
+            + reserve
+            + self.write_pending_bytes
+            + (2 * self.duplex_capacity if self.transport == "duplex" else 0)
+        )
+        per_worker = 3 * (max(self.tunnel_bytes, reserve) + 512)
+        return per_connection, per_worker
+
     # -- validation ---------------------------------------------------------------------
 
     def validate(self) -> BenchConfig:
@@ -107,8 +150,12 @@ class BenchConfig:
         from .implementations import IMPLEMENTATIONS
 
         def at_least(flag: str, value: float, low: float) -> None:
-            if value < low:
+            if not value >= low:  # NaN fails too
                 raise UsageError(f"{flag} must be at least {low}, got {value}")
+
+        def at_most(flag: str, value: float, high: float, why: str = "") -> None:
+            if not value <= high:
+                raise UsageError(f"{flag} must be at most {high}{why}, got {value}")
 
         for flag, value, choices in (
             ("--transport", self.transport, TRANSPORTS),
@@ -135,27 +182,60 @@ class BenchConfig:
                 f" {' or '.join(impl.transports)}, not {self.transport}"
             )
         at_least("--worker-threads", self.worker_threads, 1)
+        at_most("--worker-threads", self.worker_threads, MAX_WORKER_THREADS)
         at_least("--connections", self.connections, 1)
-        if self.connections > MAX_CONNECTIONS:
-            raise UsageError(
-                f"--connections must be at most {MAX_CONNECTIONS} (4-digit stream ids),"
-                f" got {self.connections}"
-            )
+        at_most("--connections", self.connections, MAX_CONNECTIONS, " (4-digit stream ids)")
         if self.route_frames < 1:
             raise UsageError(
                 f"--route-frames must be at least 1 (the sink identifies a stream by its first"
                 f" frame), got {self.route_frames}"
             )
+        at_most("--route-frames", self.route_frames, MAX_ROUTE_FRAMES)
         at_least("--frame-len", self.frame_len, 16)
+        at_most("--frame-len", self.frame_len, MAX_FRAME_LEN, " (1 MiB)")
         at_least("--tunnel-bytes", self.tunnel_bytes, 0)
-        at_least("--read-reserve", self.read_reserve, 1)
-        at_least("--input-fragment", self.input_fragment, 1)
-        at_least("--duplex-capacity", self.duplex_capacity, 1)
+        at_most("--tunnel-bytes", self.tunnel_bytes, MAX_TUNNEL_BYTES, " (1 GiB)")
+        for flag, size in (
+            ("--read-reserve", self.read_reserve),
+            ("--input-fragment", self.input_fragment),
+            ("--duplex-capacity", self.duplex_capacity),
+        ):
+            at_least(flag, size, 1)
+            at_most(flag, size, MAX_BUFFER_BYTES, " (64 MiB)")
         at_least("--iterations", self.iterations, 1)
+        at_most("--iterations", self.iterations, MAX_ITERATIONS)
+        for flag, seconds in (
+            ("--duration-seconds", self.duration_seconds),
+            ("--startup-timeout-seconds", self.startup_timeout_seconds),
+        ):
+            if not math.isfinite(seconds):
+                raise UsageError(f"{flag} must be a finite number, got {seconds}")
         at_least("--duration-seconds", self.duration_seconds, 0)
+        at_most("--duration-seconds", self.duration_seconds, MAX_DURATION_SECONDS, " (24 h)")
         at_least("--idle-timeout-millis", self.idle_timeout_millis, 1)
+        at_most(
+            "--idle-timeout-millis", self.idle_timeout_millis, MAX_TIMEOUT_SECONDS * 1000, " (1 h)"
+        )
         at_least("--startup-timeout-seconds", self.startup_timeout_seconds, 0.001)
+        at_most(
+            "--startup-timeout-seconds", self.startup_timeout_seconds, MAX_TIMEOUT_SECONDS, " (1 h)"
+        )
         at_least("--write-pending-bytes", self.write_pending_bytes_flag, 0)
+        at_most(
+            "--write-pending-bytes",
+            self.write_pending_bytes_flag,
+            MAX_WRITE_PENDING_BYTES,
+            " (128 MiB)",
+        )
+        per_connection, per_worker = self.memory_estimate()
+        total = self.connections * per_connection + self.worker_threads * per_worker
+        if total > MAX_RUN_MEMORY:
+            raise UsageError(
+                f"this run would hold about {total / GiB:.1f} GiB ({self.connections} connections"
+                f" x {per_connection} bytes + {self.worker_threads} workers x {per_worker} bytes),"
+                f" more than the {MAX_RUN_MEMORY // GiB} GiB limit: lower --connections,"
+                " --route-frames, --frame-len, --tunnel-bytes or the buffer sizes"
+            )
         if self.write_pending_bytes_flag and self.write_pending_bytes_flag < self.read_reserve:
             raise UsageError(
                 f"--write-pending-bytes ({self.write_pending_bytes_flag}) must be 0"
@@ -179,8 +259,11 @@ class BenchConfig:
                 raise UsageError("--service-addr: the driver needs the service's concrete port")
         if self.role == "tcp-service" and self.sink_addr is not None and self.sink_addr[1] == 0:
             raise UsageError("--sink-addr: the service needs the sink's concrete port")
-        if self.ready_file is not None and not os.path.isdir(
-            os.path.dirname(os.path.abspath(self.ready_file))
-        ):
-            raise UsageError(f"--ready-file: directory of {self.ready_file!r} does not exist")
+        for flag, path in (("--ready-file", self.ready_file), ("--rss-samples", self.rss_samples)):
+            if path is None:
+                continue
+            if not path or os.path.isdir(path):
+                raise UsageError(f"{flag}: expected a file name, got {path!r}")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise UsageError(f"{flag}: directory of {path!r} does not exist")
         return self

@@ -25,7 +25,7 @@ from typing import Any
 
 from bytes_handoff import DuplexStream, duplex_pair
 
-from .config import BenchConfig
+from .config import SINK_BUFFER, BenchConfig
 from .errors import BenchError
 from .implementations import IMPLEMENTATIONS
 from .metrics import CpuSnapshot, RssSampler, Summary, WorkerResult, combine, new_histogram
@@ -54,8 +54,6 @@ from .workload import StreamVerifier, Workload
 
 __all__ = ["RunOutcome", "Worker", "run_bench"]
 
-#: Sink receive buffer (reused): large reads keep the sink cheap.
-SINK_BUFFER = 256 * 1024
 _MAX_LATENCY_US = 60_000_000
 _ANOTHER = "aborted: another worker failed"
 

@@ -182,8 +182,9 @@ def run_workers(
                 os.kill(proc.pid, signum)
 
     old_term = signal.signal(signal.SIGTERM, forward)
-    # Ctrl-C reaches the whole process group: the workers stop themselves.
-    old_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    # Ctrl-C reaches the whole process group, but a SIGINT sent to this process
+    # alone must stop the workers too; a second one does them no harm.
+    old_int = signal.signal(signal.SIGINT, forward)
     if early_stop[0]:
         forward(signal.SIGTERM, None)
     results: dict[int, WorkerResult] = {}
