@@ -55,6 +55,7 @@ FAMILIES=(
   split_freeze_prefixes
   split_prefix_mut
   take_tail_mode_switch
+  search_trickle
   write_large_chunks
   write_many_tasks
   write_byte_budget_backpressure

@@ -2,7 +2,7 @@
 
 Families: ``read_raw_discard_lower_bound``, ``read_owned_lines``,
 ``read_handoff_fragmentation_sweep``, ``split_freeze_prefixes``,
-``split_prefix_mut``, ``take_tail_mode_switch``.
+``split_prefix_mut``, ``take_tail_mode_switch``, ``search_trickle``.
 
 Every read case drains the same input (64-byte lines: 63 bytes + ``\\n``)
 through the same reader kind, :class:`SliceReader`: an in-memory reader with
@@ -34,6 +34,8 @@ SWEEP_RESERVES = (64, 256, 1024, 4096, 16 * 1024)
 SPLIT_PREFIX_LENS = (16, 64, 512)
 TAIL_PAYLOAD_LEN = (64 if SMOKE else 2048) * 1024
 TAIL_PREFIX_LEN = 512
+TRICKLE_PIECE = 64
+TRICKLE_LEN = (16 if SMOKE else 256) * 1024  # bytes before the delimiter finally arrives
 
 
 def line_payload(count: int, line_len: int) -> bytes:
@@ -310,4 +312,99 @@ def test_take_tail_mode_switch(measure: Measure) -> None:
         case=f"prefix_{TAIL_PREFIX_LEN}",
         check=check,
         nbytes=TAIL_PAYLOAD_LEN,
+    )
+
+
+# -- a slow peer ---------------------------------------------------------------------------------
+
+TRICKLE_FRAME = b"x" * TRICKLE_LEN + b"\r\n"
+
+
+def _trickle_pieces() -> list[bytes]:
+    return [
+        TRICKLE_FRAME[i : i + TRICKLE_PIECE] for i in range(0, len(TRICKLE_FRAME), TRICKLE_PIECE)
+    ]
+
+
+TRICKLE_PIECES = _trickle_pieces()
+
+
+class PieceReader:
+    """Serves ``pieces`` one per read, like a peer that sends 64 bytes at a time."""
+
+    __slots__ = ("_next", "_pieces")
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+        self._next = 0
+
+    async def read_into(self, view: memoryview) -> int:
+        if self._next == len(self._pieces):
+            return 0
+        piece = self._pieces[self._next]
+        self._next += 1
+        view[: len(piece)] = piece
+        return len(piece)
+
+
+async def trickle_handoff(reader: PieceReader) -> bytes | None:
+    """``split_through`` after every read: the buffer resumes its last search."""
+    buf = HandoffBuffer(len(TRICKLE_FRAME), read_reserve=TRICKLE_PIECE)
+    while await buf.read_available(reader):
+        if (frame := buf.split_through(b"\r\n")) is not None:
+            return frame
+    return None
+
+
+async def trickle_rescan(reader: PieceReader) -> bytes | None:
+    """What a hand-written ``bytearray`` parser does: search from the front after every read."""
+    buf = bytearray()
+    view = bytearray(TRICKLE_PIECE)
+    while n := await reader.read_into(memoryview(view)):
+        buf += view[:n]
+        if (i := buf.find(b"\r\n")) >= 0:
+            return bytes(buf[: i + 2])
+    return None
+
+
+async def trickle_resume(reader: PieceReader) -> bytes | None:
+    """A hand-written parser that remembers where its search stopped (the expert's version)."""
+    buf = bytearray()
+    view = bytearray(TRICKLE_PIECE)
+    scanned = 0
+    while n := await reader.read_into(memoryview(view)):
+        buf += view[:n]
+        if (i := buf.find(b"\r\n", scanned)) >= 0:
+            return bytes(buf[: i + 2])
+        scanned = max(len(buf) - 1, 0)
+    return None
+
+
+TRICKLE_CASES = {
+    "handoff_split_through": trickle_handoff,
+    "manual_rescan": trickle_rescan,
+    "manual_resume": trickle_resume,
+}
+
+
+@pytest.mark.parametrize("impl", list(TRICKLE_CASES))
+def test_search_trickle(measure: Measure, loop: asyncio.AbstractEventLoop, impl: str) -> None:
+    """A peer trickles one long frame in 64-byte pieces; the parser looks for CRLF after each.
+
+    Searching from the front every time costs O(frame^2 / piece); resuming costs O(frame).
+    """
+    work = TRICKLE_CASES[impl]
+
+    def round_() -> bytes | None:
+        return loop.run_until_complete(work(PieceReader(TRICKLE_PIECES)))
+
+    def check(frame: bytes | None) -> None:
+        assert frame == TRICKLE_FRAME, "the one frame, whole"
+
+    measure(
+        round_,
+        family="search_trickle",
+        case=f"{impl}/{TRICKLE_LEN}",
+        check=check,
+        nbytes=len(TRICKLE_FRAME),
     )

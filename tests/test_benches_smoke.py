@@ -33,6 +33,9 @@ EXPECTED: dict[str, set[str]] = {
     "split_freeze_prefixes": {"16", "64", "512"},
     "split_prefix_mut": {"16", "64", "512"},
     "take_tail_mode_switch": {"prefix_512"},
+    "search_trickle": {
+        f"{impl}/16384" for impl in ("handoff_split_through", "manual_rescan", "manual_resume")
+    },
     "write_large_chunks": {
         f"{impl}/{size}"
         for impl in (

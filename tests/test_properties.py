@@ -15,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytes_handoff import (
+    BufferIOError,
     BytesLike,
     DuplexStream,
     HandoffBuffer,
     HandoffBufferConfig,
     LimitExceeded,
     WriteClosed,
+    WriteError,
     WriteHandoff,
     WriteHandoffConfig,
     WriteIOError,
@@ -316,3 +318,217 @@ async def test_writer_failure_fails_exactly_the_chunk_it_hit_and_closes_the_rest
                 assert outcome is closing.value  # the chunk being written when it failed
             else:
                 assert type(outcome) is WriteClosed
+
+
+# -- hostile readers and writers ------------------------------------------------------------
+
+#: What a hostile reader or writer may do on one call besides behaving.
+FAULTS = ["reset", "odd_exception", "too_many", "negative", "not_an_int"]
+
+
+class HostileBug(Exception):
+    """The odd exception a hostile reader or writer raises (no library code raises it)."""
+
+
+class HostileReader:
+    """Reads ``data`` in seeded random pieces; on a ``fault_rate`` share of calls it misbehaves.
+
+    A misbehaving call scribbles over the offered view and then raises a reset,
+    raises an odd exception, or reports a count that is too large, negative or
+    not an int. The stream itself is not advanced by such a call, so a retry
+    continues it (a reset connection stands in for a new one on the same stream).
+    """
+
+    def __init__(self, data: bytes, seed: int, fault_rate: float) -> None:
+        self.data = data
+        self.pos = 0
+        self.rng = random.Random(seed)
+        self.fault_rate = fault_rate
+        self.faults = 0
+
+    def _answer(self, view: memoryview) -> int | None:
+        rng = self.rng
+        if rng.random() < self.fault_rate:
+            self.faults += 1
+            view[:] = bytes(len(view)) if len(view) else b""
+            fault = rng.choice(FAULTS)
+            if fault == "reset":
+                raise ConnectionResetError(104, "hostile reset")
+            if fault == "odd_exception":
+                raise HostileBug("hostile reader bug")
+            bad: object = {"too_many": len(view) + 1, "negative": -1, "not_an_int": 1.0}[fault]
+            return bad  # type: ignore[return-value]
+        if rng.random() < 0.2:
+            return None  # nothing yet: the async path waits
+        n = min(rng.randint(1, max(len(view), 1)), len(view), len(self.data) - self.pos)
+        view[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def read_into_nowait(self, view: memoryview) -> int | None:
+        return self._answer(view)
+
+    async def read_into(self, view: memoryview) -> int:
+        while (n := self._answer(view)) is None:
+            await asyncio.sleep(0)
+        return n
+
+
+@pytest.mark.asyncio
+@ASYNC_SETTINGS
+@given(
+    data=st.binary(max_size=300),
+    max_len=st.integers(1, 40),
+    read_reserve=st.integers(1, 24),
+    fault_rate=st.floats(0.0, 0.6),
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.lists(
+        st.tuples(st.sampled_from(READ_OPS), st.integers(0, 48)), min_size=1, max_size=24
+    ),
+)
+async def test_hostile_readers_never_lose_duplicate_or_reorder_a_byte(
+    data: bytes,
+    max_len: int,
+    read_reserve: int,
+    fault_rate: float,
+    seed: int,
+    steps: list[tuple[str, int]],
+) -> None:
+    async with asyncio.timeout(WAIT):
+        reader = HostileReader(data, seed, fault_rate)
+        consumer = Consumer(data, HandoffBufferConfig(max_len, read_reserve))
+        step = 0
+        while True:
+            before = bytes(consumer.buf.peek())
+            try:
+                n = await consumer.buf.read_available(reader)
+            except LimitExceeded:
+                consumer.keep(consumer.buf.freeze_all())
+                continue
+            except (BufferIOError, HostileBug) as exc:
+                if isinstance(exc, BufferIOError):
+                    assert isinstance(exc.error, (ConnectionResetError, ValueError))
+                # A failed read changes nothing: the same bytes, within the bound.
+                assert bytes(consumer.buf.peek()) == before
+                consumer.check()
+                continue
+            if n == 0:
+                break
+            consumer.read_pos += n
+            consumer.check()
+            consumer.apply(*steps[step % len(steps)])
+            consumer.check()
+            step += 1
+        consumer.finish()
+
+
+class HostileWriter:
+    """Accepts a seeded random 1..n bytes per call; on a ``fault_rate`` share it misbehaves.
+
+    With ``nowait`` it also has ``write_nowait``, which sometimes says "full"
+    (``0``) so the writer task takes over. Each call checks that the
+    handoff's accounting never goes negative or past its bounds.
+    """
+
+    def __init__(self, seed: int, cfg: WriteHandoffConfig, fault_rate: float) -> None:
+        self.rng = random.Random(seed)
+        self.cfg = cfg
+        self.fault_rate = fault_rate
+        self.handoff: WriteHandoff | None = None
+        self.received = bytearray()
+        self.failed = False
+
+    def _answer(self, chunks: Sequence[BytesLike], nowait: bool) -> int:
+        assert self.handoff is not None
+        assert not self.failed, "called again after a failure"
+        offered = sum(memoryview(c).nbytes for c in chunks)
+        assert 0 <= offered <= self.handoff.pending_bytes <= self.cfg.max_pending_bytes
+        rng = self.rng
+        if rng.random() < self.fault_rate:
+            self.failed = True
+            fault = rng.choice(FAULTS)
+            if fault == "reset":
+                raise ConnectionResetError(104, "hostile reset")
+            if fault == "odd_exception":
+                raise HostileBug("hostile writer bug")
+            bad: object = {"too_many": offered + 1, "negative": -1, "not_an_int": 1.0}[fault]
+            return bad  # type: ignore[return-value]
+        if nowait and rng.random() < 0.3:
+            return 0
+        n = rng.randint(1, offered) if offered else 0
+        joined = b"".join(memoryview(c).cast("B") for c in chunks)
+        self.received += joined[:n]
+        return n
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        if self.rng.random() < 0.5:
+            await asyncio.sleep(0)
+        return self._answer(chunks, nowait=False)
+
+    async def shutdown(self) -> None:
+        pass
+
+
+class HostileNowaitWriter(HostileWriter):
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        return self._answer(chunks, nowait=True)
+
+
+@pytest.mark.asyncio
+@ASYNC_SETTINGS
+@given(
+    producers=st.lists(st.tuples(CHUNKS, st.booleans()), min_size=1, max_size=4),
+    max_items=st.integers(1, 4),
+    fault_rate=st.floats(0.0, 0.3),
+    nowait=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+async def test_hostile_writers_end_every_ticket_and_deliver_an_exact_prefix(
+    producers: list[tuple[list[bytes], bool]],
+    max_items: int,
+    fault_rate: float,
+    nowait: bool,
+    seed: int,
+) -> None:
+    async with asyncio.timeout(WAIT):
+        cfg = WriteHandoffConfig(max_items, 32)
+        writer = (HostileNowaitWriter if nowait else HostileWriter)(seed, cfg, fault_rate)
+        handoff = writer.handoff = WriteHandoff.spawn(writer, cfg)
+        submitted: list[bytes] = []
+        tickets: list[tuple[int, WriteTicket]] = []  # (index in submitted, ticket)
+
+        async def produce(chunks: list[bytes], with_tickets: bool) -> None:
+            for chunk in chunks:
+                try:
+                    if with_tickets:
+                        ticket = await handoff.write(chunk)
+                        tickets.append((len(submitted), ticket))
+                    else:
+                        await handoff.write_fire_and_forget(chunk)
+                except WriteClosed:
+                    return
+                submitted.append(chunk)
+                assert handoff.pending_bytes >= 0
+
+        await asyncio.gather(*(produce(*p) for p in producers))
+        outcomes = await asyncio.gather(*(t for _, t in tickets), return_exceptions=True)
+        try:
+            await handoff.aclose()
+        except WriteIOError as exc:
+            assert writer.failed
+            assert isinstance(exc.error, (ConnectionResetError, HostileBug, ValueError))
+        else:
+            assert not writer.failed
+        assert handoff.pending_bytes == 0
+        stream = b"".join(submitted)
+        assert stream.startswith(bytes(writer.received))  # nothing lost, doubled or reordered
+        if not writer.failed:
+            assert writer.received == stream
+        starts = [0]
+        for chunk in submitted:
+            starts.append(starts[-1] + len(chunk))
+        for (index, _), outcome in zip(tickets, outcomes, strict=True):
+            if outcome is None:  # a written chunk is all there
+                assert starts[index + 1] <= len(writer.received)
+            else:
+                assert isinstance(outcome, WriteError)

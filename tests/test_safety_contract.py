@@ -259,6 +259,14 @@ def test_non_int_counts_raise_type_error_and_change_nothing(call: str, count: ob
     assert buf.split_prefix(5) == b"hello"
 
 
+@pytest.mark.parametrize(("start", "end"), [(0.0, None), (1, 2.5), ("1", None)], ids=repr)
+def test_find_offsets_must_be_ints(start: object, end: object) -> None:
+    buf = _filled(b"abcabc")
+    with pytest.raises(TypeError, match="must be an int"):
+        buf.find(b"c", start, end)  # type: ignore[arg-type]
+    assert buf.find(b"c") == 2
+
+
 def test_reserve_read_capacity_refuses_a_float() -> None:
     buf = _filled(b"abc")
     with pytest.raises(TypeError, match="float"):

@@ -156,7 +156,7 @@ class HandoffBuffer:
     def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
         """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
         base = self._start
-        if start == 0 and end is None and type(sub) is bytes and sub:
+        if end is None and start == 0 and type(start) is int and type(sub) is bytes and sub:
             # Hot path: a parser looking for its next delimiter, resuming the last search.
             pos = self._buf.find(sub, base + self._resume(sub), self._end)
             if pos < 0:
