@@ -38,12 +38,16 @@ TINY = [
 
 
 def run(
-    script: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+    script: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
     return subprocess.run(
         ["bash", str(script), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,
@@ -95,6 +99,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 
         (["--transport", "duplex", "--service-cores", "0", "--driver-cores", "1"], "tcp"),
         (["--service-cores", "0-999", "--driver-cores", "1"], "not available"),
         (["--frame-len", "8"], "--frame-len"),
+        (
+            ["--tunnel-bytes", "99999999999999999999"],
+            "--tunnel-bytes must be at most 1073741824 (1 GiB), got 99999999999999999999",
+        ),
+        (["--transport", "duplex", "--implementation", "handoff_splice"], "--transport tcp"),
     ],
 )
 def test_harness_wrapper_bad_input(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -103,17 +112,56 @@ def test_harness_wrapper_bad_input(tmp_path: Path, args: list[str], needle: str)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("file", "is a file, not a folder"),
+        ("file/sub", "lies under a file"),
+        ("", "--results-dir: expected a folder, got ''"),
+        # Even root cannot create a file in /proc (os.access says it can).
+        ("/proc/bytes-handoff-results", "cannot write in '/proc'"),
+    ],
+)
+def test_harness_wrapper_refuses_a_bad_results_dir(tmp_path: Path, where: str, needle: str) -> None:
+    (tmp_path / "file").write_text("not a folder\n")
+    cwd = tmp_path / "cwd"  # where "" (that is, ".") would have put the results
+    cwd.mkdir()
+    path = where if not where or where.startswith("/") else str(tmp_path / where)
+    proc = run(HARNESS, *TINY, "--results-dir", path, timeout=60, cwd=cwd)
+    assert needle in assert_one_line_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "file"]
+    assert list(cwd.iterdir()) == []
+
+
+def test_harness_wrapper_refuses_what_the_harness_would(tmp_path: Path) -> None:
+    # The harness refuses a write budget below the read reserve: so does the wrapper, first.
+    proc = run(HARNESS, *TINY, "--write-pending-bytes", "10", "--results-dir", str(tmp_path))
+    line = assert_one_line_error(proc)
+    assert "--write-pending-bytes (10) must be 0 or at least --read-reserve (1024)" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_harness_wrapper_reports_a_failing_run(tmp_path: Path) -> None:
-    # The harness itself refuses a write budget below the read reserve: run 1 fails.
+    # An interpreter whose harness answers --help but fails every run.
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1 $2" = "-m bytes_handoff.bench" ] && [ "$3" != "--help" ]; then\n'
+        '  echo "bytes-handoff-bench: error: a run that fails" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(0o755)
+    results = tmp_path / "results"
     proc = run(
         HARNESS,
         *TINY,
-        "--write-pending-bytes",
-        "10",
         "--runs",
         "2",
         "--results-dir",
-        str(tmp_path),
+        str(results),
+        env={"PYTHON": str(python)},
         timeout=120,
     )
     assert proc.returncode != 0
@@ -241,6 +289,43 @@ def test_matrix_bad_env(tmp_path: Path, env: dict[str, str], needle: str) -> Non
     proc = run(MATRIX, env={**env, "RESULTS_DIR": str(tmp_path)}, timeout=60)
     assert needle in assert_one_line_error(proc)
     assert list(tmp_path.iterdir()) == []
+
+
+#: One quick cell per shape: a run that should have been refused ends fast.
+TINY_MATRIX = {
+    "IMPLEMENTATIONS": "raw_copy",
+    "SCENARIOS": "coalesced",
+    "CONNECTIONS": "1",
+    "RUNS": "1",
+    "ROUTE_FRAMES": "4",
+    "TUNNEL_BYTES": "4096",
+    "READ_RESERVE": "1024",
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        # 8 ran 16-byte frames labelled f8.
+        (
+            {"FRAME_SIZES": "64 8"},
+            "FRAME_SIZES: 8 is outside the harness's 17 to 1048577 bytes",
+        ),
+        ({"FRAME_SIZES": "16"}, "FRAME_SIZES: 16 is outside"),
+        ({"FRAME_SIZES": "99999999"}, "FRAME_SIZES: 99999999 is outside"),
+        ({"WORKER_THREADS": "999"}, "--worker-threads must be at most 256, got 999"),
+        ({"RESULTS_DIR": "{tmp}/file"}, "is a file, not a folder"),
+        ({"RESULTS_DIR": "{tmp}/file/sub"}, "lies under a file"),
+        ({"RESULTS_DIR": "/proc/bytes-handoff-results"}, "cannot write in '/proc'"),
+    ],
+)
+def test_matrix_refuses_before_any_run(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    (tmp_path / "file").write_text("not a folder\n")
+    env = {"RESULTS_DIR": str(tmp_path), **env}
+    env["RESULTS_DIR"] = env["RESULTS_DIR"].replace("{tmp}", str(tmp_path))
+    proc = run(MATRIX, env={**TINY_MATRIX, **env}, timeout=60)
+    assert needle in assert_one_line_error(proc)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def _processes_mentioning(text: str) -> list[int]:

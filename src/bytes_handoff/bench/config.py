@@ -34,6 +34,8 @@ MAX_CONNECTIONS = 10_000
 #: Workers are processes; far more than any machine's cores only measures the scheduler.
 MAX_WORKER_THREADS = 256
 MAX_ROUTE_FRAMES = 1_000_000
+#: ``GET /tenant/NNNN``: the shortest frame that still carries the stream id.
+MIN_FRAME_LEN = 16
 MAX_FRAME_LEN = 1 * MiB
 #: Every worker holds the whole tunnel pattern (and a memfd copy of it).
 MAX_TUNNEL_BYTES = 1 * GiB
@@ -191,7 +193,7 @@ class BenchConfig:
                 f" frame), got {self.route_frames}"
             )
         at_most("--route-frames", self.route_frames, MAX_ROUTE_FRAMES)
-        at_least("--frame-len", self.frame_len, 16)
+        at_least("--frame-len", self.frame_len, MIN_FRAME_LEN)
         at_most("--frame-len", self.frame_len, MAX_FRAME_LEN, " (1 MiB)")
         at_least("--tunnel-bytes", self.tunnel_bytes, 0)
         at_most("--tunnel-bytes", self.tunnel_bytes, MAX_TUNNEL_BYTES, " (1 GiB)")

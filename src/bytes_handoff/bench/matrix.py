@@ -26,7 +26,8 @@ RESULTS_DIR        bench/results
 =================  ==================================  =========================
 
 A frame size maps to ``--frame-len size - 1`` (the frame plus its newline is
-``size`` bytes), at least 16. When a frame (plus newline) is larger than the
+``size`` bytes); sizes outside the harness's 17 bytes to 1 MiB + 1 are refused
+before any run. When a frame (plus newline) is larger than the
 default write budget (``2 * READ_RESERVE``), the cell raises
 ``--write-pending-bytes`` to the frame size so the handoff can queue one frame.
 
@@ -48,12 +49,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bytes_handoff.bench.artifacts import Stat, format_number, write_cell_artifacts
+from bytes_handoff.bench.config import MAX_FRAME_LEN, MIN_FRAME_LEN
 from bytes_handoff.bench.split import RunError, raise_on_termination
 from bytes_handoff.bench.wrapper import (
     IMPLEMENTATION_CHOICES,
     SCENARIOS_ALL,
     Plan,
     UsageError,
+    check_harness_args,
+    check_results_dir,
     check_supported,
     cpuset,
     display_path,
@@ -197,6 +201,14 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
     if duration_value > 0:
         shape["--duration-seconds"] = duration
     frags: list[int | None] = list(int_list("INPUT_FRAGMENTS", environ)) or [None]
+    frame_sizes = int_list("FRAME_SIZES", environ)
+    for size in frame_sizes:
+        if not MIN_FRAME_LEN + 1 <= size <= MAX_FRAME_LEN + 1:
+            raise UsageError(
+                f"FRAME_SIZES: {size} is outside the harness's {MIN_FRAME_LEN + 1} to"
+                f" {MAX_FRAME_LEN + 1} bytes (a frame plus its newline: --frame-len"
+                f" {MIN_FRAME_LEN} to {MAX_FRAME_LEN})"
+            )
     results = env("RESULTS_DIR", environ)
     plan = Plan(
         transport=transport[0],
@@ -223,7 +235,7 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
         implementations=choice_list("IMPLEMENTATIONS", environ, IMPLEMENTATION_CHOICES),
         scenarios=choice_list("SCENARIOS", environ, SCENARIOS_ALL),
         connections=int_list("CONNECTIONS", environ),
-        frame_sizes=int_list("FRAME_SIZES", environ),
+        frame_sizes=frame_sizes,
         input_fragments=frags,
         read_reserve=read_reserve,
     )
@@ -235,7 +247,7 @@ def build_cells(cfg: MatrixConfig, base: Path) -> list[list[Cell]]:
     for scenario in cfg.scenarios:
         for connections in cfg.connections:
             for frame_size in cfg.frame_sizes:
-                frame_len = max(frame_size - 1, 16)
+                frame_len = frame_size - 1  # make_config refused sizes the harness cannot run
                 budget = frame_len + 1 if frame_len + 1 > 2 * cfg.read_reserve else None
                 for frag in cfg.input_fragments:
                     group = []
@@ -382,9 +394,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = os.environ.get("PYTHON") or sys.executable
     try:
         cfg = make_config(os.environ, python)
+        check_results_dir(cfg.plan.results_dir, "RESULTS_DIR")
         probe = cell_plan(cfg, build_cells(cfg, Path("."))[0][0])
         check_supported(probe)
         supported = probe.supported_flags
+        for cell in (c for group in build_cells(cfg, Path(".")) for c in group):
+            args = cell_plan(cfg, cell).harness_args(cell.implementation, cell.scenario)
+            check_harness_args(args, f"cell {cell.name}: ")
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from bytes_handoff.bench.artifacts import (
     summary_line,
     write_cell_artifacts,
 )
+from bytes_handoff.bench.config import MAX_WORKER_THREADS
 from bytes_handoff.bench.split import (
     Child,
     RunError,
@@ -128,6 +130,34 @@ def cpuset(text: str) -> str:
     return text
 
 
+def folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r}")
+    return Path(text)
+
+
+def check_results_dir(path: Path, name: str) -> None:
+    """Refuse, before any run, a results folder that cannot be created or written.
+
+    The nearest existing folder on the way must be a folder and take a new file
+    (tried for real: as root, ``os.access`` says yes even where writes fail).
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise UsageError(f"{name} {str(path)!r} is a file, not a folder")
+    if not existing.is_dir():
+        raise UsageError(f"{name} {str(path)!r} lies under a file: {str(existing)!r}")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{name} {str(path)!r}: cannot write in {str(existing)!r}: {exc.strerror or exc}"
+        ) from None
+
+
 def host_port(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -196,7 +226,7 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument("--driver-cores", type=cpuset, help="split TCP: driver CPU list")
     parser.add_argument("--service-addr", type=host_port, help="HOST:PORT (default: free port)")
     parser.add_argument("--sink-addr", type=host_port, help="HOST:PORT (default: free port)")
-    parser.add_argument("--results-dir", type=Path, help="default bench/results")
+    parser.add_argument("--results-dir", type=folder, help="default bench/results")
     parser.add_argument(
         "--run-timeout-seconds",
         type=positive_float,
@@ -298,7 +328,10 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
 
     shape: dict[str, str] = {
         "--worker-threads": str(
-            cpu_count(args.service_cores) if split else len(os.sched_getaffinity(0))
+            min(
+                cpu_count(args.service_cores) if split else len(os.sched_getaffinity(0)),
+                MAX_WORKER_THREADS,
+            )
         ),
         "--connections": "64",
         "--route-frames": "64",
@@ -326,6 +359,7 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
     )
     scenarios = list(SCENARIOS_ALL) if args.scenario == "all" else [args.scenario]
     results_dir = args.results_dir or Path(__file__).resolve().parents[3] / "bench" / "results"
+    check_results_dir(results_dir, "--results-dir")
     return Plan(
         transport=transport,
         implementations=implementations,
@@ -364,6 +398,17 @@ def check_supported(plan: Plan) -> None:
             raise UsageError(
                 f"{flag} is not supported by this harness (python -m bytes_handoff.bench)"
             )
+
+
+def check_harness_args(args: list[str], label: str = "") -> None:
+    """Refuse, before any run, harness flags the harness would refuse (its bounds included)."""
+    from bytes_handoff.bench.cli import config_from_args
+    from bytes_handoff.bench.errors import UsageError as HarnessUsageError
+
+    try:
+        config_from_args(args)
+    except HarnessUsageError as exc:
+        raise UsageError(f"{label}{exc}") from None
 
 
 def run_integrated(
@@ -516,6 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         plan = make_plan(args, python)
         check_supported(plan)
+        for implementation in plan.implementations:
+            for scenario in plan.scenarios:
+                check_harness_args(plan.harness_args(implementation, scenario))
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
