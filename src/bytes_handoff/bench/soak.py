@@ -1,0 +1,1067 @@
+"""Fault-injection soak: the library's safety contract while proxies die and peers reset.
+
+The harness measures healthy streams; this checks what the library promises when
+streams break: no byte is lost or changed on a stream that completes, every
+broken stream ends (no hang) with a named cause, a peer reset never takes the
+proxy down, and a long-lived proxy's memory stays flat.
+
+Processes, all on 127.0.0.1, each in its own process group with the run's token
+in its command line (so the end-of-run check can find any that survived):
+
+* **services** (``--services``, default 2) share one port with ``SO_REUSEPORT``.
+  Each proxies every accepted stream with the library path: ``HandoffBuffer``
+  routing of the workload's frames into a ``WriteHandoff`` to the sink, then
+  tunnel mode at ``TUNNEL\\n`` keeping the already-read tail (``handoff``: the
+  buffered tunnel loop; ``handoff_splice``: ``tunnel()``), with completion
+  tickets or fire-and-forget, chosen per stream. Each stream's error is caught
+  and counted by category; an error type the library does not promise is a
+  failure. Service 0 is never killed: its RSS over the whole run is the leak
+  check. The others are SIGKILLed at random times and restarted at once, so new
+  connections land on the live ones. Each service logs ``<time> <client port>``
+  per accepted connection, which tells which streams a killed proxy owned.
+* **the driver** runs waves of ``--connections`` streams until
+  ``--duration-seconds`` pass: clients send the workload in a per-stream write
+  size and a verifying sink checks every byte (``StreamVerifier``). Some client
+  and sink sockets are reset (``SO_LINGER`` 0, then close) at random offsets.
+* **this orchestrator** starts them (pinned with ``taskset`` when asked), kills
+  and restarts services, samples each service's ``VmRSS`` once a second,
+  classifies every stream, kills and reaps every child at the end (also on
+  SIGINT/SIGTERM and on errors), checks that none is left and prints the verdict.
+
+A stream ends as ``verified`` (exact length, every byte checked) or in a named
+category: ``client_reset``, ``sink_reset``, ``proxy_killed``, ``connect_refused``.
+``corrupted`` (wrong bytes), ``hang`` (not ended within ``--hang-seconds``) and
+``unexplained`` (broken with no injected cause) fail the soak.
+
+Exit status: 0 pass, 1 fail (or interrupted), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
+from bytes_handoff.adapters import wait_writable
+
+from .config import BenchConfig, default_loop, parse_addr
+from .errors import BenchError, UsageError, VerificationError
+from .implementations import IMPLEMENTATIONS, ProtocolError
+from .metrics import growth_per_minute
+from .ports import PortError, reserve_ports
+from .split import Child, RunError, last_line, raise_on_termination, taskset_prefix
+from .transports import bind_listener, connect_tcp, tune
+from .workload import StreamVerifier, Workload
+
+MIB = 1024 * 1024
+#: Per-stream proxy variants: both tunnel paths, with and without completion tickets.
+PROXY_VARIANTS = [
+    (i, c) for i in ("handoff", "handoff_splice") for c in ("ticket", "fire_and_forget")
+]
+#: Client write sizes, one drawn per stream: a prime (frames and the marker split at
+#: odd offsets), about one MSS, one full proxy read.
+FRAGMENTS = (97, 1448, 16384)
+#: Send buffer of the proxy's sink sockets and receive buffer of the sink: small, so
+#: a proxy cannot push a whole stream into kernel buffers ahead of a slow sink, and
+#: a sink reset meets a proxy that is still writing (the write-side error path).
+SOCKET_BUFFER = 16 * 1024
+#: Stream ids cycle through the 4-digit space; ids of consecutive waves never collide
+#: as long as a wave is at most a quarter of it.
+MAX_CONNECTIONS = 2500
+#: Named categories; the last three fail the soak whenever they occur.
+CATEGORIES = (
+    "verified",
+    "client_reset",
+    "sink_reset",
+    "proxy_killed",
+    "connect_refused",
+    "corrupted",
+    "hang",
+    "unexplained",
+)
+FAILURE_CATEGORIES = ("corrupted", "hang", "unexplained")
+#: The RSS gate needs this many samples of service 0 (a shorter run reports, not gates).
+MIN_RSS_SAMPLES = 20
+#: After a wave's clients end, the sink must be idle this long: a proxy's sink
+#: connection still in the listen backlog gets accepted (and attributed) in time.
+SINK_QUIET_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """Every knob of one soak; children get it as JSON."""
+
+    duration_seconds: float = 60.0
+    connections: int = 128
+    services: int = 2
+    seed: int = 0
+    kill_interval_seconds: float = 4.0
+    client_reset_rate: float = 0.05
+    sink_reset_rate: float = 0.05
+    hang_seconds: float = 30.0
+    #: Service 0's RSS moves within a ~4 MiB band as its share of the load shifts
+    #: (all streams while its peer is dead), which puts up to ~7 MiB/min of slope
+    #: into a 48-second fit; a leak of ~2 KiB per stream at its ~4000 streams a
+    #: minute passes 8 MiB/min.
+    rss_limit_mib_per_min: float = 8.0
+    route_frames: int = 64
+    frame_len: int = 63
+    tunnel_bytes: int = 256 * 1024
+    read_reserve: int = 16 * 1024
+    loop: str = "uvloop"
+    service_cores: str | None = None
+    driver_cores: str | None = None
+
+    def bench_config(
+        self, implementation: str = "handoff", completion: str = "ticket"
+    ) -> BenchConfig:
+        """The harness configuration the workload and the proxy functions read."""
+        return BenchConfig(
+            transport="tcp",
+            implementation=implementation,
+            completion=completion,
+            connections=self.connections,
+            route_frames=self.route_frames,
+            frame_len=self.frame_len,
+            tunnel_bytes=self.tunnel_bytes,
+            read_reserve=self.read_reserve,
+            loop=self.loop,
+        ).validate()
+
+
+def error_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Close with ``SO_LINGER`` 0: the kernel sends RST instead of FIN (a peer reset)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def write_json(path: Path, data: object) -> None:
+    """Atomically (tmp + rename), so a reader or a SIGKILL never leaves half a file."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def run_on_loop(loop_name: str, main: Any) -> Any:
+    factory = None
+    if loop_name == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+# -- service --------------------------------------------------------------------------------
+
+
+def proxy_error_category(exc: BaseException) -> str | None:
+    """The category of a proxy's per-stream error, or ``None`` for a type nobody promised.
+
+    The library wraps reader failures in ``BufferIOError`` and writer failures in
+    ``WriteIOError`` (later chunks: ``WriteClosed``); the harness's parser raises
+    ``ProtocolError`` on a stream that ends before the marker.
+    """
+    if isinstance(exc, BufferIOError | WriteIOError):
+        if not isinstance(exc.error, OSError):
+            return None  # a reader or writer broke its contract: not a peer's doing
+        side = "read" if isinstance(exc, BufferIOError) else "write"
+        return f"{side}_{error_name(exc.error)}"
+    if isinstance(exc, WriteClosed):
+        return "write_closed"
+    if isinstance(exc, ProtocolError):
+        return "eof_before_marker"
+    return None
+
+
+class Service:
+    """One proxy process: accepts on the shared port, proxies each stream, counts outcomes."""
+
+    def __init__(self, cfg: SoakConfig, spec: dict[str, Any], stem: Path) -> None:
+        self.cfg = cfg
+        self.service_addr = parse_addr(spec["service_addr"], "service_addr")
+        self.sink_addr = parse_addr(spec["sink_addr"], "sink_addr")
+        self.stem = stem
+        self.rng = random.Random(f"{cfg.seed}-{stem.name}")
+        self.variants = [
+            (IMPLEMENTATIONS[i].proxy, cfg.bench_config(i, c)) for i, c in PROXY_VARIANTS
+        ]
+        self.total = cfg.bench_config().bytes_per_connection
+        self.counts: Counter[str] = Counter()
+        self.unexpected: list[str] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def write_stats(self) -> None:
+        write_json(
+            self.stem.with_suffix(".stats.json"),
+            {"pid": os.getpid(), "counts": dict(self.counts), "unexpected": self.unexpected[:20]},
+        )
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        listener = bind_listener(self.service_addr, reuseport=True)
+        accept_log = os.open(
+            self.stem.with_suffix(".accepts"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+        )
+        write_json(self.stem.with_suffix(".ready"), {"pid": os.getpid()})
+        acceptor = loop.create_task(self.accept_loop(listener, accept_log))
+        while not stop.is_set() and not acceptor.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            self.write_stats()  # a SIGKILLed service loses at most half a second of counts
+        acceptor.cancel()
+        listener.close()
+        for task in self.tasks:
+            task.cancel()
+        stuck = 0
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=5.0)
+            stuck = len(pending)
+        if stuck:
+            self.counts["unexpected_stuck_on_cancel"] += stuck
+            self.unexpected.append(f"{stuck} streams did not end within 5 s of cancellation")
+        self.write_stats()
+        os.close(accept_log)
+        if acceptor.done() and not acceptor.cancelled():
+            error = acceptor.exception()
+            if error is not None:
+                raise error  # the accept loop died: the service is broken (exit 1)
+        return 0
+
+    async def accept_loop(self, listener: socket.socket, accept_log: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, peer = await loop.sock_accept(listener)
+            # Written before serving, one unbuffered write: survives a SIGKILL right after.
+            os.write(accept_log, f"{time.monotonic():.6f} {peer[1]}\n".encode())
+            self.counts["accepted"] += 1
+            task = loop.create_task(self.serve(tune(sock)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def serve(self, inbound: socket.socket) -> None:
+        proxy, pcfg = self.rng.choice(self.variants)
+        try:
+            try:
+                outbound = await connect_tcp(self.sink_addr, "sink")
+            except BenchError:
+                self.counts["sink_connect_failed"] += 1
+                return
+            outbound.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            try:
+                forwarded = await proxy(inbound, outbound, pcfg)
+            finally:
+                outbound.close()
+            if forwarded == self.total:
+                self.counts["completed"] += 1
+            else:
+                self.counts["unexpected_short_forward"] += 1
+                self.unexpected.append(f"forwarded {forwarded} of {self.total} bytes")
+        except Exception as exc:
+            category = proxy_error_category(exc)
+            if category is not None:
+                self.counts[category] += 1
+            else:
+                self.counts[f"unexpected_{type(exc).__name__}"] += 1
+                self.unexpected.append(f"{type(exc).__name__}: {exc}")
+                traceback.print_exc()
+                self.write_stats()
+        finally:
+            inbound.close()
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamRecord:
+    """One stream of a wave, as both ends of the driver saw it."""
+
+    wave: int
+    conn: int
+    fragment: int
+    client_reset_at: int | None
+    sink_reset_at: int | None
+    client: str = "pending"  # ok | reset_injected | connect_refused | error_<ERRNO> | hang | ...
+    sink: str = "none"  # verified | reset_injected | short | error_<ERRNO> | corrupted | hang
+    detail: str = ""
+    client_port: int = 0
+    t_start: float = 0.0
+    t_end: float = 0.0
+
+    def classify(self) -> str:
+        """The category if the driver alone can tell, else ``pending`` (the orchestrator's)."""
+        if self.sink in ("corrupted", "duplicate") or self.client == "unexpected_reply":
+            return "corrupted"
+        if "hang" in (self.client, self.sink):
+            return "hang"
+        if self.sink == "verified":
+            return "verified"
+        if self.client == "reset_injected":
+            return "client_reset"
+        if self.sink == "reset_injected":
+            return "sink_reset"
+        if self.client == "connect_refused":
+            return "connect_refused"
+        return "pending"
+
+
+class Driver:
+    """Clients and the verifying sink; waves of streams until the duration has passed."""
+
+    def __init__(self, cfg: SoakConfig, spec: dict[str, Any], out: Path) -> None:
+        self.cfg = cfg
+        self.bench = cfg.bench_config()
+        self.service_addr = parse_addr(spec["service_addr"], "service_addr")
+        self.sink_addr = parse_addr(spec["sink_addr"], "sink_addr")
+        self.out = out
+        self.rng = random.Random(f"{cfg.seed}-driver")
+        self.wl = Workload(self.bench)
+        self.records: dict[int, StreamRecord] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.pending: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.sink_tasks: set[asyncio.Task[None]] = set()
+        self.sink_accepts = 0
+        self.client_resets = 0
+        self.sink_resets = 0
+        self.late_sink = 0
+        self.next_id = 0
+        self.streams_started = 0
+        self.stop = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        listener = bind_listener(self.sink_addr)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)  # inherited
+        acceptor = loop.create_task(self.sink_accept_loop(listener))
+        began = time.monotonic()
+        waves = 0
+        try:
+            while not self.stop and time.monotonic() - began < self.cfg.duration_seconds:
+                await self.wave(waves)
+                waves += 1
+        finally:
+            acceptor.cancel()
+            listener.close()
+        write_json(
+            self.out / "driver.json",
+            {
+                "waves": waves,
+                "seconds": time.monotonic() - began,
+                "streams_started": self.streams_started,
+                "outcomes": dict(self.outcomes),
+                "pending": self.pending,
+                "failures": self.failures,
+                "client_resets": self.client_resets,
+                "sink_resets": self.sink_resets,
+                "late_sink_connections": self.late_sink,
+                "interrupted": self.stop,
+            },
+        )
+        return 0
+
+    def request_stop(self) -> None:
+        self.stop = True
+
+    def plan(self, wave: int) -> StreamRecord:
+        conn = self.next_id
+        self.next_id = (self.next_id + 1) % 10_000
+        self.streams_started += 1
+        client_reset = sink_reset = None
+        draw = self.rng.random()  # one draw: at most one injected reset per stream
+        if draw < self.cfg.client_reset_rate:
+            client_reset = self.reset_offset()
+        elif draw < self.cfg.client_reset_rate + self.cfg.sink_reset_rate:
+            sink_reset = self.reset_offset()
+        return StreamRecord(wave, conn, self.rng.choice(FRAGMENTS), client_reset, sink_reset)
+
+    def reset_offset(self) -> int:
+        """Half the resets land in routing mode or just past the switch, half anywhere.
+
+        Uniform offsets alone would almost never hit the parser's state: the
+        route frames are a few KiB of a stream that is mostly tunnel bytes.
+        """
+        total = self.bench.bytes_per_connection
+        head = min(total, self.bench.prefix_len + 16 * 1024)
+        return self.rng.randrange(head if self.rng.random() < 0.5 else total)
+
+    async def wave(self, wave: int) -> None:
+        """Start every stream of the wave, then wait (bounded) until both ends of each are done."""
+        recs = [self.plan(wave) for _ in range(self.cfg.connections)]
+        self.records = {r.conn: r for r in recs}
+        self.wl = Workload(self.bench)  # one per wave: its prefix cache stays small
+        deadline = time.monotonic() + self.cfg.hang_seconds
+        loop = asyncio.get_running_loop()
+        clients = [loop.create_task(self.client(r)) for r in recs]
+        _, late = await asyncio.wait(clients, timeout=self.cfg.hang_seconds)
+        for task in late:
+            task.cancel()  # the client records "hang"
+        if late:
+            await asyncio.wait(late)
+        await self.settle_sink(deadline)
+        for r in recs:
+            category = r.classify()
+            if category == "pending":
+                self.pending.append(asdict(r))
+                continue
+            self.outcomes[category] += 1
+            if category in FAILURE_CATEGORIES:
+                self.failures.append(
+                    f"{category}: stream {r.conn:04} (wave {wave}, write size {r.fragment}):"
+                    f" client {r.client}, sink {r.sink} {r.detail}".strip()
+                )
+
+    async def settle_sink(self, deadline: float) -> None:
+        """Until no sink connection is open or waiting to be accepted; past the deadline: hangs."""
+        quiet_since, seen = time.monotonic(), self.sink_accepts
+        while True:
+            now = time.monotonic()
+            if self.sink_tasks or self.sink_accepts != seen:
+                quiet_since, seen = now, self.sink_accepts
+            elif now - quiet_since >= SINK_QUIET_SECONDS:
+                return
+            if now > deadline:
+                open_tasks = set(self.sink_tasks)
+                for task in open_tasks:
+                    task.cancel()  # each records "hang"
+                await asyncio.wait(open_tasks)
+                return
+            await asyncio.sleep(0.01)
+
+    async def client(self, r: StreamRecord) -> None:
+        loop = asyncio.get_running_loop()
+        r.t_start = time.monotonic()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tune(sock)
+            err = sock.connect_ex(self.service_addr)
+            r.client_port = sock.getsockname()[1]  # bound by connect, also when it fails later
+            if err == errno.EINPROGRESS:
+                await wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                r.client = (
+                    "connect_refused"
+                    if err == errno.ECONNREFUSED
+                    else f"error_{errno.errorcode.get(err, err)}"
+                )
+                return
+            data = memoryview(self.wl.stream_bytes(r.conn))
+            pos = 0
+            while pos < len(data):
+                end = min(pos + r.fragment, len(data))
+                if r.client_reset_at is not None and end >= r.client_reset_at:
+                    await loop.sock_sendall(sock, data[pos : r.client_reset_at])
+                    reset_close(sock)
+                    self.client_resets += 1
+                    r.client = "reset_injected"
+                    return
+                await loop.sock_sendall(sock, data[pos:end])
+                pos = end
+            sock.shutdown(socket.SHUT_WR)
+            reply = await loop.sock_recv(sock, 1)  # the proxy closes its side when done
+            r.client = "unexpected_reply" if reply else "ok"
+        except OSError as exc:
+            r.client = f"error_{error_name(exc)}"
+        except asyncio.CancelledError:
+            r.client = "hang"
+            raise
+        finally:
+            r.t_end = max(r.t_end, time.monotonic())
+            sock.close()
+
+    async def sink_accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            self.sink_accepts += 1
+            task = loop.create_task(self.sink_conn(tune(sock)))
+            self.sink_tasks.add(task)
+            task.add_done_callback(self.sink_tasks.discard)
+
+    async def sink_conn(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        verifier = StreamVerifier(self.wl)
+        buf = bytearray(256 * 1024)
+        outcome, detail = "none", ""
+        try:
+            while True:
+                n = await loop.sock_recv_into(sock, buf)
+                if n == 0:
+                    try:
+                        verifier.finish()
+                    except VerificationError as exc:
+                        outcome, detail = "short", str(exc)
+                    else:
+                        outcome = "verified"
+                    break
+                verifier.feed(buf, n)  # VerificationError: wrong bytes
+                r = self.records.get(verifier.conn)
+                if (
+                    r is not None
+                    and r.sink_reset_at is not None
+                    and verifier.pos >= r.sink_reset_at
+                ):
+                    reset_close(sock)
+                    self.sink_resets += 1
+                    outcome = "reset_injected"
+                    break
+        except VerificationError as exc:
+            outcome, detail = "corrupted", str(exc)
+        except OSError as exc:
+            outcome, detail = f"error_{error_name(exc)}", f"at offset {verifier.pos}"
+        except asyncio.CancelledError:
+            outcome, detail = "hang", f"sink connection open at offset {verifier.pos}"
+            raise
+        finally:
+            sock.close()
+            self.record_sink(verifier, outcome, detail)
+
+    def record_sink(self, verifier: StreamVerifier, outcome: str, detail: str) -> None:
+        r = self.records.get(verifier.conn)
+        if r is None:
+            # Unidentified (fewer than 16 bytes: a proxy broke early) or from an earlier wave.
+            if verifier.conn >= 0:
+                self.late_sink += 1
+            if outcome in ("corrupted", "hang"):
+                self.outcomes[outcome] += 1
+                self.failures.append(f"{outcome}: {verifier.name} at the sink: {detail}")
+            return
+        if r.sink != "none":
+            outcome, detail = "duplicate", f"a second sink connection ({outcome}) for this stream"
+        r.sink, r.detail = outcome, detail
+        r.t_end = max(r.t_end, time.monotonic())
+
+
+# -- orchestrator ---------------------------------------------------------------------------
+
+
+@dataclass
+class Incarnation:
+    """One service process; a killed slot gets a new incarnation."""
+
+    slot: int
+    index: int
+    stem: Path
+    child: Child
+    rss: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.stem.with_suffix(".ready").exists()
+
+
+def vm_rss(pid: int) -> int:
+    """``VmRSS`` of ``pid`` in bytes (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def processes_with(token: str) -> list[int]:
+    """Pids (other than ours) whose command line contains ``token``."""
+    found = []
+    needle = token.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class Orchestrator:
+    def __init__(self, cfg: SoakConfig, out: Path) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.token = f"soak-{uuid.uuid4().hex}"
+        self.rng = random.Random(f"{cfg.seed}-faults")
+        self.spec_path = out / "soak.json"
+        self.live: dict[int, Incarnation] = {}
+        self.incarnations: list[Incarnation] = []
+        self.driver: Child | None = None
+        #: pid -> (monotonic time just before its SIGKILL, time it was reaped): in between
+        #: the kernel still routes new connections to its listener, then resets them.
+        self.kills: dict[int, tuple[float, float]] = {}
+        self.failures: list[str] = []
+        self.t0 = time.monotonic()
+
+    def child_argv(self, cores: str | None, role: str, *extra: str) -> list[str]:
+        return [
+            *taskset_prefix(cores),
+            sys.executable,
+            "-m",
+            "bytes_handoff.bench.soak",
+            "--child",
+            role,
+            "--spec",
+            str(self.spec_path),
+            "--run-token",
+            self.token,
+            *extra,
+        ]
+
+    def start_service(self, slot: int) -> Incarnation:
+        index = sum(1 for i in self.incarnations if i.slot == slot) + 1
+        stem = self.out / f"service-{slot}-{index}"
+        argv = self.child_argv(self.cfg.service_cores, "service", "--stem", str(stem))
+        inc = Incarnation(slot, index, stem, Child(stem.name, argv, None, stem.with_suffix(".err")))
+        self.incarnations.append(inc)
+        self.live[slot] = inc
+        return inc
+
+    def wait_ready(self, inc: Incarnation, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not inc.ready:
+            rc = inc.child.poll()
+            if rc is not None:
+                raise RunError(
+                    f"{inc.stem.name} exited with status {rc} before it was ready:"
+                    f" {last_line(inc.child.stderr_path) or 'no message'}"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(f"{inc.stem.name} not ready within {timeout:g} s")
+            time.sleep(0.02)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        reservations = reserve_ports(2)
+        try:
+            service_addr, sink_addr = (r.addr for r in reservations)
+            write_json(
+                self.spec_path,
+                {"cfg": asdict(cfg), "service_addr": service_addr, "sink_addr": sink_addr},
+            )
+            for slot in range(cfg.services):
+                self.start_service(slot)
+            for inc in list(self.live.values()):
+                self.wait_ready(inc)
+            self.t0 = time.monotonic()
+            self.driver = Child(
+                "driver",
+                self.child_argv(cfg.driver_cores, "driver"),
+                None,
+                self.out / "driver.err",
+            )
+            self.supervise(self.driver)
+        finally:
+            for r in reservations:
+                r.release()
+
+    def supervise(self, driver: Child) -> None:
+        """Until the driver exits: kill and restart services, restart crashed ones, sample RSS."""
+        cfg = self.cfg
+        limit = self.t0 + cfg.duration_seconds + cfg.hang_seconds + 30.0
+        next_kill = self.t0 + self.kill_gap()
+        next_sample = self.t0
+        while (rc := driver.poll()) is None:
+            now = time.monotonic()
+            if now >= next_sample:
+                for inc in self.live.values():
+                    rss = vm_rss(inc.child.pid)
+                    if rss:
+                        inc.rss.append((now - self.t0, rss))
+                next_sample += 1.0
+            for slot, inc in list(self.live.items()):
+                status = inc.child.poll()
+                if status is not None:
+                    self.failures.append(
+                        f"{inc.stem.name} (pid {inc.child.pid}) exited with status {status}"
+                        f" without being killed: {last_line(inc.child.stderr_path) or 'no message'}"
+                    )
+                    self.start_service(slot)
+            if now >= next_kill and now - self.t0 < cfg.duration_seconds:
+                self.kill_one()
+                next_kill = now + self.kill_gap()
+            if now > limit:
+                self.failures.append(f"driver still running {limit - self.t0:.0f} s after start")
+                return
+            time.sleep(0.05)
+        if rc != 0:
+            self.failures.append(
+                f"driver exited with status {rc}: {last_line(driver.stderr_path) or 'no message'}"
+            )
+
+    def kill_gap(self) -> float:
+        if self.cfg.kill_interval_seconds <= 0:
+            return float("inf")
+        return self.cfg.kill_interval_seconds * self.rng.uniform(0.5, 1.5)
+
+    def kill_one(self) -> None:
+        """SIGKILL a random ready service other than service 0 and start its successor."""
+        victims = [i for s, i in sorted(self.live.items()) if s > 0 and i.ready]
+        if not victims:
+            return
+        inc = self.rng.choice(victims)
+        killed_at = time.monotonic()
+        inc.child.signal_group(signal.SIGKILL)
+        inc.child.wait(5.0)
+        self.kills[inc.child.pid] = (killed_at, time.monotonic())
+        self.start_service(inc.slot)
+
+    def stop_all(self) -> None:
+        """Stop the driver, SIGTERM every live service (it must exit 0), kill and reap all."""
+        if self.driver is not None:
+            self.driver.kill_group(grace=2.0)  # first: no wave of refused connects at the end
+        for inc in self.live.values():
+            with contextlib.suppress(RunError):
+                self.wait_ready(inc, 30.0)  # before its SIGTERM handler exists, SIGTERM kills it
+        for inc in self.live.values():
+            inc.child.signal_group(signal.SIGTERM)
+        for inc in self.live.values():
+            status = inc.child.wait(10.0)
+            if status != 0:
+                self.failures.append(
+                    f"{inc.stem.name} did not exit cleanly on SIGTERM (status {status}):"
+                    f" {last_line(inc.child.stderr_path) or 'no message'}"
+                )
+        children = [i.child for i in self.incarnations]
+        if self.driver is not None:
+            children.append(self.driver)
+        for child in children:
+            child.kill_group(grace=2.0)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def accepts(self) -> dict[int, list[tuple[float, int]]]:
+        """Client port -> [(accept time, service pid)] from every service's accept log."""
+        out: dict[int, list[tuple[float, int]]] = {}
+        for inc in self.incarnations:
+            path = inc.stem.with_suffix(".accepts")
+            with contextlib.suppress(OSError):
+                for line in path.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 2:
+                        out.setdefault(int(parts[1]), []).append((float(parts[0]), inc.child.pid))
+        return out
+
+    def classify_pending(
+        self, rec: dict[str, Any], accepts: dict[int, list[tuple[float, int]]]
+    ) -> tuple[str, str]:
+        """``proxy_killed`` only when the proxy that owned the stream died before it ended."""
+        lo, hi = rec["t_start"], rec["t_end"]
+        owners = [pid for t, pid in accepts.get(rec["client_port"], []) if lo <= t <= hi]
+        if owners:
+            pid = owners[0]
+            killed = self.kills.get(pid)
+            if killed is not None and killed[0] <= hi:
+                return "proxy_killed", f"its proxy (pid {pid}) was killed"
+            return "unexplained", f"served by pid {pid}, which was not killed before it ended"
+        if any(killed <= hi and lo <= reaped for killed, reaped in self.kills.values()):
+            return "proxy_killed", "never accepted: queued on a listener that was killed"
+        return "unexplained", "never accepted by any service, and none was dying meanwhile"
+
+
+def summarize(
+    orch: Orchestrator, cfg: SoakConfig, interrupted: bool, started: float
+) -> tuple[list[str], dict[str, object]]:
+    """Per-category lines and the final key=value summary (with the verdict)."""
+    lines: list[str] = []
+    reasons = list(orch.failures)
+    driver: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        driver = json.loads((orch.out / "driver.json").read_text())
+    if not driver:
+        reasons.append("the driver wrote no results (driver.json)")
+    categories: Counter[str] = Counter(driver.get("outcomes", {}))
+    accepts = orch.accepts()
+    for rec in driver.get("pending", []):
+        category, why = orch.classify_pending(rec, accepts)
+        categories[category] += 1
+        if category in FAILURE_CATEGORIES:
+            reasons.append(
+                f"{category}: stream {rec['conn']:04} (wave {rec['wave']}, port"
+                f" {rec['client_port']}): client {rec['client']}, sink {rec['sink']}"
+                f" {rec['detail']}; {why}"
+            )
+    reasons.extend(driver.get("failures", []))
+
+    proxy: Counter[str] = Counter()
+    for inc in orch.incarnations:
+        with contextlib.suppress(OSError, ValueError):
+            stats = json.loads(inc.stem.with_suffix(".stats.json").read_text())
+            proxy.update(stats["counts"])
+            reasons.extend(f"{inc.stem.name}: unexpected {u}" for u in stats["unexpected"])
+
+    for name in CATEGORIES:
+        mark = "  FAILURE" if name in FAILURE_CATEGORIES and categories[name] else ""
+        lines.append(f"soak: streams {name:<16} {categories[name]:>8}{mark}")
+    for name, count in sorted(proxy.items()):
+        lines.append(f"soak: proxy   {name:<28} {count:>8}")
+
+    steady = next((i for i in orch.incarnations if i.slot == 0), None)
+    samples = steady.rss if steady is not None else []
+    growth = growth_per_minute(samples) / MIB
+    gated = len(samples) >= MIN_RSS_SAMPLES
+    if gated and growth > cfg.rss_limit_mib_per_min:
+        reasons.append(
+            f"service 0 RSS grew {growth:.2f} MiB/min (limit {cfg.rss_limit_mib_per_min:g})"
+        )
+    peak = max((r for i in orch.incarnations for _, r in i.rss), default=0)
+    lines.append(
+        f"soak: rss     service 0: {len(samples)} samples, growth {growth:.3f} MiB/min"
+        f" after the first 20 %{'' if gated else ' (not gated: fewer than 20 samples)'};"
+        f" peak of any service {peak / MIB:.1f} MiB"
+    )
+
+    with (orch.out / "kills.csv").open("w") as f:
+        f.write("pid,killed_at,reaped_at\n")
+        f.writelines(f"{pid},{k:.6f},{r:.6f}\n" for pid, (k, r) in orch.kills.items())
+    with (orch.out / "rss.csv").open("w") as f:
+        f.write("service,pid,elapsed_seconds,vm_rss_bytes\n")
+        f.writelines(
+            f"{i.stem.name},{i.child.pid},{t:.1f},{r}\n"
+            for i in orch.incarnations
+            for t, r in i.rss
+        )
+
+    time.sleep(0.1)
+    leftovers = processes_with(orch.token)
+    if leftovers:
+        reasons.append(f"processes left behind: {leftovers}")
+    lines.append(
+        f"soak: processes: {len(orch.incarnations) + (orch.driver is not None)} started,"
+        f" {len(leftovers)} left {leftovers if leftovers else '(none remains)'}"
+    )
+    if interrupted:
+        reasons.append("interrupted by a signal")
+    if categories["verified"] == 0:
+        reasons.append("no stream was verified")
+    for reason in reasons[:50]:
+        lines.append(f"soak: FAIL {reason}")
+    if len(reasons) > 50:
+        lines.append(f"soak: FAIL ... and {len(reasons) - 50} more")
+
+    failures = {f"failures_{name}": categories[name] for name in CATEGORIES if name != "verified"}
+    summary: dict[str, object] = {
+        "seed": cfg.seed,
+        "duration_seconds": cfg.duration_seconds,
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+        "connections": cfg.connections,
+        "services": cfg.services,
+        "waves": driver.get("waves", 0),
+        "streams_started": driver.get("streams_started", 0),
+        "streams_verified": categories["verified"],
+        **failures,
+        "proxy_kills": len(orch.kills),
+        "client_resets": driver.get("client_resets", 0),
+        "sink_resets": driver.get("sink_resets", 0),
+        "resets": driver.get("client_resets", 0) + driver.get("sink_resets", 0),
+        "proxy_unexpected_errors": sum(v for k, v in proxy.items() if k.startswith("unexpected")),
+        "rss_growth_mib_per_min": round(growth, 3),
+        "rss_limit_mib_per_min": cfg.rss_limit_mib_per_min,
+        "rss_gated": int(gated),
+        "leftover_processes": len(leftovers),
+        "out_dir": orch.out,
+        "verdict": "fail" if reasons else "pass",
+    }
+    return lines, summary
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no usage block
+        raise UsageError(message)
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    d = SoakConfig()
+    p = _Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--duration-seconds", type=float, default=d.duration_seconds)
+    p.add_argument("--connections", type=int, default=d.connections, help="streams per wave")
+    p.add_argument("--services", type=int, default=d.services, help="proxy processes (>= 2)")
+    p.add_argument("--seed", type=int, help="fault RNG seed (default: random, printed)")
+    p.add_argument(
+        "--kill-interval-seconds",
+        type=float,
+        default=d.kill_interval_seconds,
+        help="mean time between proxy kills (uniform 0.5x-1.5x); 0: no kills",
+    )
+    p.add_argument("--client-reset-rate", type=float, default=d.client_reset_rate)
+    p.add_argument("--sink-reset-rate", type=float, default=d.sink_reset_rate)
+    p.add_argument("--hang-seconds", type=float, default=d.hang_seconds)
+    p.add_argument("--rss-limit-mib-per-min", type=float, default=d.rss_limit_mib_per_min)
+    p.add_argument("--route-frames", type=int, default=d.route_frames)
+    p.add_argument("--frame-len", type=int, default=d.frame_len)
+    p.add_argument("--tunnel-bytes", type=int, default=d.tunnel_bytes)
+    p.add_argument("--read-reserve", type=int, default=d.read_reserve)
+    p.add_argument("--loop", choices=("asyncio", "uvloop"), default=default_loop())
+    p.add_argument("--service-cores", help="taskset -c list for the services")
+    p.add_argument("--driver-cores", help="taskset -c list for the driver")
+    p.add_argument("--out-dir", type=Path, help="default bench/results/soak_<timestamp>")
+    # Internal: how the orchestrator starts its children.
+    p.add_argument("--child", choices=("service", "driver"), help=argparse.SUPPRESS)
+    p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--stem", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--run-token", help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SoakConfig:
+    """Validate the flags; ``UsageError`` naming the first bad one."""
+    for flag, value, low in (
+        ("--duration-seconds", args.duration_seconds, 0.001),
+        ("--hang-seconds", args.hang_seconds, 0.001),
+        ("--rss-limit-mib-per-min", args.rss_limit_mib_per_min, 0.0),
+        ("--kill-interval-seconds", args.kill_interval_seconds, 0.0),
+        ("--services", args.services, 2),
+        ("--connections", args.connections, 1),
+    ):
+        if not value >= low:  # also rejects nan
+            raise UsageError(f"{flag} must be at least {low:g}, got {value}")
+    if args.connections > MAX_CONNECTIONS:
+        raise UsageError(f"--connections must be at most {MAX_CONNECTIONS}, got {args.connections}")
+    for flag, rate in (
+        ("--client-reset-rate", args.client_reset_rate),
+        ("--sink-reset-rate", args.sink_reset_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            raise UsageError(f"{flag} must be between 0 and 1, got {rate}")
+    if args.client_reset_rate + args.sink_reset_rate > 1.0:
+        raise UsageError("--client-reset-rate plus --sink-reset-rate must be at most 1")
+    if (args.service_cores is None) != (args.driver_cores is None):
+        raise UsageError("--service-cores and --driver-cores go together")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    cfg = SoakConfig(
+        duration_seconds=args.duration_seconds,
+        connections=args.connections,
+        services=args.services,
+        seed=seed,
+        kill_interval_seconds=args.kill_interval_seconds,
+        client_reset_rate=args.client_reset_rate,
+        sink_reset_rate=args.sink_reset_rate,
+        hang_seconds=args.hang_seconds,
+        rss_limit_mib_per_min=args.rss_limit_mib_per_min,
+        route_frames=args.route_frames,
+        frame_len=args.frame_len,
+        tunnel_bytes=args.tunnel_bytes,
+        read_reserve=args.read_reserve,
+        loop=args.loop,
+        service_cores=args.service_cores,
+        driver_cores=args.driver_cores,
+    )
+    for implementation, completion in PROXY_VARIANTS:
+        cfg.bench_config(implementation, completion)  # the harness's own size checks
+    try:
+        taskset_prefix(cfg.service_cores)
+    except RunError as exc:
+        raise UsageError(str(exc)) from exc
+    return cfg
+
+
+def new_out_dir(given: Path | None) -> Path:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return given
+    results = Path(__file__).resolve().parents[3] / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    for n in range(100):
+        path = results / f"soak_{stamp}{'' if n == 0 else f'_{n}'}"
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+            return path
+    raise UsageError(f"cannot create a run folder under {results}")
+
+
+def die_with_parent() -> None:
+    """``PR_SET_PDEATHSIG``: a child goes too when its orchestrator is SIGKILLed (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """A service or the driver: started by the orchestrator, never by hand."""
+    die_with_parent()
+    spec = json.loads(args.spec.read_text())
+    cfg = SoakConfig(**spec["cfg"])
+    if args.child == "service":
+        assert args.stem is not None
+        return int(run_on_loop(cfg.loop, Service(cfg, spec, args.stem).run()))
+    return int(run_on_loop(cfg.loop, Driver(cfg, spec, args.spec.parent).run()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "run-fault-soak.sh"
+    if argv[:1] == ["--prog"] and len(argv) > 1:
+        prog, argv = argv[1], argv[2:]
+    try:
+        args = build_parser(prog).parse_args(argv)
+        if args.child is not None:
+            return child_main(args)
+        cfg = config_from_args(args)
+        out = new_out_dir(args.out_dir)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    raise_on_termination()  # SIGTERM/SIGHUP -> KeyboardInterrupt: the cleanup below runs
+    print(f"soak: seed={cfg.seed} out_dir={out}", flush=True)
+    print(
+        f"soak: {cfg.duration_seconds:g} s, {cfg.connections} connections per wave,"
+        f" {cfg.services} services, kill every ~{cfg.kill_interval_seconds:g} s,"
+        f" reset rates client {cfg.client_reset_rate:g} / sink {cfg.sink_reset_rate:g}",
+        flush=True,
+    )
+    started = time.monotonic()
+    orch = Orchestrator(cfg, out)
+    interrupted = False
+    try:
+        orch.run()
+    except KeyboardInterrupt:
+        interrupted = True
+    except (RunError, PortError, BenchError, OSError) as exc:
+        orch.failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        # A second signal during cleanup must not cut it short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        orch.stop_all()
+    lines, summary = summarize(orch, cfg, interrupted, started)
+    text = "\n".join([*lines, *(f"{k}={v}" for k, v in summary.items())]) + "\n"
+    (out / "summary.txt").write_text(text)
+    print(text, end="", flush=True)
+    return 0 if summary["verdict"] == "pass" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
