@@ -124,23 +124,39 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _ClosedWatch:
-    """Wakes ``fut`` once ``sock`` is closed; re-arms itself every ``CLOSED_CHECK_SECONDS``."""
+class _ClosedSocketWatch:
+    """One per loop: wakes every socket wait whose socket was closed under it.
 
-    __slots__ = ("fut", "loop", "sock", "timer")
+    While any wait is pending it checks them all every ``CLOSED_CHECK_SECONDS``
+    (one timer per loop, not one per wait: a wait costs a dict insert and pop).
+    """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, fut: asyncio.Future[None]
-    ) -> None:
+    __slots__ = ("loop", "timer", "waits")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.sock = sock
-        self.fut = fut
-        self.timer = loop.call_later(CLOSED_CHECK_SECONDS, self.check)
+        self.waits: dict[asyncio.Future[None], socket.socket] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> _ClosedSocketWatch:
+        watch: _ClosedSocketWatch | None = getattr(loop, "_bytes_handoff_closed_watch", None)
+        if watch is None:
+            watch = _ClosedSocketWatch(loop)
+            setattr(loop, "_bytes_handoff_closed_watch", watch)  # noqa: B010
+        return watch
+
+    def add(self, fut: asyncio.Future[None], sock: socket.socket) -> None:
+        self.waits[fut] = sock
+        if self.timer is None:
+            self.timer = self.loop.call_later(CLOSED_CHECK_SECONDS, self.check)
 
     def check(self) -> None:
-        if self.sock.fileno() < 0:
-            _wake(self.fut)  # the caller's next syscall fails with EBADF
-        else:
+        self.timer = None
+        for fut, sock in list(self.waits.items()):
+            if sock.fileno() < 0:
+                _wake(fut)  # the waiter's next syscall fails with EBADF
+        if self.waits:
             self.timer = self.loop.call_later(CLOSED_CHECK_SECONDS, self.check)
 
 
@@ -154,11 +170,12 @@ async def _wait_ready(sock: socket.socket, writing: bool) -> None:
         loop.add_writer(fd, _wake, fut)
     else:
         loop.add_reader(fd, _wake, fut)
-    watch = _ClosedWatch(loop, sock, fut)
+    watch = _ClosedSocketWatch.of(loop)
+    watch.add(fut, sock)
     try:
         await fut
     finally:
-        watch.timer.cancel()
+        del watch.waits[fut]
         if writing:
             loop.remove_writer(fd)
         else:

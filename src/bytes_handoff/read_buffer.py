@@ -67,7 +67,7 @@ class HandoffBuffer:
         "_read_nowait",
         "_reader",
         "_reserve",
-        "_scan_from",
+        "_scan_at",
         "_scan_sep",
         "_start",
         "_view",
@@ -83,10 +83,12 @@ class HandoffBuffer:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
-        #: The remembered search: no ``_scan_sep`` starts before ``_start + _scan_from``,
-        #: so a parser waiting on a trickling peer searches each byte about once.
+        #: The remembered search: no ``_scan_sep`` starts in ``_buf`` before offset
+        #: ``max(_start, _scan_at)``, so a parser waiting on a trickling peer
+        #: searches each byte about once. Absolute, so consuming bytes never
+        #: touches it; compaction shifts it, emptying the buffer resets it.
         self._scan_sep = b""
-        self._scan_from = 0
+        self._scan_at = 0
         self._reader: object = _NO_READER
         self._adapter: ByteReader | None = None
         self._read_nowait: Callable[[memoryview], int | None] | None = None
@@ -153,18 +155,28 @@ class HandoffBuffer:
         """
         return memoryview(self._buf)[self._start : self._end].toreadonly()
 
-    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
-        """Offset of ``sub`` in the buffered bytes (relative to the front), or -1."""
+    def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
+        """Offset of ``sub`` in the buffered bytes (relative to the front), or -1.
+
+        ``start`` and ``end`` work as in ``bytes.find``. Without them, a search
+        for the same ``sub`` as last time resumes where that one stopped.
+        """
         base = self._start
-        if end is None and start == 0 and type(start) is int and type(sub) is bytes and sub:
+        if start is None and end is None and type(sub) is bytes and sub:
             # Hot path: a parser looking for its next delimiter, resuming the last search.
-            pos = self._buf.find(sub, base + self._resume(sub), self._end)
+            at = self._scan_at
+            if sub is not self._scan_sep and sub != self._scan_sep:
+                self._scan_sep = sub
+                at = base
+            pos = self._buf.find(sub, at if at > base else base, self._end)
             if pos < 0:
-                self._scan_from = max(self._end - base - len(sub) + 1, 0)
+                self._scan_at = self._end - len(sub) + 1
                 return -1
-            self._scan_from = pos - base
+            self._scan_at = pos
             return pos - base
-        if type(start) is not int:
+        if start is None:
+            start = 0
+        elif type(start) is not int:
             start = _count(start, "start")
         if end is not None and type(end) is not int:
             end = _count(end, "end")
@@ -178,14 +190,6 @@ class HandoffBuffer:
             end = max(end + length, 0)
         pos = self._buf.find(sub, base + start, base + end)
         return pos - base if pos >= 0 else -1
-
-    def _resume(self, sep: bytes) -> int:
-        """Where a search for ``sep`` may start (relative to the front); forgets other seps."""
-        if sep is self._scan_sep or sep == self._scan_sep:
-            return self._scan_from
-        self._scan_sep = bytes(sep)  # a caller's bytearray may change later: keep a copy
-        self._scan_from = 0
-        return 0
 
     def startswith(self, prefix: bytes) -> bool:
         """Whether the buffered bytes begin with ``prefix``."""
@@ -226,6 +230,7 @@ class HandoffBuffer:
                 new[0:length] = self._view[start:end]
             self._buf = new
             self._view = memoryview(new)
+        self._scan_at -= start
         self._start = 0
         self._end = length
 
@@ -292,7 +297,10 @@ class HandoffBuffer:
         if n < 0 or stop > self._end:
             raise SplitOutOfBounds(requested=n, available=self._end - start)
         out = bytes(self._view[start:stop])
-        self._consume(stop)
+        if stop == self._end:
+            self._start = self._end = self._scan_at = 0
+        else:
+            self._start = stop
         return out
 
     def split_through(self, sep: bytes) -> bytes | None:
@@ -306,15 +314,18 @@ class HandoffBuffer:
             return None
         start = self._start
         end = self._end
-        pos = self._buf.find(sep, start + self._resume(sep), end)
+        at = self._scan_at
+        if sep is not self._scan_sep and sep != self._scan_sep:
+            self._scan_sep = sep if type(sep) is bytes else bytes(sep)  # keep no caller's buffer
+            at = start
+        pos = self._buf.find(sep, at if at > start else start, end)
         if pos < 0:
-            self._scan_from = max(end - start - len(sep) + 1, 0)
+            self._scan_at = end - len(sep) + 1
             return None
         stop = pos + len(sep)
         out = bytes(self._view[start:stop])
-        self._scan_from = 0
         if stop == end:
-            self._start = self._end = 0
+            self._start = self._end = self._scan_at = 0
         else:
             self._start = stop
         return out
@@ -342,12 +353,10 @@ class HandoffBuffer:
         self._consume(stop)
 
     def _consume(self, stop: int) -> None:
-        """Drop the bytes before offset ``stop``; the remembered search moves with the front."""
+        """Drop the bytes before offset ``stop`` (an empty buffer starts over at offset 0)."""
         if stop == self._end:
-            self._start = self._end = self._scan_from = 0
+            self._start = self._end = self._scan_at = 0
         else:
-            scanned = self._scan_from - (stop - self._start)
-            self._scan_from = scanned if scanned > 0 else 0
             self._start = stop
 
     def freeze_all(self) -> bytes:
@@ -357,7 +366,7 @@ class HandoffBuffer:
         of ``len`` bytes; the buffer keeps its storage for the next read.
         """
         out = bytes(self._view[self._start : self._end])
-        self._start = self._end = self._scan_from = 0
+        self._start = self._end = self._scan_at = 0
         return out
 
     def take_tail(self) -> bytearray:
@@ -370,7 +379,7 @@ class HandoffBuffer:
         """
         start, end = self._start, self._end
         buf = self._buf
-        self._start = self._end = self._scan_from = 0
+        self._start = self._end = self._scan_at = 0
         if end > start:
             self._view.release()
             try:
