@@ -461,16 +461,19 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
     assert base.name.startswith("stream_tcp_all_coalesced_ticket_")
     comparison = (base / "comparison.md").read_text()
     assert "service ns/B" in comparison
-    for impl in ("handoff", "manual_vec", "raw_copy", "handoff_splice"):
+    impls = (
+        "handoff",
+        "manual_vec",
+        "raw_copy",
+        "handoff_splice",
+        "manual_protocol",
+        "raw_protocol",
+    )
+    for impl in impls:
         assert "role=tcp-service" in (base / impl / "service-run-1.txt").read_text()
         assert f"| coalesced | {impl} |" in comparison
     # Interleaved per run index: every implementation's run 1 ran in one sweep.
     order = [
         line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if "[run " in line
     ]
-    assert order == [
-        "handoff coalesced",
-        "manual_vec coalesced",
-        "raw_copy coalesced",
-        "handoff_splice coalesced",
-    ]
+    assert order == [f"{impl} coalesced" for impl in impls]

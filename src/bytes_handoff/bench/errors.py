@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BenchError", "UsageError", "VerificationError"]
+__all__ = ["BenchError", "ProtocolError", "UsageError", "VerificationError"]
 
 
 class BenchError(Exception):
@@ -19,3 +19,7 @@ class UsageError(BenchError):
 
 class VerificationError(BenchError):
     """The sink received bytes that differ from what the client sent."""
+
+
+class ProtocolError(BenchError):
+    """The client's stream did not follow the workload's framing."""

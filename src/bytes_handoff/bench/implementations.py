@@ -4,6 +4,7 @@ A proxy is ``async proxy(inbound, outbound, cfg) -> int``: it reads the
 client's stream from ``inbound`` (a non-blocking socket or a ``DuplexStream``),
 forwards it to ``outbound``, shuts ``outbound``'s write side at the end and
 returns the bytes forwarded. The caller closes both endpoints afterwards.
+The ``asyncio.BufferedProtocol`` baselines live in ``protocols.py``.
 
 To add one: write the coroutine and :func:`register` it (a few lines).
 """
@@ -24,11 +25,19 @@ from bytes_handoff import (
 )
 
 from .config import BenchConfig
-from .errors import BenchError
+from .errors import ProtocolError
+from .protocols import proxy_manual_protocol, proxy_raw_protocol
 from .transports import StreamReaderLike, StreamWriterLike, open_streams
 from .workload import MARKER
 
-__all__ = ["IMPLEMENTATIONS", "Implementation", "ProxyFn", "register"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "Implementation",
+    "ProtocolError",
+    "ProxyFn",
+    "names",
+    "register",
+]
 
 ProxyFn = Callable[[object, object, BenchConfig], Awaitable[int]]
 
@@ -55,8 +64,13 @@ def register(impl: Implementation) -> Implementation:
     return impl
 
 
-class ProtocolError(BenchError):
-    """The client's stream did not follow the workload's framing."""
+def names(transport: str | None = None) -> list[str]:
+    """Registered implementations that can run (on ``transport``), in order: ``handoff`` first."""
+    return [
+        impl.name
+        for impl in IMPLEMENTATIONS.values()
+        if impl.unavailable is None and (transport is None or transport in impl.transports)
+    ]
 
 
 # -- handoff: the library path --------------------------------------------------------------
@@ -232,6 +246,22 @@ register(
         proxy_handoff_splice,
         "HandoffBuffer routing, then bytes_handoff.tunnel (splice, kernel to kernel)",
         needs_frame_budget=True,
+        transports=("tcp",),
+    )
+)
+register(
+    Implementation(
+        "manual_protocol",
+        proxy_manual_protocol,
+        "BufferedProtocol parser: owned frames, one writelines per read (an expert's asyncio)",
+        transports=("tcp",),
+    )
+)
+register(
+    Implementation(
+        "raw_protocol",
+        proxy_raw_protocol,
+        "unparsed BufferedProtocol copy (the loop's floor)",
         transports=("tcp",),
     )
 )

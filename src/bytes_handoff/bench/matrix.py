@@ -7,7 +7,7 @@ Configured by environment variables (the seed's names; defaults scaled to a
 variable           default                             meaning
 =================  ==================================  =========================
 TRANSPORT          duplex                              duplex or tcp
-IMPLEMENTATIONS    handoff manual_vec raw_copy
+IMPLEMENTATIONS    all                                 all: each that runs on TRANSPORT
 SCENARIOS          fragmented coalesced
 CONNECTIONS        1 4 16                              connections per wave
 FRAME_SIZES        64 1024 16384                       frame size incl. newline
@@ -50,6 +50,7 @@ from pathlib import Path
 
 from bytes_handoff.bench.artifacts import Stat, format_number, write_cell_artifacts
 from bytes_handoff.bench.config import MAX_FRAME_LEN, MIN_FRAME_LEN
+from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import RunError, raise_on_termination
 from bytes_handoff.bench.wrapper import (
     IMPLEMENTATION_CHOICES,
@@ -67,7 +68,7 @@ from bytes_handoff.bench.wrapper import (
 
 DEFAULTS: dict[str, str] = {
     "TRANSPORT": "duplex",
-    "IMPLEMENTATIONS": "handoff manual_vec raw_copy",
+    "IMPLEMENTATIONS": "all",
     "SCENARIOS": "fragmented coalesced",
     "CONNECTIONS": "1 4 16",
     "FRAME_SIZES": "64 1024 16384",
@@ -232,7 +233,15 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
     )
     return MatrixConfig(
         plan=plan,
-        implementations=choice_list("IMPLEMENTATIONS", environ, IMPLEMENTATION_CHOICES),
+        implementations=list(
+            dict.fromkeys(
+                impl
+                for word in choice_list(
+                    "IMPLEMENTATIONS", environ, (*IMPLEMENTATION_CHOICES, "all")
+                )
+                for impl in (names(transport[0]) if word == "all" else [word])
+            )
+        ),
         scenarios=choice_list("SCENARIOS", environ, SCENARIOS_ALL),
         connections=int_list("CONNECTIONS", environ),
         frame_sizes=frame_sizes,

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import (
     Attacher,
     RunError,
@@ -81,7 +82,7 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
     )
     parser.add_argument(
         "--implementation",
-        choices=("handoff", "manual_vec", "raw_copy", "handoff_splice"),
+        choices=names("tcp"),
         default="handoff",
     )
     parser.add_argument(

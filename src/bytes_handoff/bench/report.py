@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bytes_handoff.bench.artifacts import Stat, read_runs_csv, read_summary_csv
+from bytes_handoff.bench.implementations import names
 
 SCENARIO_ORDER = ("fragmented", "coalesced")
-IMPLEMENTATION_ORDER = ("handoff", "handoff_splice", "manual_vec", "raw_copy")
+#: The registry's order with ``handoff`` (the ratio reference) and ``handoff_splice`` first.
+IMPLEMENTATION_ORDER = tuple(dict.fromkeys(("handoff", "handoff_splice", *names())))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ integrated (one process) or split-process TCP (``--service-cores`` and
         summary.csv         metric,mean,stdev (sample stdev) per numeric key
 
 ``--scenario all`` puts each scenario in its own subfolder; ``--implementation
-all`` runs handoff, manual_vec and raw_copy (on TCP also handoff_splice, when
-the harness has it) interleaved per run index (run 1 of each, then run 2 of
+all`` runs every registered implementation that runs on the transport (handoff
+first; on TCP also handoff_splice and the protocol baselines, when the harness
+has them) interleaved per run index (run 1 of each, then run 2 of
 each, ...) so host noise hits all of them alike, puts each
 implementation in its own subfolder of one parent folder and writes
 ``comparison.md`` and ``comparison.png`` there.
@@ -40,6 +41,7 @@ from bytes_handoff.bench.artifacts import (
     write_cell_artifacts,
 )
 from bytes_handoff.bench.config import MAX_WORKER_THREADS
+from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import (
     Child,
     RunError,
@@ -50,10 +52,10 @@ from bytes_handoff.bench.split import (
     run_split,
 )
 
-IMPLEMENTATIONS_ALL = ("handoff", "manual_vec", "raw_copy")
-IMPLEMENTATION_CHOICES = ("handoff", "manual_vec", "raw_copy", "handoff_splice")
+#: From the registry (``implementations.names``); ``--implementation all`` takes the
+#: ones that run on the plan's transport.
+IMPLEMENTATION_CHOICES = tuple(names())
 SCENARIOS_ALL = ("fragmented", "coalesced")
-SPLICE = "handoff_splice"
 DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -203,10 +205,11 @@ def build_parser(prog: str) -> OneLineParser:
             "  --service-cores); split service idle timeout 1000 ms; --loop: the harness's.\n"
             "split-process TCP: give both --service-cores and --driver-cores (implies\n"
             "  --transport tcp); the service and the driver are pinned with taskset.\n"
-            "--scenario all: one subfolder per scenario. --implementation all: handoff,\n"
-            "  manual_vec and raw_copy (with --transport tcp also handoff_splice, the\n"
-            "  kernel-side lower bound) interleaved per run index, one subfolder each,\n"
-            "  plus comparison.md and comparison.png.\n"
+            "--scenario all: one subfolder per scenario. --implementation all: every\n"
+            "  implementation that runs on the transport, handoff first, interleaved per\n"
+            f"  run index (duplex: {' '.join(names('duplex'))};\n"
+            f"  tcp: {' '.join(names('tcp'))}),\n"
+            "  one subfolder each, plus comparison.md and comparison.png.\n"
             "results: <results-dir>/stream_<transport>_<implementation>_<scenario>_"
             "<completion>_<timestamp>/"
         ),
@@ -354,9 +357,7 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
 
     duration = float(shape.get("--duration-seconds", "0"))
     run_timeout = args.run_timeout_seconds or max(600.0, 3.0 * duration + 300.0)
-    implementations = (
-        list(IMPLEMENTATIONS_ALL) if args.implementation == "all" else [args.implementation]
-    )
+    implementations = names(transport) if args.implementation == "all" else [args.implementation]
     scenarios = list(SCENARIOS_ALL) if args.scenario == "all" else [args.scenario]
     results_dir = args.results_dir or Path(__file__).resolve().parents[3] / "bench" / "results"
     check_results_dir(results_dir, "--results-dir")
@@ -387,9 +388,9 @@ def check_supported(plan: Plan) -> None:
     supported = set(re.findall(r"--[a-z][a-z0-9-]*", text))
     plan.supported_flags = supported
     known = help_implementations(text)
-    if plan.all_implementations and plan.transport == "tcp" and SPLICE in known:
-        # The kernel-side lower bound exists only for TCP sockets.
-        plan.implementations.append(SPLICE)
+    if plan.all_implementations and known:
+        # An older harness may lack some: "all" means the ones it has.
+        plan.implementations = [i for i in plan.implementations if i in known]
     for impl in plan.implementations:
         if known and impl not in known:
             raise UsageError(f"--implementation {impl} is not available in this harness")
