@@ -49,7 +49,7 @@ def test_smoke_run_injects_faults_and_passes(tmp_path: Path) -> None:
     assert int(kv["resets"]) > 0
     assert int(kv["client_resets"]) > 0 and int(kv["sink_resets"]) > 0
     assert int(kv["streams_verified"]) > 0
-    for failure in ("corrupted", "hang", "unexplained"):
+    for failure in ("corrupted", "hang", "proxy_crashed", "unexplained"):
         assert kv[f"failures_{failure}"] == "0"
     assert kv["leftover_processes"] == "0"
     # Independently of the script's own check: nothing started with this run's spec survives.
@@ -122,6 +122,8 @@ def test_a_break_counts_as_proxy_killed_only_when_its_proxy_died_first(tmp_path:
     assert orch.classify_pending(rec, accepts)[0] == "proxy_killed"
     # Served by a proxy that was not killed: a real failure.
     assert orch.classify_pending({**rec, "client_port": 5001}, accepts)[0] == "unexplained"
+    orch.crashed = {200: 10.9}
+    assert orch.classify_pending({**rec, "client_port": 5001}, accepts)[0] == "proxy_crashed"
     # Its proxy was killed only after the stream had already broken.
     early = {"t_start": 10.0, "t_end": 10.4, "client_port": 5000}
     assert orch.classify_pending(early, accepts)[0] == "unexplained"

@@ -30,8 +30,9 @@ in its command line (so the end-of-run check can find any that survived):
 
 A stream ends as ``verified`` (exact length, every byte checked) or in a named
 category: ``client_reset``, ``sink_reset``, ``proxy_killed``, ``connect_refused``.
-``corrupted`` (wrong bytes), ``hang`` (not ended within ``--hang-seconds``) and
-``unexplained`` (broken with no injected cause) fail the soak.
+``corrupted`` (wrong bytes), ``hang`` (not ended within ``--hang-seconds``),
+``proxy_crashed`` (its proxy died without being killed) and ``unexplained``
+(broken with no injected cause) fail the soak.
 
 Exit status: 0 pass, 1 fail (or interrupted), 2 bad usage.
 """
@@ -95,9 +96,10 @@ CATEGORIES = (
     "connect_refused",
     "corrupted",
     "hang",
+    "proxy_crashed",
     "unexplained",
 )
-FAILURE_CATEGORIES = ("corrupted", "hang", "unexplained")
+FAILURE_CATEGORIES = ("corrupted", "hang", "proxy_crashed", "unexplained")
 #: The RSS gate needs this many samples of service 0 (a shorter run reports, not gates).
 MIN_RSS_SAMPLES = 20
 #: After a wave's clients end, the sink must be idle this long: a proxy's sink
@@ -592,6 +594,13 @@ def vm_rss(pid: int) -> int:
     return 0
 
 
+def exit_text(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"died of {signal.Signals(-status).name}"
+    return f"exited with status {status}"
+
+
 def processes_with(token: str) -> list[int]:
     """Pids (other than ours) whose command line contains ``token``."""
     found = []
@@ -620,6 +629,8 @@ class Orchestrator:
         #: pid -> (monotonic time just before its SIGKILL, time it was reaped): in between
         #: the kernel still routes new connections to its listener, then resets them.
         self.kills: dict[int, tuple[float, float]] = {}
+        #: pid -> when the orchestrator saw it dead without having killed it (within 50 ms).
+        self.crashed: dict[int, float] = {}
         self.failures: list[str] = []
         self.t0 = time.monotonic()
 
@@ -642,7 +653,10 @@ class Orchestrator:
         index = sum(1 for i in self.incarnations if i.slot == slot) + 1
         stem = self.out / f"service-{slot}-{index}"
         argv = self.child_argv(self.cfg.service_cores, "service", "--stem", str(stem))
-        inc = Incarnation(slot, index, stem, Child(stem.name, argv, None, stem.with_suffix(".err")))
+        # A fatal signal (SIGSEGV, SIGABRT) leaves the Python stack in the service's log.
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+        child = Child(stem.name, argv, None, stem.with_suffix(".err"), env=env)
+        inc = Incarnation(slot, index, stem, child)
         self.incarnations.append(inc)
         self.live[slot] = inc
         return inc
@@ -702,9 +716,10 @@ class Orchestrator:
             for slot, inc in list(self.live.items()):
                 status = inc.child.poll()
                 if status is not None:
+                    self.crashed[inc.child.pid] = now
                     self.failures.append(
-                        f"{inc.stem.name} (pid {inc.child.pid}) exited with status {status}"
-                        f" without being killed: {last_line(inc.child.stderr_path) or 'no message'}"
+                        f"{inc.stem.name} (pid {inc.child.pid}) {exit_text(status)} without being"
+                        f" killed (log: {inc.child.stderr_path})"
                     )
                     self.start_service(slot)
             if now >= next_kill and now - self.t0 < cfg.duration_seconds:
@@ -783,9 +798,13 @@ class Orchestrator:
             killed = self.kills.get(pid)
             if killed is not None and killed[0] <= hi:
                 return "proxy_killed", f"its proxy (pid {pid}) was killed"
+            if pid in self.crashed:
+                return "proxy_crashed", f"its proxy (pid {pid}) died without being killed"
             return "unexplained", f"served by pid {pid}, which was not killed before it ended"
         if any(killed <= hi and lo <= reaped for killed, reaped in self.kills.values()):
             return "proxy_killed", "never accepted: queued on a listener that was killed"
+        if any(lo <= seen <= hi + 0.5 for seen in self.crashed.values()):
+            return "proxy_crashed", "never accepted: queued on a listener whose service died"
         return "unexplained", "never accepted by any service, and none was dying meanwhile"
 
 
