@@ -646,3 +646,50 @@ def test_split_out_of_bounds_names_the_numbers() -> None:
     buf = _filled(b"abc")
     with pytest.raises(SplitOutOfBounds, match="4 bytes requested, 3 available"):
         buf.advance(4)
+
+
+# -- closing a socket right after abort() ----------------------------------------------------
+
+ABORT_THEN_CLOSE = """
+import asyncio, socket, sys, uvloop
+from bytes_handoff import HandoffBuffer, WriteHandoff, WriteHandoffConfig, stop_waiting
+
+async def main():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a slow sink: the writer waits
+    h = WriteHandoff.spawn(a, WriteHandoffConfig(max_pending_bytes=1 << 20))
+    h.try_write_fire_and_forget(b"y" * 300_000)
+    reading = asyncio.create_task(HandoffBuffer(1024).read_available(a))
+    await asyncio.sleep(0)
+
+    async def proxy_fails():
+        h.abort()  # the writer's watch goes now, not on the cancelled task's next step
+        reading.cancel()
+        stop_waiting(a)  # the same for a read a cancelled task still waits in
+        a.close()
+
+    asyncio.create_task(proxy_fails())
+    await asyncio.sleep(0.3)
+    b.close()
+
+(uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
+print("survived")
+"""
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_closing_a_socket_right_after_abort_is_safe(loop_name: str) -> None:
+    """uvloop aborts the process if a watched descriptor is closed before its watch goes."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ABORT_THEN_CLOSE, loop_name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "survived"

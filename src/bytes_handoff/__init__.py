@@ -5,12 +5,23 @@
 * :class:`WriteHandoff` -- a bounded, owned, batched write queue in front of
   one writer, with backpressure and optional completion tickets.
 * :func:`duplex_pair` -- an in-memory bounded byte pipe for tests and benches.
+* :class:`HandoffProtocol` -- the same buffer as an ``asyncio.BufferedProtocol``'s
+  storage, for ``create_server`` / ``create_connection`` (TLS included);
+  ``WriteHandoff.spawn(protocol)`` drains into its transport.
 * :func:`tunnel` -- forward the rest of a stream after a parser switches to
   raw mode, kernel to kernel (``splice``) where both ends are Linux sockets.
 """
 
 from ._types import BytesLike
-from .adapters import ByteReader, ByteWriter, as_reader, as_writer, register_reader, register_writer
+from .adapters import (
+    ByteReader,
+    ByteWriter,
+    as_reader,
+    as_writer,
+    register_reader,
+    register_writer,
+    stop_waiting,
+)
 from .duplex import DuplexStream, duplex_pair
 from .errors import (
     BackpressureReason,
@@ -24,6 +35,12 @@ from .errors import (
     WriteClosed,
     WriteError,
     WriteIOError,
+)
+from .protocol import (
+    HandoffProtocol,
+    TransportWriter,
+    open_handoff_connection,
+    start_handoff_server,
 )
 from .raw_tunnel import splice_supported, tunnel
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
@@ -43,8 +60,10 @@ __all__ = [
     "HandoffBuffer",
     "HandoffBufferConfig",
     "HandoffError",
+    "HandoffProtocol",
     "LimitExceeded",
     "SplitOutOfBounds",
+    "TransportWriter",
     "WriteBackpressure",
     "WriteClosed",
     "WriteError",
@@ -56,8 +75,11 @@ __all__ = [
     "as_reader",
     "as_writer",
     "duplex_pair",
+    "open_handoff_connection",
     "register_reader",
     "register_writer",
     "splice_supported",
+    "start_handoff_server",
+    "stop_waiting",
     "tunnel",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "check_plain_nonblocking",
     "register_reader",
     "register_writer",
+    "stop_waiting",
     "wait_readable",
     "wait_writable",
 ]
@@ -135,7 +136,7 @@ class _ClosedSocketWatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waits: dict[asyncio.Future[None], socket.socket] = {}
+        self.waits: dict[asyncio.Future[None], tuple[socket.socket, bool]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
     @staticmethod
@@ -146,14 +147,14 @@ class _ClosedSocketWatch:
             setattr(loop, "_bytes_handoff_closed_watch", watch)  # noqa: B010
         return watch
 
-    def add(self, fut: asyncio.Future[None], sock: socket.socket) -> None:
-        self.waits[fut] = sock
+    def add(self, fut: asyncio.Future[None], sock: socket.socket, writing: bool) -> None:
+        self.waits[fut] = (sock, writing)
         if self.timer is None:
             self.timer = self.loop.call_later(CLOSED_CHECK_SECONDS, self.check)
 
     def check(self) -> None:
         self.timer = None
-        for fut, sock in list(self.waits.items()):
+        for fut, (sock, _) in list(self.waits.items()):
             if sock.fileno() < 0:
                 _wake(fut)  # the waiter's next syscall fails with EBADF
         if self.waits:
@@ -171,15 +172,40 @@ async def _wait_ready(sock: socket.socket, writing: bool) -> None:
     else:
         loop.add_reader(fd, _wake, fut)
     watch = _ClosedSocketWatch.of(loop)
-    watch.add(fut, sock)
+    watch.add(fut, sock, writing)
     try:
         await fut
     finally:
-        del watch.waits[fut]
+        watch.waits.pop(fut, None)
         if writing:
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+def stop_waiting(sock: socket.socket) -> None:
+    """Unregister every pending wait on ``sock`` from the running loop, now.
+
+    Call it before closing a socket that a cancelled task may still be
+    waiting on: uvloop (libuv) aborts the process when a descriptor it was
+    told to watch is closed before the watch is removed, and a cancelled
+    task only removes its watch on its next step.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    watch: _ClosedSocketWatch | None = getattr(loop, "_bytes_handoff_closed_watch", None)
+    fd = sock.fileno()
+    if watch is None or fd < 0:
+        return
+    for fut, (waiting_on, writing) in list(watch.waits.items()):
+        if waiting_on is sock:
+            del watch.waits[fut]
+            if writing:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
 
 
 async def wait_readable(sock: socket.socket) -> None:
@@ -275,6 +301,10 @@ class SocketWriter:
         while (n := self.write_nowait(chunks)) == 0 and any(chunks):
             await wait_writable(self._sock)
         return n
+
+    def stop_waiting(self) -> None:
+        """``WriteHandoff.abort()`` calls it: the socket may be closed right after."""
+        stop_waiting(self._sock)
 
     async def shutdown(self) -> None:
         try:

@@ -3,10 +3,11 @@
 ``await tunnel(buf, source, handoff)`` first hands the bytes the parser already
 read (``buf``'s tail) to ``handoff``, then forwards everything else ``source``
 sends until end of stream, and finally closes ``handoff`` (flush + shut the
-write side). When ``source`` is a socket and ``handoff`` writes to a socket on
-Linux, the rest moves kernel to kernel with ``os.splice`` through a pipe: no
-byte enters Python. Elsewhere it falls back to the buffered copy path
-(``read_available`` + ``freeze_all`` + ``write_fire_and_forget``).
+write side). On Linux, when both ends are plain sockets -- raw sockets, or the
+TCP transports of a :class:`~bytes_handoff.HandoffProtocol` and the protocol a
+handoff writes to -- the rest moves kernel to kernel with ``os.splice`` through
+a pipe: no byte enters Python. Elsewhere (TLS, the duplex, asyncio streams,
+other platforms) it copies: one read, one owned chunk.
 
 The tunnel owns ``handoff`` from the call on: other producers must have
 finished submitting (their queued chunks are written first, in order).
@@ -15,9 +16,10 @@ finished submitting (their queued chunks are written first, in order).
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 
 from .adapters import (
     SocketWriter,
@@ -27,12 +29,12 @@ from .adapters import (
     wait_writable,
 )
 from .errors import BufferIOError, WriteClosed, WriteIOError
+from .protocol import HandoffProtocol, TransportWriter
 from .read_buffer import HandoffBuffer
 from .write_queue import WriteHandoff
 
 __all__ = ["splice_supported", "tunnel"]
 
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe size asked for; the kernel may give less (``/proc/sys/fs/pipe-max-size``).
 PIPE_SIZE = 1024 * 1024
 
@@ -40,6 +42,19 @@ PIPE_SIZE = 1024 * 1024
 def splice_supported() -> bool:
     """Whether this platform has ``os.splice`` (Linux, Python >= 3.10)."""
     return hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+
+
+def _plain_transport_socket(proto: HandoffProtocol) -> socket.socket | None:
+    """The TCP/Unix socket under ``proto``'s transport, or ``None`` (TLS, pipes, closed)."""
+    transport = proto.transport
+    if transport is None or proto.closed or transport.is_closing():
+        return None
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return None
+    return sock  # type: ignore[no-any-return]
 
 
 async def tunnel(
@@ -52,44 +67,67 @@ async def tunnel(
 ) -> int:
     """Forward ``buf``'s tail, then all of ``source``, into ``handoff``; return the byte count.
 
+    ``source`` is what ``buf`` reads from (a socket, a stream, a duplex end) or
+    the :class:`~bytes_handoff.HandoffProtocol` whose ``buffer`` is ``buf``.
     Every byte taken from ``buf`` or read from ``source`` is forwarded, in
     order, whatever its size: pieces larger than the handoff's byte budget go
     as several chunks. What is refused (a closed ``handoff``, a TLS or
     blocking socket, an unsupported ``source``) is refused before anything is
-    taken, so the tail is still in ``buf``.
+    taken, so the tail is still in ``buf``. A protocol source's transport is
+    left paused; close it afterwards.
 
-    ``splice=False`` forces the buffered copy path. ``idle_timeout`` (seconds)
-    bounds each wait for the source; ``TimeoutError`` if it passes. Reader
-    failures raise ``BufferIOError``, writer failures ``WriteIOError``
-    (chaining the ``OSError``) on both paths; the handoff is closed either way.
+    ``splice=False`` forces the copy path. ``idle_timeout`` (seconds) bounds
+    each wait for the source; ``TimeoutError`` if it passes. Reader failures
+    raise ``BufferIOError``, writer failures ``WriteIOError`` (chaining the
+    ``OSError``) on every path; the handoff is closed either way.
     """
-    spliced = (
+    sink = handoff.writer
+    src_sock: socket.socket | None = None
+    dst_sock: socket.socket | None = None
+    reader: object = None
+    # Refuse before taking anything, so a refused call loses no byte.
+    if isinstance(source, HandoffProtocol):
+        if source.buffer is not buf:
+            raise ValueError("tunnel() from a HandoffProtocol takes that protocol's own buffer")
+        if splice and splice_supported() and isinstance(sink, TransportWriter):
+            src_sock = _plain_transport_socket(source)
+            dst_sock = _plain_transport_socket(sink.protocol)
+    elif (
         splice
         and splice_supported()
         and isinstance(source, socket.socket)
-        and isinstance(handoff.writer, SocketWriter)
-    )
-    # Refuse before taking anything, so a refused call loses no byte.
-    reader = None
-    if spliced:
-        assert isinstance(source, socket.socket) and isinstance(handoff.writer, SocketWriter)
+        and (isinstance(sink, SocketWriter))
+    ):
         check_plain_nonblocking(source)
-        check_plain_nonblocking(handoff.writer.sock)
+        check_plain_nonblocking(sink.sock)
+        src_sock, dst_sock = source, sink.sock
     else:
         reader = as_reader(source)
     if handoff.closed:
         raise handoff.error or WriteClosed()
+    spliced = src_sock is not None and dst_sock is not None
     total = 0
     try:
+        if isinstance(source, HandoffProtocol) and spliced:
+            source.pause_reading()  # from here on the socket's bytes are spliced, not read
         if buf:
             tail = buf.freeze_all()
             total += len(tail)
             await _forward(handoff, tail)
         if spliced:
+            assert src_sock is not None and dst_sock is not None
             # Everything queued must reach the sink before spliced bytes do.
             await handoff.flush()
-            assert isinstance(source, socket.socket) and isinstance(handoff.writer, SocketWriter)
-            total += await _splice(source, handoff.writer.sock, idle_timeout)
+            if isinstance(source, HandoffProtocol):
+                assert isinstance(sink, TransportWriter)
+                if not source.at_eof:
+                    await _drained(sink.protocol)
+                    async with _dup(src_sock) as src, _dup(dst_sock) as dst:
+                        total += await _splice(src, dst, idle_timeout)
+            else:
+                total += await _splice(src_sock, dst_sock, idle_timeout)
+        elif isinstance(source, HandoffProtocol):
+            total += await _copy_protocol(source, handoff, idle_timeout)
         else:
             total += await _copy(buf, reader, handoff, idle_timeout)
     except WriteClosed:
@@ -105,6 +143,54 @@ async def tunnel(
         raise
     await handoff.aclose()
     return total
+
+
+async def _drained(proto: HandoffProtocol) -> None:
+    """Wait until ``proto``'s transport has handed every buffered byte to its socket."""
+    transport = proto.transport
+    assert transport is not None
+    if not transport.get_write_buffer_size():
+        return
+    high, low = transport.get_write_buffer_limits()
+    # With both marks at 0 the transport pauses us while anything is buffered and
+    # resumes us exactly when its buffer is empty.
+    transport.set_write_buffer_limits(high=0, low=0)
+    try:
+        while transport.get_write_buffer_size() and not proto.closed:
+            if proto._write_paused:
+                await proto._writable()
+            else:
+                await asyncio.sleep(0.001)
+    finally:
+        if not proto.closed:
+            transport.set_write_buffer_limits(high=high, low=low)
+    if proto.closed:
+        raise WriteIOError(BrokenPipeError("transport closed before its buffer was sent"))
+
+
+@contextlib.asynccontextmanager
+async def _dup(sock: socket.socket) -> AsyncIterator[socket.socket]:
+    """A second descriptor of a transport's socket: the loop watches it apart from the transport."""
+    dup = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        dup.setblocking(False)
+        yield dup
+    finally:
+        dup.close()
+
+
+async def _copy_protocol(
+    proto: HandoffProtocol, handoff: WriteHandoff, idle_timeout: float | None
+) -> int:
+    total = 0
+    buf = proto.buffer
+    while True:
+        async with asyncio.timeout(idle_timeout):
+            n = await proto.read_available()
+        if n == 0:
+            return total
+        total += len(buf)
+        await _forward(handoff, buf.freeze_all())
 
 
 async def _forward(handoff: WriteHandoff, data: bytes) -> None:
@@ -133,10 +219,12 @@ async def _copy(
 
 async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | None) -> int:
     # Hot path: two splice(2) calls per pipe-full; Python only waits for readiness.
+    import fcntl  # Linux only, like splice: importing the package must work everywhere
+
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         try:
-            chunk = fcntl.fcntl(wfd, _F_SETPIPE_SZ, PIPE_SIZE)
+            chunk = fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         except OSError:
             chunk = 64 * 1024
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK

@@ -236,6 +236,35 @@ class HandoffBuffer:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _spare(self) -> memoryview:
+        """Spare room for one read: ``min(read_reserve, max_len - len)`` bytes (protocol path).
+
+        ``LimitExceeded`` when the buffer is full. Release the view after the read.
+        """
+        # Hot path: called by the loop before every read of a HandoffProtocol.
+        end = self._end
+        want = self._max_len - (end - self._start)
+        if want > self._reserve:
+            want = self._reserve
+        elif want <= 0:
+            raise LimitExceeded(attempted=end - self._start + 1, limit=self._max_len)
+        if len(self._buf) - end < want:
+            self._make_room(want)
+            end = self._end
+        return self._view[end : end + want]
+
+    def _commit(self, n: int) -> None:
+        """Account ``n`` bytes a read put into the room :meth:`_spare` handed out."""
+        end = self._end
+        if (
+            type(n) is not int
+            or n < 0
+            or end + n > len(self._buf)
+            or (end + n - self._start > self._max_len)
+        ):
+            raise ValueError(f"read of {n!r} bytes does not fit the spare room handed out")
+        self._end = end + n
+
     async def read_available(self, reader: object) -> int:
         """Read once from ``reader`` into spare room; return the count, ``0`` at end of stream.
 

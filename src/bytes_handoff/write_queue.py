@@ -41,7 +41,8 @@ from .errors import (
 
 __all__ = ["WriteHandoff", "WriteHandoffConfig", "WriteTicket"]
 
-#: Most chunks in one vectored write.
+#: Most chunks in one vectored write, unless the writer says otherwise with a
+#: ``max_batch_items`` attribute (a transport takes more than one ``sendmsg``).
 BATCH_MAX_ITEMS = 64
 #: Most bytes in one vectored write (a batch always takes at least one chunk).
 BATCH_MAX_BYTES = 1024 * 1024
@@ -170,6 +171,7 @@ class WriteHandoff:
         self._write_nowait: Callable[[list[BytesLike]], int] | None = getattr(
             writer, "write_nowait", None
         )
+        self._batch_items: int = getattr(writer, "max_batch_items", BATCH_MAX_ITEMS)
         self._flush_scheduled = False
         self._task: asyncio.Task[None] = self._loop.create_task(self._run())
 
@@ -394,9 +396,15 @@ class WriteHandoff:
             raise self._error
 
     def abort(self) -> None:
-        """Stop now: cancel the writer task; every unwritten chunk fails with ``WriteClosed``."""
+        """Stop now: cancel the writer task; every unwritten chunk fails with ``WriteClosed``.
+
+        The writer is released at once: closing its socket right after is safe.
+        """
         self.close()
         self._task.cancel()
+        stop_waiting = getattr(self._writer, "stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting()  # the cancelled task would only unregister on its next step
         # A task cancelled before its first step never runs _run's handler: fail here too.
         self._fail_queued(WriteClosed("write handoff aborted"), None)
 
@@ -430,7 +438,7 @@ class WriteHandoff:
         # Hot path: take <= 64 chunks / <= 1 MiB (at least one chunk).
         chunks = self._chunks
         tickets = self._tickets
-        if len(chunks) <= BATCH_MAX_ITEMS and self._pending <= BATCH_MAX_BYTES:
+        if len(chunks) <= self._batch_items and self._pending <= BATCH_MAX_BYTES:
             # The whole queue fits (the usual case): move it in one step.
             batch = list(chunks)
             batch_tickets = list(tickets)
@@ -443,7 +451,8 @@ class WriteHandoff:
             batch_tickets = []
             size = 0
             ticketed = 0
-            while chunks and len(batch) < BATCH_MAX_ITEMS and size < BATCH_MAX_BYTES:
+            limit = self._batch_items
+            while chunks and len(batch) < limit and size < BATCH_MAX_BYTES:
                 data = chunks.popleft()
                 ticket = tickets.popleft()
                 batch.append(data)

@@ -1,0 +1,414 @@
+"""The asyncio protocol path: a ``HandoffBuffer`` as a ``BufferedProtocol``'s storage,
+and ``WriteHandoff`` draining into the protocol's transport.
+
+This is how servers built on ``loop.create_server`` / ``asyncio.start_server``
+(TLS through ``ssl=``, uvloop's C read path) use the library. The loop reads
+straight into the buffer's spare room (``get_buffer`` / ``buffer_updated``):
+no copy, no readiness registration per read, no task switch per read. A full
+buffer pauses reading: nothing is dropped and ``max_len`` is never passed.
+
+Two ways to consume what arrives:
+
+* **callback**: ``HandoffProtocol(cfg, on_data=step)``; ``step(proto)`` runs on
+  the loop after every read (and once at end of stream) and takes what it
+  can from ``proto.buffer``. The fastest path.
+* **awaitable**: ``await proto.read_available()``, ``read_until(sep)``,
+  ``read_exactly(n)``, with asyncio's end-of-stream and limit semantics
+  (``IncompleteReadError``, ``LimitOverrunError``).
+
+``WriteHandoff.spawn(proto)`` drains into ``proto``'s transport: one
+``writelines`` per batch, waiting on ``pause_writing`` / ``resume_writing``
+instead of polling. A ticket resolves when the transport accepted the chunk in
+full (it may still sit in the transport's own bounded buffer). The queue only
+ever holds immutable chunks, so a transport that keeps a reference to what it
+could not send at once never sees reused storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ._types import BytesLike
+from .adapters import register_writer
+from .errors import BufferIOError, LimitExceeded
+from .read_buffer import HandoffBuffer, HandoffBufferConfig
+
+__all__ = [
+    "HandoffProtocol",
+    "TransportWriter",
+    "open_handoff_connection",
+    "start_handoff_server",
+]
+
+#: Read bounds when none are given: 64 KiB buffered, 16 KiB per read.
+DEFAULT_CONFIG = HandoffBufferConfig(max_len=64 * 1024)
+
+OnData = Callable[["HandoffProtocol"], object]
+
+
+class HandoffProtocol(asyncio.BufferedProtocol):
+    """A ``BufferedProtocol`` whose receive storage is a :class:`HandoffBuffer`.
+
+    ``on_data(proto)``, if given, is called after every read and once at end
+    of stream (``proto.at_eof``); otherwise use the awaitable readers. End of
+    stream keeps the write side open (half-close), so a proxy can finish
+    writing after its client is done sending; once both sides are done (end
+    of stream received, and a ``WriteHandoff`` on this protocol closed) the
+    transport is closed.
+    """
+
+    def __init__(
+        self, config: HandoffBufferConfig | None = None, *, on_data: OnData | None = None
+    ) -> None:
+        self.buffer = HandoffBuffer.with_config(config or DEFAULT_CONFIG)
+        self.transport: asyncio.Transport | None = None
+        self.on_data = on_data
+        self.at_eof = False
+        self.closed = False
+        #: Why the connection was lost, ``None`` for a clean close.
+        self.exception: Exception | None = None
+        self._unseen = 0  # bytes arrived since read_available last returned
+        self._reader_waiting: asyncio.Future[None] | None = None
+        self._paused_full = False  # reading paused because the buffer is full
+        self._paused_by_user = False
+        self._write_paused = False
+        self._write_shut = False  # a WriteHandoff shut our write side
+        self._tls = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        self._tls = transport.get_extra_info("sslcontext") is not None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Hot path: the loop recv_into()s straight into the buffer's spare room.
+        # The loop holds the view until buffer_updated returns; it pins nothing after that.
+        return self.buffer._spare()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Hot path: commit, then one parse step (callback style) or one wake-up.
+        buf = self.buffer
+        buf._commit(nbytes)
+        self._unseen += nbytes
+        if self.on_data is not None:
+            self.on_data(self)
+        elif self._reader_waiting is not None:
+            self._wake_reader()
+        if len(buf) >= buf.max_len and not self._paused_full and self.transport is not None:
+            self._paused_full = True  # never read past max_len: wait for the consumer
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.at_eof = True
+        if self.on_data is not None:
+            self.on_data(self)
+        self._wake_reader()
+        if self._write_shut and self.transport is not None:
+            self.transport.close()  # both directions are done
+        # Keep the write side open (the peer only stopped sending); TLS cannot half-close.
+        return not self._tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.exception = exc
+        self.at_eof = True
+        self._wake_reader()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- flow control the consumer controls ---------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading from the transport until :meth:`resume_reading` (for write backpressure)."""
+        if not self._paused_by_user:
+            self._paused_by_user = True
+            if not self._paused_full and self.transport is not None:
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`; reading stays paused while the buffer is full."""
+        if self._paused_by_user:
+            self._paused_by_user = False
+            self._resume_transport()
+
+    def _resume_transport(self) -> None:
+        if self._paused_full:
+            if len(self.buffer) >= self.buffer.max_len:
+                return
+            self._paused_full = False
+        transport = self.transport
+        if (
+            not self._paused_by_user
+            and transport is not None
+            and not self.closed
+            and not transport.is_reading()
+        ):
+            transport.resume_reading()
+
+    # -- awaitable readers ----------------------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        fut = self._reader_waiting
+        if fut is not None:
+            self._reader_waiting = None
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait(self) -> None:
+        """Wait for more bytes or end of stream; resume a transport paused on a full buffer."""
+        if self._reader_waiting is not None:
+            raise RuntimeError("another task is already reading from this protocol")
+        self._resume_transport()
+        fut = asyncio.get_running_loop().create_future()
+        self._reader_waiting = fut
+        try:
+            await fut
+        finally:
+            if self._reader_waiting is fut:
+                self._reader_waiting = None
+
+    def _raise_if_failed(self) -> None:
+        exc = self.exception
+        if exc is not None:
+            raise BufferIOError(exc) from exc
+
+    async def read_available(self) -> int:
+        """Wait for bytes that arrived since the last call; their count, ``0`` at end of stream.
+
+        The bytes are in :attr:`buffer`. A full buffer raises
+        ``LimitExceeded(attempted=len + 1, limit=max_len)`` (take bytes out
+        first); a connection lost with an error raises ``BufferIOError``.
+        """
+        buf = self.buffer
+        while self._unseen == 0:
+            if self.at_eof:
+                self._raise_if_failed()
+                return 0
+            if len(buf) >= buf.max_len:
+                raise LimitExceeded(attempted=len(buf) + 1, limit=buf.max_len)
+            await self._wait()
+        n, self._unseen = self._unseen, 0
+        return n
+
+    async def read_until(self, sep: bytes = b"\n", max_bytes: int | None = None) -> bytes:
+        """The next frame up to and with ``sep``, as owned ``bytes`` (``StreamReader.readuntil``).
+
+        ``asyncio.LimitOverrunError`` if no ``sep`` ends within ``max_bytes``
+        (default ``max_len``; the bytes stay buffered);
+        ``asyncio.IncompleteReadError`` carrying the rest at end of stream.
+        The search resumes where the previous one stopped.
+        """
+        if not sep:
+            raise ValueError("sep must not be empty")
+        buf = self.buffer
+        limit = buf.max_len if max_bytes is None else max_bytes
+        while True:
+            pos = buf.find(sep)
+            if pos >= 0:
+                end = pos + len(sep)
+                if end > limit:
+                    raise asyncio.LimitOverrunError(
+                        f"separator found at byte {end}, past the limit of {limit}", pos
+                    )
+                self._unseen = 0
+                return buf.split_prefix(end)
+            if len(buf) >= limit:
+                raise asyncio.LimitOverrunError(
+                    f"separator not found within {limit} bytes", len(buf)
+                )
+            if self.at_eof:
+                self._raise_if_failed()
+                raise asyncio.IncompleteReadError(buf.freeze_all(), None)
+            await self._wait()
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes as owned ``bytes`` (``StreamReader.readexactly``).
+
+        ``LimitExceeded`` at once if ``n`` is over ``max_len`` (it could
+        never fit); ``asyncio.IncompleteReadError`` carrying the rest at end
+        of stream.
+        """
+        buf = self.buffer
+        if type(n) is not int:
+            raise TypeError(f"n must be an int, got {type(n).__name__}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n > buf.max_len:
+            raise LimitExceeded(attempted=n, limit=buf.max_len)
+        while len(buf) < n:
+            if self.at_eof:
+                self._raise_if_failed()
+                raise asyncio.IncompleteReadError(buf.freeze_all(), n)
+            await self._wait()
+        self._unseen = 0
+        return buf.split_prefix(n)
+
+    # -- the write side -------------------------------------------------------------------------
+
+    async def _writable(self) -> None:
+        """Wait until the transport takes more bytes (``resume_writing``) or the connection ends."""
+        while self._write_paused and not self.closed:
+            fut = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+
+def _broken(proto: HandoffProtocol) -> OSError:
+    exc = proto.exception
+    if isinstance(exc, OSError):
+        return exc
+    return BrokenPipeError("transport is closed")
+
+
+class TransportWriter:
+    """Writes batches to a :class:`HandoffProtocol`'s transport with ``writelines``.
+
+    Returns the whole batch as accepted (a transport buffers what the socket
+    does not take at once) unless the transport asked to pause writing, in
+    which case it waits for ``resume_writing``. The transport's own buffer is
+    bounded by its high-water mark, the handoff's by its budget.
+    """
+
+    __slots__ = ("_proto",)
+
+    #: A transport writes a whole list at once (uvloop: one ``writev``).
+    max_batch_items = 1024
+
+    def __init__(self, proto: HandoffProtocol) -> None:
+        if proto.transport is None:
+            raise ValueError("the protocol has no transport yet (connection_made was not called)")
+        self._proto = proto
+
+    @property
+    def protocol(self) -> HandoffProtocol:
+        return self._proto
+
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        """Hand the batch to the transport; ``0`` while it asks to pause writing."""
+        # Hot path: one writelines per batch.
+        proto = self._proto
+        if proto._write_paused:
+            return 0
+        transport = proto.transport
+        if proto.closed or transport is None or transport.is_closing():
+            raise _broken(proto)
+        transport.writelines(chunks)
+        return sum(map(len, chunks))
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        while (n := self.write_nowait(chunks)) == 0 and any(chunks):
+            await self._proto._writable()
+        return n
+
+    async def shutdown(self) -> None:
+        """Shut the write side; close the transport if the peer is done sending too."""
+        proto = self._proto
+        proto._write_shut = True
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof() and not proto.at_eof:
+            transport.write_eof()
+        else:  # both directions done, or TLS (no half-close): close after the buffered bytes
+            transport.close()
+
+
+register_writer(HandoffProtocol, TransportWriter)
+
+
+# -- connecting -----------------------------------------------------------------------------------
+
+Handler = Callable[[HandoffProtocol], Awaitable[object]]
+
+
+async def start_handoff_server(
+    handler: Handler,
+    host: str | Sequence[str] | None = None,
+    port: int | None = None,
+    *,
+    config: HandoffBufferConfig | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """``asyncio.start_server`` for the protocol path: ``handler(proto)`` runs per connection.
+
+    The transport is closed when the handler returns or fails. ``ssl=`` and
+    the other keyword arguments go to ``loop.create_server``.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(proto: HandoffProtocol) -> None:
+        try:
+            await handler(proto)
+        finally:
+            if proto.transport is not None:
+                proto.transport.close()
+
+    def factory() -> HandoffProtocol:
+        proto = _ConnectingProtocol(config)
+
+        def started(p: HandoffProtocol) -> None:
+            task = loop.create_task(run(p))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        proto.on_connection_made = started
+        return proto
+
+    return await loop.create_server(factory, host, port, ssl=ssl, **kwargs)
+
+
+class _ConnectingProtocol(HandoffProtocol):
+    """Calls ``on_connection_made(self)`` once the transport is set (server side)."""
+
+    def __init__(self, config: HandoffBufferConfig | None) -> None:
+        super().__init__(config)
+        self.on_connection_made: Callable[[HandoffProtocol], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.on_connection_made is not None:
+            self.on_connection_made(self)
+
+
+async def open_handoff_connection(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    config: HandoffBufferConfig | None = None,
+    ssl: _ssl.SSLContext | bool | None = None,
+    **kwargs: Any,
+) -> HandoffProtocol:
+    """``asyncio.open_connection`` for the protocol path: the connected protocol.
+
+    Read with ``proto.read_*``; write with ``WriteHandoff.spawn(proto)``.
+    ``ssl=`` and the other keyword arguments go to ``loop.create_connection``.
+    """
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(
+        lambda: HandoffProtocol(config),
+        host,  # type: ignore[arg-type]  # None with sock=, as create_connection allows
+        port,  # type: ignore[arg-type]
+        ssl=ssl,
+        **kwargs,
+    )
+    return proto
