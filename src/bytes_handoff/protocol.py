@@ -78,6 +78,7 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         self._write_shut = False  # a WriteHandoff shut our write side
         self._tls = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._lost: asyncio.Future[None] | None = None
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -96,11 +97,16 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         buf = self.buffer
         buf._commit(nbytes)
         self._unseen += nbytes
-        if self.on_data is not None:
-            self.on_data(self)
+        on_data = self.on_data
+        if on_data is not None:
+            on_data(self)
         elif self._reader_waiting is not None:
             self._wake_reader()
-        if len(buf) >= buf.max_len and not self._paused_full and self.transport is not None:
+        if (
+            buf._end - buf._start >= buf._max_len  # full (attributes: no calls on the hot path)
+            and not self._paused_full
+            and self.transport is not None
+        ):
             self._paused_full = True  # never read past max_len: wait for the consumer
             self.transport.pause_reading()
 
@@ -115,6 +121,8 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         self.closed = True
         self.exception = exc
         self.at_eof = True
@@ -133,6 +141,13 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is lost (after ``transport.close()`` flushed, say)."""
+        if not self.closed:
+            if self._lost is None:
+                self._lost = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._lost)
 
     # -- flow control the consumer controls ---------------------------------------------------
 

@@ -278,16 +278,19 @@ class WriteHandoff:
 
     def _admit_now(self, data: object) -> tuple[BytesLike, int]:
         """The owned form of ``data`` and its size if it fits now, else ``WriteBackpressure``."""
-        chunk, size = _owned(data)
+        if type(data) is bytes:
+            chunk: BytesLike = data
+            size = len(data)
+        else:
+            chunk, size = _owned(data)
         if (
             self._closed
             or len(self._chunks) >= self._max_items
             or self._pending + size > self._max_bytes
         ):
+            if not self._closed:
+                self._write_through()  # frees room without a refusal when the writer keeps up
             refusal = self._refusal(data, size)
-            if refusal is not None and not self._closed:
-                self._write_through()
-                refusal = self._refusal(data, size)
             if refusal is not None:
                 raise refusal
         return chunk, size
@@ -301,6 +304,20 @@ class WriteHandoff:
 
     def try_write_fire_and_forget(self, data: BytesLike) -> None:
         """Enqueue ``data`` now without a ticket, or raise ``WriteBackpressure``."""
+        # Hot path (a protocol's parse step): bytes that fit are queued inline.
+        if (
+            type(data) is bytes
+            and not self._closed
+            and len(self._chunks) < self._max_items
+            and self._pending + len(data) <= self._max_bytes
+        ):
+            self._chunks.append(data)
+            self._tickets.append(None)
+            self._pending += len(data)
+            self._accepted += 1
+            if self._wakeup is not None and not self._flush_scheduled:
+                self._schedule_flush()
+            return
         chunk, size = self._admit_now(data)
         self._enqueue(chunk, size, None)
 
@@ -466,7 +483,8 @@ class WriteHandoff:
         self._in_flight_first = 0
         self._batch_left = size
         self._batch_ticketed = ticketed > 0
-        self._wake_producers()  # queue room was freed
+        if self._space_waiters:  # queue room was freed
+            self._wake_producers()
 
     def _advance(self, n: int) -> None:
         """Account ``n`` written bytes of the batch: finish its chunks, resume at the exact byte."""
@@ -497,7 +515,8 @@ class WriteHandoff:
             self._batch = self._in_flight = None
         else:
             self._in_flight_first = done
-        self._wake_producers()
+        if self._space_waiters:
+            self._wake_producers()
         if self._flush_waiters:
             self._wake_flushers()
 

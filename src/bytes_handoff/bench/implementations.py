@@ -12,6 +12,7 @@ To add one: write the coroutine and :func:`register` it (a few lines).
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from bytes_handoff import (
 
 from .config import BenchConfig
 from .errors import ProtocolError
+from .handoff_protocol import proxy_handoff_protocol
 from .protocols import proxy_manual_protocol, proxy_raw_protocol
 from .transports import StreamReaderLike, StreamWriterLike, open_streams
 from .workload import MARKER
@@ -120,6 +122,13 @@ async def _route(
 
 
 async def proxy_handoff(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """The library's fastest path: the protocol path on TCP, the reader/writer path on duplex."""
+    if isinstance(inbound, socket.socket):
+        return await proxy_handoff_protocol(inbound, outbound, cfg)
+    return await proxy_handoff_sockets(inbound, outbound, cfg)
+
+
+async def proxy_handoff_sockets(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """HandoffBuffer reads, owned frames routed through a WriteHandoff, tail kept for the tunnel."""
     handoff = _spawn_handoff(outbound, cfg)
     submit = _submitter(handoff, cfg)
@@ -234,8 +243,17 @@ register(
     Implementation(
         "handoff",
         proxy_handoff,
-        "HandoffBuffer + WriteHandoff (the library path)",
+        "HandoffBuffer + WriteHandoff: HandoffProtocol transports on TCP (the library path)",
         needs_frame_budget=True,
+    )
+)
+register(
+    Implementation(
+        "handoff_sockets",
+        proxy_handoff_sockets,
+        "HandoffBuffer + WriteHandoff on raw non-blocking sockets (recv_into, sendmsg)",
+        needs_frame_budget=True,
+        transports=("tcp",),
     )
 )
 register(Implementation("manual_vec", proxy_manual_vec, "bytearray parser on asyncio streams"))

@@ -1,0 +1,207 @@
+"""``handoff`` on TCP: the library's protocol path (``HandoffProtocol`` + ``WriteHandoff``).
+
+The inbound socket becomes a ``HandoffProtocol`` (``loop.connect_accepted_socket``):
+the loop reads straight into the ``HandoffBuffer``'s spare room. The outbound
+socket becomes a second ``HandoffProtocol`` (``loop.create_connection(sock=...)``)
+that a ``WriteHandoff`` drains with one ``writelines`` per batch.
+
+* ``fire_and_forget``: the callback style. After every read, on the loop and
+  with no task switch, each complete frame is split off as owned ``bytes``
+  and queued with ``try_write_fire_and_forget``; the queue hands the whole
+  read's frames to the transport in one batch. After the marker each read is
+  one owned chunk. When the write budget is full the refused chunk is kept,
+  inbound reading pauses, and one task waits for room (backpressure is the
+  only time a task runs).
+* ``ticket``: the awaitable style, as on the socket path: route the frames of
+  a read, await the read's last ticket, read on.
+
+The proxy returns once both transports are closed (everything flushed), so the
+sockets its caller closes afterwards are already detached from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from bytes_handoff import (
+    BufferIOError,
+    HandoffBufferConfig,
+    HandoffProtocol,
+    WriteBackpressure,
+    WriteHandoff,
+    WriteHandoffConfig,
+    WriteTicket,
+)
+
+from .config import BenchConfig
+from .errors import BenchError, ProtocolError
+from .workload import MARKER
+
+__all__ = ["proxy_handoff_protocol"]
+
+#: The sink never writes back: the outbound protocol's read buffer stays tiny.
+SINK_SIDE = HandoffBufferConfig(max_len=4096, read_reserve=4096)
+
+
+class _SinkSide(HandoffProtocol):
+    """The connection to the sink: while its transport says pause, the client side is paused too.
+
+    The write budget alone would also stop the client side (``WriteBackpressure``),
+    but later, and through a task; following the transport's own flow control
+    costs nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(SINK_SIDE)
+        self.client_side: HandoffProtocol | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.client_side is not None:
+            self.client_side.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.client_side is not None:
+            self.client_side.resume_reading()
+
+
+class _Router(HandoffProtocol):
+    """Callback style: routes frames, then forwards raw reads, through ``out``."""
+
+    def __init__(self, config: HandoffBufferConfig, out: WriteHandoff) -> None:
+        super().__init__(config, on_data=self.step)
+        self.out = out
+        self.routing = True
+        self.forwarded = 0
+        self.held: bytes | None = None  # a chunk refused for lack of budget, sent first
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def step(self, proto: HandoffProtocol) -> None:
+        if self.held is not None:
+            return  # waiting for budget: the bytes stay buffered, in order
+        buf = self.buffer
+        out = self.out
+        try:
+            if self.routing:
+                # Hot path (route): one split per frame, one enqueue per frame, no await.
+                while (frame := buf.split_through(b"\n")) is not None:
+                    self.forwarded += len(frame)
+                    out.try_write_fire_and_forget(frame)
+                    if frame == MARKER:
+                        self.routing = False
+                        break
+            if not self.routing and buf:
+                # Hot path (tunnel): one owned copy of what was read, one enqueue.
+                chunk = buf.freeze_all()
+                self.forwarded += len(chunk)
+                out.try_write_fire_and_forget(chunk)
+        except WriteBackpressure as full:
+            if out.closed:
+                self._finish(out.error or BenchError("outbound write handoff closed"))
+                return
+            self.held = full.into_bytes()  # type: ignore[assignment]
+            self.pause_reading()
+            asyncio.get_running_loop().create_task(self._wait_for_room())
+            return
+        if self.at_eof:
+            if self.routing:
+                self._finish(
+                    ProtocolError(
+                        f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
+                    )
+                )
+            elif not buf:
+                self._finish(None)
+
+    async def _wait_for_room(self) -> None:
+        held, self.held = self.held, None
+        assert held is not None
+        try:
+            await self.out.write_fire_and_forget(held)
+        except Exception as exc:
+            self._finish(exc)
+            return
+        self.resume_reading()
+        self.step(self)  # what arrived meanwhile, and end of stream if it came
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if exc is not None:
+            self._finish(BufferIOError(exc))
+        elif self.routing or self.held is not None or self.buffer:
+            self._finish(BenchError("inbound connection closed before the end of the stream"))
+
+    def _finish(self, error: BaseException | None) -> None:
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(error)
+
+
+async def _route_awaiting(proto: HandoffProtocol, out: WriteHandoff) -> int:
+    """Ticket style: frames of a read, then wait for the read's last ticket; then raw reads."""
+    buf = proto.buffer
+    forwarded = 0
+    routing = True
+    while True:
+        n = await proto.read_available()
+        if n == 0:
+            if routing or buf:
+                raise ProtocolError(
+                    f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
+                )
+            return forwarded
+        last: WriteTicket | None = None
+        if routing:
+            while (frame := buf.split_through(b"\n")) is not None:
+                forwarded += len(frame)
+                last = await out.write(frame)
+                if frame == MARKER:
+                    routing = False
+                    break
+        if not routing and buf:
+            chunk = buf.freeze_all()
+            forwarded += len(chunk)
+            last = await out.write(chunk)
+        if last is not None:
+            await last
+
+
+async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchConfig) -> int:
+    """``handoff`` over ``HandoffProtocol`` transports (TCP sockets only)."""
+    if not isinstance(inbound, socket.socket) or not isinstance(outbound, socket.socket):
+        raise BenchError(f"the protocol path needs TCP sockets, got {type(inbound).__name__}")
+    loop = asyncio.get_running_loop()
+    buf_cfg = HandoffBufferConfig(cfg.read_reserve + cfg.frame_len + 1, cfg.read_reserve)
+    out_cfg = WriteHandoffConfig(max_items=1024, max_pending_bytes=cfg.write_pending_bytes)
+    _, sink_side = await loop.create_connection(_SinkSide, sock=outbound)
+    out = WriteHandoff.spawn(sink_side, out_cfg)
+    client_side: HandoffProtocol | None = None
+    try:
+        if cfg.completion == "fire_and_forget":
+            _, router = await loop.connect_accepted_socket(lambda: _Router(buf_cfg, out), inbound)
+            client_side = sink_side.client_side = router
+            await router.done
+            forwarded = router.forwarded
+        else:
+            _, client_side = await loop.connect_accepted_socket(
+                lambda: HandoffProtocol(buf_cfg), inbound
+            )
+            sink_side.client_side = client_side
+            forwarded = await _route_awaiting(client_side, out)
+        await out.aclose()  # flush, then write_eof on the sink side
+    except BaseException:
+        out.abort()
+        for proto in (client_side, sink_side):
+            if proto is not None and proto.transport is not None:
+                proto.transport.abort()
+        raise
+    finally:
+        for proto in (client_side, sink_side):
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()  # flushes what is buffered first
+                await proto.wait_closed()
+    return forwarded
