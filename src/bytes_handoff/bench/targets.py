@@ -91,7 +91,7 @@ def _ratio_check(
 
 
 def cpu_checks(base: Path, loop: str) -> list[Check]:
-    """Targets 1, 2, 3 and 5 from one ``--implementation all --scenario all`` folder."""
+    """Targets 1, 2, 3, 5 and 6 from one ``--implementation all --scenario all`` folder."""
 
     def ns(impl: str, scenario: str) -> tuple[str, float]:
         return impl, _median(base / impl / scenario, "service_cpu_ns_per_byte")
@@ -129,6 +129,37 @@ def cpu_checks(base: Path, loop: str) -> list[Check]:
                 0.75,
             )
         )
+    if (base / "manual_protocol").is_dir() and (base / "raw_protocol").is_dir():
+        # Against the loop's fastest hand-written path (asyncio.BufferedProtocol).
+        checks += [
+            _ratio_check(
+                f"6{tag} {scenario} handoff <= 1.05 x manual_protocol",
+                loop,
+                ns("handoff", scenario),
+                ns("manual_protocol", scenario),
+                1.05,
+            )
+            for tag, scenario in (("a", "coalesced"), ("b", "fragmented"))
+        ]
+        checks.append(
+            _ratio_check(
+                "6c coalesced handoff <= 1.2 x raw_protocol",
+                loop,
+                ns("handoff", "coalesced"),
+                ns("raw_protocol", "coalesced"),
+                1.2,
+            )
+        )
+        if (base / "handoff_splice").is_dir():
+            checks.append(
+                _ratio_check(
+                    "6d coalesced handoff_splice <= 0.75 x raw_protocol",
+                    loop,
+                    ns("handoff_splice", "coalesced"),
+                    ns("raw_protocol", "coalesced"),
+                    0.75,
+                )
+            )
     for impl in sorted(p.name for p in base.iterdir() if (p / "coalesced").is_dir()):
         cores = _median(base / impl / "coalesced", "service_cpu_avg_cores")
         checks.append(

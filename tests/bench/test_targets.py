@@ -1,0 +1,43 @@
+"""bench/check-targets.sh's arithmetic: medians of the service's ns/B, ratios, pass/miss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bytes_handoff.bench.targets import cpu_checks
+
+#: service ns/B per implementation and scenario: three runs each, medians as noted.
+NS = {
+    ("handoff", "coalesced"): [1.0, 1.2, 1.1],  # median 1.1
+    ("handoff", "fragmented"): [50.0, 60.0, 55.0],  # 55
+    ("manual_protocol", "coalesced"): [1.0, 1.0, 1.0],
+    ("manual_protocol", "fragmented"): [60.0, 60.0, 60.0],
+    ("raw_protocol", "coalesced"): [1.0, 0.9, 1.0],  # 1.0
+    ("handoff_splice", "coalesced"): [0.5, 0.5, 0.5],
+    ("manual_vec", "coalesced"): [2.0, 2.0, 2.0],
+    ("manual_vec", "fragmented"): [50.0, 50.0, 50.0],
+    ("raw_copy", "coalesced"): [1.0, 1.0, 1.0],
+}
+
+
+def _write(base: Path) -> None:
+    for (impl, scenario), values in NS.items():
+        folder = base / impl / scenario
+        folder.mkdir(parents=True)
+        rows = "".join(f"{i},{v},0.99\n" for i, v in enumerate(values, 1))
+        (folder / "runs.csv").write_text(
+            "run,service_cpu_ns_per_byte,service_cpu_avg_cores\n" + rows
+        )
+
+
+def test_protocol_targets_use_medians_and_the_issue_limits(tmp_path: Path) -> None:
+    _write(tmp_path)
+    checks = {c.target: c for c in cpu_checks(tmp_path, "uvloop")}
+    coalesced = checks["6a coalesced handoff <= 1.05 x manual_protocol"]
+    assert coalesced.ratio is not None and abs(coalesced.ratio - 1.1) < 1e-9
+    assert not coalesced.passed  # 1.10 > 1.05
+    fragmented = checks["6b fragmented handoff <= 1.05 x manual_protocol"]
+    assert fragmented.passed and abs(fragmented.ratio - 55 / 60) < 1e-9  # type: ignore[operator]
+    assert checks["6c coalesced handoff <= 1.2 x raw_protocol"].passed  # 1.1 / 1.0
+    assert checks["6d coalesced handoff_splice <= 0.75 x raw_protocol"].passed  # 0.5
+    assert not checks["2 fragmented handoff <= manual_vec"].passed  # 55 / 50
