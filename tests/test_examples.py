@@ -31,6 +31,11 @@ EXPECTED_OUTPUT = {
         "routed: b'GET /c\\n'",
         "content_routing: routed 3 requests, tunneled 1024 raw bytes intact",
     ],
+    "protocol_server.py": [
+        "reply: b'GET /A\\n'",
+        "reply: b'OK PUT /c\\n'",
+        "protocol_server: 3 callback and 3 awaitable replies, in order",
+    ],
     "write_handoff.py": [
         "refused: write refused: byte budget exceeded (65 pending bytes attempted, limit 64)"
         " (bytes given back)",
