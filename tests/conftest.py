@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import uvloop
+
+import net_support
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -63,6 +66,16 @@ def tcp_pair() -> Iterator[SocketPair]:
     _nonblocking(client, server)
     with client, server:
         yield client, server
+
+
+@pytest_asyncio.fixture
+async def proxy_sockets() -> AsyncIterator[tuple[socket.socket, ...]]:
+    """(client, proxy_in, proxy_out, sink): two connected non-blocking TCP pairs."""
+    client, proxy_in = await net_support.tcp_pair()
+    proxy_out, sink = await net_support.tcp_pair()
+    yield client, proxy_in, proxy_out, sink
+    for sock in (client, proxy_in, proxy_out, sink):
+        sock.close()
 
 
 @dataclass

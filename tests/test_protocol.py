@@ -33,6 +33,7 @@ from bytes_handoff import (
     start_handoff_server,
     tunnel,
 )
+from net_support import recv_all
 
 WAIT = 10.0
 MiB = 1024 * 1024
@@ -301,7 +302,7 @@ async def test_handoff_over_a_transport_waits_on_pause_writing_and_keeps_order()
             assert handoff.pending_bytes <= 32 * 1024
         assert proto._write_paused
         assert proto.transport.get_write_buffer_size() <= 64 * 1024 + 32 * 1024
-        received = asyncio.create_task(_recv_all(peer))
+        received = asyncio.create_task(recv_all(peer))
         for c in chunks[sent:]:
             await handoff.write_fire_and_forget(c)
         for t in tickets:
@@ -310,14 +311,6 @@ async def test_handoff_over_a_transport_waits_on_pause_writing_and_keeps_order()
         assert await received == b"".join(chunks)
     proto.transport.close()
     peer.close()
-
-
-async def _recv_all(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    out = bytearray()
-    while chunk := await loop.sock_recv(sock, 65536):
-        out += chunk
-    return bytes(out)
 
 
 @pytest.mark.asyncio
@@ -465,7 +458,7 @@ async def test_tunnel_from_a_protocol_forwards_tail_and_rest(
             writer.write(stream[:40_000])  # the tail after TUNNEL arrives with the head
             await writer.drain()
             sink, _ = await loop.sock_accept(sink_listener)
-            received = asyncio.create_task(_recv_all(sink))
+            received = asyncio.create_task(recv_all(sink))
             await asyncio.sleep(0.05)
             writer.write(stream[40_000:])
             await writer.drain()

@@ -11,10 +11,9 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
-import pytest_asyncio
 
 from bytes_handoff import (
     BufferIOError,
@@ -30,6 +29,7 @@ from bytes_handoff import (
     duplex_pair,
     tunnel,
 )
+from net_support import recv_all
 
 #: Bound on every wait inside a test: a hang fails fast instead of at the global timeout.
 WAIT = 5.0
@@ -47,28 +47,6 @@ async def drain(end: object) -> bytes:
     return bytes(out)
 
 
-async def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    loop = asyncio.get_running_loop()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.setblocking(False)
-        client = socket.socket()
-        client.setblocking(False)
-        connect = loop.create_task(loop.sock_connect(client, listener.getsockname()))
-        server, _ = await loop.sock_accept(listener)
-        await connect
-    server.setblocking(False)
-    return client, server
-
-
-@pytest_asyncio.fixture
-async def proxy_sockets() -> AsyncIterator[tuple[socket.socket, ...]]:
-    client, proxy_in = await tcp_pair()
-    proxy_out, sink = await tcp_pair()
-    yield client, proxy_in, proxy_out, sink
-    for sock in (client, proxy_in, proxy_out, sink):
-        sock.close()
-
-
 # -- 1, 2: tunnel() forwards every byte it took or read -------------------------------------
 
 
@@ -84,7 +62,7 @@ async def test_tunnel_forwards_a_tail_larger_than_the_write_budget(
     handoff = WriteHandoff.spawn(proxy_out)  # default budget: 1 MiB
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(WAIT * 2):
-        received = asyncio.create_task(_recv_all(sink))
+        received = asyncio.create_task(recv_all(sink))
         await loop.sock_sendall(client, rest)
         client.shutdown(socket.SHUT_WR)
         forwarded = await tunnel(buf, proxy_in, handoff, splice=splice)
@@ -124,14 +102,6 @@ async def test_tunnel_copy_path_forwards_reads_larger_than_the_write_budget() ->
         await sender
         assert await received == stream
     assert forwarded == len(stream)
-
-
-async def _recv_all(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    out = bytearray()
-    while chunk := await loop.sock_recv(sock, 65536):
-        out += chunk
-    return bytes(out)
 
 
 # -- 3, 7, 10: what a write accepts, and that it is owned -----------------------------------

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 import bytes_handoff.raw_tunnel as tunnel_module
 from bytes_handoff import (
@@ -19,23 +17,10 @@ from bytes_handoff import (
     tunnel,
 )
 from bytes_handoff.adapters import SocketWriter
+from net_support import recv_all
 
 PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(3 * 1024 * 1024 + 17))
 HEAD = b"GET /a\nGET /b\nTUNNEL\n"
-
-
-async def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """A connected pair of non-blocking TCP sockets on loopback."""
-    loop = asyncio.get_running_loop()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.setblocking(False)
-        client = socket.socket()
-        client.setblocking(False)
-        connect = loop.create_task(loop.sock_connect(client, listener.getsockname()))
-        server, _ = await loop.sock_accept(listener)
-        await connect
-    server.setblocking(False)
-    return client, server
 
 
 async def _send_all(sock: socket.socket, data: bytes, piece: int) -> None:
@@ -43,23 +28,6 @@ async def _send_all(sock: socket.socket, data: bytes, piece: int) -> None:
     for i in range(0, len(data), piece):
         await loop.sock_sendall(sock, data[i : i + piece])
     sock.shutdown(socket.SHUT_WR)
-
-
-async def _recv_all(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    out = bytearray()
-    while chunk := await loop.sock_recv(sock, 65536):
-        out += chunk
-    return bytes(out)
-
-
-@pytest_asyncio.fixture
-async def proxy_sockets() -> AsyncIterator[tuple[socket.socket, ...]]:
-    client, proxy_in = await _tcp_pair()
-    proxy_out, sink = await _tcp_pair()
-    yield client, proxy_in, proxy_out, sink
-    for sock in (client, proxy_in, proxy_out, sink):
-        sock.close()
 
 
 async def _route_then_tunnel(
@@ -88,7 +56,7 @@ async def test_tcp_tunnel_forwards_every_byte_in_order(
     stream = HEAD + PAYLOAD
     async with asyncio.timeout(30):
         sender = asyncio.create_task(_send_all(client, stream, 10_000))
-        received = asyncio.create_task(_recv_all(sink))
+        received = asyncio.create_task(recv_all(sink))
         forwarded = await _route_then_tunnel(proxy_in, proxy_out, splice=splice)
         await sender
         data = await received
@@ -110,7 +78,7 @@ async def test_tunnel_splice_path_is_taken_for_socket_pairs(
     monkeypatch.setattr(tunnel_module, "_copy", no_copy)
     async with asyncio.timeout(30):
         sender = asyncio.create_task(_send_all(client, HEAD + PAYLOAD, 65536))
-        received = asyncio.create_task(_recv_all(sink))
+        received = asyncio.create_task(recv_all(sink))
         await _route_then_tunnel(proxy_in, proxy_out, splice=True)
         await sender
         assert await received == HEAD + PAYLOAD
