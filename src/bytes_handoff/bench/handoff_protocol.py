@@ -1,4 +1,4 @@
-"""``handoff`` on TCP: the library's protocol path (``HandoffProtocol`` + ``WriteHandoff``).
+"""``handoff_protocol``: the library's protocol path (``HandoffProtocol`` + ``WriteHandoff``).
 
 The inbound socket becomes a ``HandoffProtocol`` (``loop.connect_accepted_socket``):
 the loop reads straight into the ``HandoffBuffer``'s spare room. The outbound
@@ -171,7 +171,7 @@ async def _route_awaiting(proto: HandoffProtocol, out: WriteHandoff) -> int:
 
 
 async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchConfig) -> int:
-    """``handoff`` over ``HandoffProtocol`` transports (TCP sockets only)."""
+    """The ``handoff`` workload over ``HandoffProtocol`` transports (TCP sockets only)."""
     if not isinstance(inbound, socket.socket) or not isinstance(outbound, socket.socket):
         raise BenchError(f"the protocol path needs TCP sockets, got {type(inbound).__name__}")
     loop = asyncio.get_running_loop()
