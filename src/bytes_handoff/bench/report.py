@@ -217,7 +217,7 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
             bars = ax.bar(range(len(impls)), means, yerr=errs, capsize=4, color=colors)
             ax.bar_label(bars, labels=[f"{m:.3g}" for m in means], fontsize=8)
             ax.set_xticks(range(len(impls)))
-            ax.set_xticklabels(impls)
+            ax.set_xticklabels(impls, rotation=30, ha="right")  # seven names do not fit flat
             ax.set_title(f"{scenario}: {label}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
             ax.margins(y=0.15)
