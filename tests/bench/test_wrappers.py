@@ -463,6 +463,7 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
     assert "service ns/B" in comparison
     impls = (
         "handoff",
+        "handoff_protocol",
         "manual_vec",
         "raw_copy",
         "handoff_splice",
