@@ -101,7 +101,7 @@ class Worker:
         self.wake = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        if early_stop[0]:
+        if early_stop[0] or self.shared.get(Shared.STOP):
             self.request_stop()
         try:
             if self.cfg.role == "tcp-service":

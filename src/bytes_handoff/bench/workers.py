@@ -58,7 +58,7 @@ class Shared:
     finishes a stream can compute its latency.
     """
 
-    ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0 = range(7)
+    ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0, STOP = range(8)
 
     def __init__(self, connections: int) -> None:
         self._lock = _FORK.Lock()
@@ -74,6 +74,10 @@ class Shared:
         """
         with self._lock:
             self._vals[self.T0] = min(self._vals[self.T0], time.monotonic())
+
+    def request_stop(self) -> None:
+        """Ask every worker to stop (from a signal handler: one store, no lock)."""
+        self._vals[self.STOP] = 1.0
 
     def get(self, idx: int) -> float:
         return float(self._vals[idx])
@@ -177,6 +181,9 @@ def run_workers(
         sampler.start()
 
     def forward(signum: int, frame: object) -> None:
+        # A worker forked a moment ago can lose the signal (CPython clears pending
+        # signals in a new child); the shared flag reaches it whenever it looks.
+        shared.request_stop()
         for proc, _ in procs:
             if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signum)
