@@ -471,3 +471,52 @@ async def test_tunnel_from_a_protocol_forwards_tail_and_rest(
     assert bool(spliced) == splice
     if splice:
         assert sum(spliced) > MiB  # the bulk moved kernel to kernel
+
+
+# -- awaitable style under random fragmentation ------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(
+    frames=st.lists(st.binary(min_size=1, max_size=90), min_size=1, max_size=20),
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    max_len=st.integers(100, 400),
+    read_reserve=st.integers(1, 128),
+)
+@pytest.mark.asyncio
+async def test_awaitable_readers_give_back_exactly_the_stream_however_it_is_cut(
+    frames: list[bytes], sizes: list[int], max_len: int, read_reserve: int
+) -> None:
+    """Length-prefixed frames: ``read_exactly`` for the header and body, ``read_until`` for the
+    trailer, over a TCP stream cut into random pieces, with a small buffer that pauses reading."""
+    stream = b"".join(len(f).to_bytes(2, "big") + f + b"\r\n" for f in frames)
+    got: list[bytes] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handler(proto: HandoffProtocol) -> None:
+        try:
+            while True:
+                try:
+                    header = await proto.read_exactly(2)
+                except asyncio.IncompleteReadError as end:
+                    assert end.partial == b""
+                    break
+                body = await proto.read_exactly(int.from_bytes(header, "big"))
+                assert await proto.read_until(b"\r\n") == b"\r\n"
+                assert len(proto.buffer) <= max_len
+                got.append(body)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    cfg = HandoffBufferConfig(max_len=max_len, read_reserve=read_reserve)
+    async with asyncio.timeout(WAIT):
+        server = await start_handoff_server(handler, "127.0.0.1", 0, config=cfg)
+        async with server:
+            _reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1]
+            )
+            await send_pieces(writer, stream, sizes)
+            await done
+            writer.close()
+    assert got == frames
