@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -166,3 +167,51 @@ def start_service(tmp_path: Path, sink_port: int, *args: str) -> tuple[subproces
     fields = parse_report(ready.read_text())
     assert int(fields["pid"]) == proc.pid
     return proc, fields["service_addr"]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (forked workers keep the parent's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Split(NamedTuple):
+    driver: Run
+    service: dict[str, str]  # the service's report
+    service_err: str
+    service_rc: int
+    service_addr: str  # from its ready file
+
+
+def run_split(
+    tmp_path: Path, shape: list[str], iterations: int = 2, idle_millis: int = 1000
+) -> Split:
+    """A tcp-service and a tcp-driver with ``shape`` on loopback, both run to the end."""
+    sink_port = free_port()
+    service, addr = start_service(
+        tmp_path, sink_port, *shape, "--idle-timeout-millis", str(idle_millis)
+    )
+    try:
+        driver = run_cli(
+            *shape,
+            "--transport", "tcp",
+            "--role", "tcp-driver",
+            "--service-addr", addr,
+            "--sink-addr", f"127.0.0.1:{sink_port}",
+            "--iterations", str(iterations),
+        )  # fmt: skip
+        out, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    return Split(driver, parse_report(out), err, service.returncode, addr)

@@ -8,7 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness_support import SMALL, assert_ok, free_port, parse_report, run_cli, start_service
+from harness_support import (
+    SMALL,
+    assert_ok,
+    run_cli,
+    run_split,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +125,6 @@ def test_sustained_run_samples_rss(tmp_path: Path) -> None:
 def test_split_service_and_driver(
     tmp_path: Path, workers: str, implementation: str, scenario: str
 ) -> None:
-    sink_port = free_port()
     shape = [
         *SMALL,
         "--implementation",
@@ -130,29 +134,10 @@ def test_split_service_and_driver(
         "--worker-threads",
         workers,
     ]
-    service, addr = start_service(tmp_path, sink_port, *shape, "--idle-timeout-millis", "1500")
-    try:
-        driver = run_cli(
-            *shape,
-            "--transport",
-            "tcp",
-            "--role",
-            "tcp-driver",
-            "--service-addr",
-            addr,
-            "--sink-addr",
-            f"127.0.0.1:{sink_port}",
-            "--iterations",
-            "2",
-        )
-        out, err = service.communicate(timeout=30)
-    finally:
-        if service.poll() is None:
-            service.kill()
+    driver, svc, err, rc, addr = run_split(tmp_path, shape, idle_millis=1500)
     assert_ok(driver, iterations=2)
     assert driver.out["role"] == "tcp-driver"
-    assert service.returncode == 0, err
-    svc = parse_report(out)
+    assert rc == 0, err
     assert svc["role"] == "tcp-service"
     assert svc["service_addr"] == addr
     assert svc["total_bytes"] == driver.out["total_bytes"]

@@ -10,26 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness_support import ROOT, SMALL, bench_cmd
+from harness_support import ROOT, SMALL, bench_cmd, processes_mentioning
 
 #: How long a signalled run may take to end (a busy shared machine included).
 PROMPT = 10.0
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (forked workers keep the parent's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 30.0) -> None:

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 import uvloop
-from harness_support import SMALL, assert_ok, free_port, parse_report, run_cli, start_service
+from harness_support import (
+    SMALL,
+    assert_ok,
+    run_cli,
+    run_split,
+)
 
 from bytes_handoff.bench import protocols
 from bytes_handoff.bench.artifacts import Stat
@@ -66,30 +71,10 @@ def test_frames_split_across_tiny_reads() -> None:
 @pytest.mark.parametrize("scenario", ["fragmented", "coalesced"])
 @pytest.mark.parametrize("implementation", PROTOCOLS)
 def test_split_service_and_driver(tmp_path: Path, implementation: str, scenario: str) -> None:
-    sink_port = free_port()
     shape = [*SMALL, "--implementation", implementation, "--scenario", scenario]
-    service, addr = start_service(tmp_path, sink_port, *shape, "--idle-timeout-millis", "1000")
-    try:
-        driver = run_cli(
-            *shape,
-            "--transport",
-            "tcp",
-            "--role",
-            "tcp-driver",
-            "--service-addr",
-            addr,
-            "--sink-addr",
-            f"127.0.0.1:{sink_port}",
-            "--iterations",
-            "2",
-        )
-        out, err = service.communicate(timeout=30)
-    finally:
-        if service.poll() is None:
-            service.kill()
+    driver, svc, err, rc, _addr = run_split(tmp_path, shape)
     assert_ok(driver, iterations=2)
-    assert service.returncode == 0, err
-    svc = parse_report(out)
+    assert rc == 0, err
     assert svc["implementation"] == implementation
     # The service checks each stream's forwarded count against the workload.
     assert svc["total_bytes"] == driver.out["total_bytes"]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness_support import processes_mentioning
 
 from bytes_handoff.bench.artifacts import as_number, read_runs_csv, read_summary_csv
 
@@ -328,20 +329,6 @@ def test_matrix_refuses_before_any_run(tmp_path: Path, env: dict[str, str], need
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [
@@ -378,7 +365,7 @@ def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> Non
             time.sleep(0.05)
         assert driver_txt is not None, "the driver never started"
         time.sleep(0.5)
-        assert len(_processes_mentioning(str(tmp_path))) >= 2  # service and driver
+        assert len(processes_mentioning(str(tmp_path))) >= 2  # service and driver
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     finally:
@@ -388,7 +375,7 @@ def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> Non
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "run-stream-harness.sh: interrupted"
     assert "Traceback" not in err
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 SPLIT_TINY = [
@@ -427,7 +414,7 @@ def test_service_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert "run 1 (handoff coalesced): service exited with status" in last
     assert "before it was ready" in last and "service-run-1.err" in last
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 def test_concurrent_split_runs_do_not_collide(tmp_path: Path) -> None:
