@@ -1,4 +1,4 @@
-"""The public surface: what SPEC section 1 names is importable, ``__all__`` is honest."""
+"""The public surface: what the README's API tables name is importable, ``__all__`` is honest."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from bytes_handoff import (
     WriteIOError,
 )
 
-#: Every name SPEC section 1 (and the adapter docs it refers to) promises.
+#: Every name the README's API tables and adapter section promise.
 SPEC_NAMES = [
     "HandoffBuffer",
     "HandoffBufferConfig",

@@ -1,4 +1,4 @@
-"""``HandoffBuffer``: every API row of SPEC section 1, its errors, and ownership of prefixes."""
+"""``HandoffBuffer``: every row of the README's read-side API table, its errors, and ownership."""
 
 from __future__ import annotations
 

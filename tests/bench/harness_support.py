@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Every key SPEC section 2 requires, plus the provenance the harness adds.
+#: Every key of the Rust harness's report, plus the provenance this harness adds.
 REQUIRED_KEYS = [
     "mode",
     "role",

@@ -1,4 +1,4 @@
-"""The run's ``key=value`` report on stdout (the seed binary's keys plus provenance)."""
+"""The run's ``key=value`` report on stdout (the Rust harness binary's keys plus provenance)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Byte transports: TCP sockets and in-memory duplex pipes, and the lean client and sink.
 
 The client and the sink are deliberately cheap so the proxy is what a run
-measures (PERFORMANCE-NOTES lesson 7): on TCP they are raw non-blocking
+measures (an asyncio-streams client and sink cost more CPU than most proxies
+they would be measuring): on TCP they are raw non-blocking
 sockets driven by the loop's ``add_reader``/``add_writer`` callbacks, no
 asyncio streams, no per-chunk coroutines. Coalesced client sends of tunnel
 bytes use ``os.sendfile`` from a memfd; the sink reads with ``recv_into`` a
