@@ -36,6 +36,7 @@ __all__ = [
     "ByteReader",
     "ByteWriter",
     "SocketReader",
+    "SocketSendWriter",
     "SocketWriter",
     "StreamReaderAdapter",
     "StreamWriterAdapter",
@@ -273,9 +274,19 @@ class SocketReader:
 
 
 class SocketWriter:
-    """Writes a batch with one ``sendmsg`` (up to 64 buffers); waits only on a full socket."""
+    """Writes a batch with one ``sendmsg`` (up to 64 buffers); waits only on a full socket.
+
+    Where the socket has no ``sendmsg`` (Windows), constructing one gives a
+    :class:`SocketSendWriter` instead: the choice is made once, here, so the
+    ``sendmsg`` hot path has no per-call check.
+    """
 
     __slots__ = ("_sock",)
+
+    def __new__(cls, sock: socket.socket) -> SocketWriter:
+        if cls is SocketWriter and not hasattr(sock, "sendmsg"):
+            cls = SocketSendWriter
+        return object.__new__(cls)
 
     def __init__(self, sock: socket.socket) -> None:
         check_plain_nonblocking(sock)
@@ -313,6 +324,29 @@ class SocketWriter:
             # ENOTCONN after the peer already closed: nothing left to signal.
             if exc.errno != errno.ENOTCONN:
                 raise
+
+
+class SocketSendWriter(SocketWriter):
+    """A :class:`SocketWriter` for sockets without ``sendmsg`` (Windows): one ``send``.
+
+    Each call sends (a prefix of) the first non-empty chunk; ``WriteHandoff``
+    resumes partial sends, so every byte still goes out, in order.
+    """
+
+    __slots__ = ()
+
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        """Send what the kernel takes now of the first non-empty chunk; ``0`` if full."""
+        sock = self._sock
+        if sock.gettimeout() != 0.0:  # switched to blocking since: send would freeze the loop
+            _check_nonblocking(sock)
+        for chunk in chunks:
+            if chunk:
+                try:
+                    return sock.send(chunk)
+                except (BlockingIOError, InterruptedError):
+                    return 0
+        return 0
 
 
 register_reader(socket.socket, SocketReader)
