@@ -119,8 +119,13 @@ fi
 
 PY="$(bh_python)"
 [[ -n "$PY" ]] || bh_die "no Python interpreter found (set PYTHON)"
-"$PY" -c 'import pytest_benchmark, bytes_handoff' 2>/dev/null \
-  || bh_die "$PY cannot import pytest_benchmark and bytes_handoff; install with: pip install -e '.[micro]'"
+needed=(bytes_handoff:bytes-handoff pytest_benchmark:pytest-benchmark)
+[[ "${BENCH_LOOP:-uvloop}" != uvloop ]] || needed+=(uvloop:uvloop)
+missing=()
+for spec in "${needed[@]}"; do
+  "$PY" -c "import ${spec%%:*}" 2>/dev/null || missing+=("${spec#*:}")
+done
+[[ ${#missing[@]} -eq 0 ]] || bh_die "missing $(IFS=,; printf '%s' "${missing[*]}" | sed 's/,/, /g'): install the micro extra: pip install -e '.[micro]' ($PY)"
 
 RESULTS="${CRITERION_RESULTS:-$BH_ROOT/bench/results/criterion}"
 mkdir -p "$RESULTS" || bh_die "cannot create the results folder $RESULTS"

@@ -50,6 +50,8 @@ from pathlib import Path
 
 from bytes_handoff.bench.artifacts import Stat, format_number, write_cell_artifacts
 from bytes_handoff.bench.config import MAX_FRAME_LEN, MIN_FRAME_LEN
+from bytes_handoff.bench.errors import UsageError as HarnessUsageError
+from bytes_handoff.bench.extras import check_bench_extra, require_loop
 from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import RunError, raise_on_termination
 from bytes_handoff.bench.wrapper import (
@@ -173,6 +175,10 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
     loop = env("LOOP", environ)
     if loop and loop not in ("asyncio", "uvloop"):
         raise UsageError(f"LOOP: {loop!r} is not one of asyncio, uvloop")
+    try:
+        require_loop(loop or None, "LOOP")
+    except HarnessUsageError as exc:
+        raise UsageError(str(exc)) from None
     service_cores = env("SERVICE_CORES", environ)
     driver_cores = env("DRIVER_CORES", environ)
     if bool(service_cores) != bool(driver_cores):
@@ -391,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "run-stream-matrix.sh"
     if argv[:1] == ["--prog"] and len(argv) > 1:
         prog, argv = argv[1], argv[2:]
+    missing = check_bench_extra(prog, load=("rich",))  # rich draws the progress: before any run
+    if missing is not None:
+        return missing
     if argv[:1] in (["--help"], ["-h"]):
         print(__doc__)
         return 0

@@ -12,9 +12,10 @@ import resource
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from hdrh.histogram import HdrHistogram
+if TYPE_CHECKING:  # imported where used: a module that only needs the RSS helpers runs without it
+    from hdrh.histogram import HdrHistogram
 
 __all__ = [
     "CpuSnapshot",
@@ -32,6 +33,8 @@ _Bytes: TypeAlias = bytes  # the dataclasses below have a field named `bytes`
 
 def new_histogram() -> HdrHistogram:
     """Latency histogram in microseconds: 1 us .. 60 s, 3 significant digits."""
+    from hdrh.histogram import HdrHistogram
+
     return HdrHistogram(1, 60_000_000, 3)
 
 

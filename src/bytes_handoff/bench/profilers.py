@@ -36,6 +36,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bytes_handoff.bench.errors import UsageError as HarnessUsageError
+from bytes_handoff.bench.extras import check_bench_extra, require_loop
 from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import (
     Attacher,
@@ -92,7 +94,9 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
         "--completion", choices=("ticket", "fire_and_forget"), default="fire_and_forget"
     )
     parser.add_argument(
-        "--worker-threads", type=positive_int, help="default: CPUs in --service-cores"
+        "--worker-threads",
+        type=positive_int,
+        help="worker processes, one event loop each (default: CPUs in --service-cores)",
     )
     parser.add_argument("--connections", type=positive_int, default=defaults["connections"])
     parser.add_argument("--route-frames", type=positive_int, default=64)
@@ -452,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"run-split-service-{mode}.sh"
     if argv[:1] == ["--prog"] and len(argv) > 1:
         prog, argv = argv[1], argv[2:]
+    missing = check_bench_extra(prog)
+    if missing is not None:
+        return missing
     parser = build_parser(prog, mode)
     try:
         args = parser.parse_args(argv)
@@ -463,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         supported = harness_flags(python)
         if args.loop and "--loop" not in supported:
             raise UsageError("--loop is not supported by this harness")
-    except UsageError as exc:
+        require_loop(args.loop)
+    except (UsageError, HarnessUsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except RunError as exc:

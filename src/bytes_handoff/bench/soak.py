@@ -65,6 +65,7 @@ from bytes_handoff.adapters import wait_writable
 
 from .config import BenchConfig, default_loop, parse_addr
 from .errors import BenchError, UsageError, VerificationError
+from .extras import check_bench_extra, require_loop
 from .implementations import IMPLEMENTATIONS, ProtocolError
 from .metrics import growth_per_minute
 from .ports import PortError, reserve_ports
@@ -1044,8 +1045,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "run-fault-soak.sh"
     if argv[:1] == ["--prog"] and len(argv) > 1:
         prog, argv = argv[1], argv[2:]
+    missing = check_bench_extra(prog, load=("hdrh",))
+    if missing is not None:
+        return missing
     try:
         args = build_parser(prog).parse_args(argv)
+        require_loop(args.loop)
         if args.child is not None:
             return child_main(args)
         cfg = config_from_args(args)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from bytes_handoff.bench import wrapper
 from bytes_handoff.bench.artifacts import as_number, read_runs_csv
+from bytes_handoff.bench.config import default_loop
+from bytes_handoff.bench.errors import UsageError
+from bytes_handoff.bench.extras import check_bench_extra, require_loop
 
 MIB = 1024 * 1024
 
@@ -220,8 +223,15 @@ def render(checks: Sequence[Check], header: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="check-targets.sh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loops", default="uvloop,asyncio", help="comma list (default both)")
+    prog = "check-targets.sh"
+    missing = check_bench_extra(prog)
+    if missing is not None:
+        return missing
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    both = "uvloop,asyncio" if default_loop() == "uvloop" else "asyncio"
+    parser.add_argument(
+        "--loops", default=both, help="comma list (default: both; asyncio without uvloop)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per cell; medians (default 3)")
     parser.add_argument("--duration-seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
@@ -234,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     if not loops or any(name not in ("uvloop", "asyncio") for name in loops):
         parser.error(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
+    try:
+        for loop in loops:
+            require_loop(loop, "--loops")
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     if args.runs < 3:
         parser.error("--runs must be at least 3 (targets are medians of at least 3 runs)")
 

@@ -1,0 +1,83 @@
+"""Is the ``bench`` extra installed? Checked first by every harness entry point.
+
+The library core is standard-library only; the harness needs the ``bench``
+extra (``pip install 'bytes-handoff[bench]'``). Without it, each entry point
+(``python -m bytes_handoff.bench``, ``bytes-handoff-bench`` and the modules
+behind ``bench/*.sh``) prints one line and exits 2 before it starts anything::
+
+    bytes-handoff-bench: error: missing hdrhistogram: install the bench extra: \
+pip install 'bytes-handoff[bench]'
+
+(one line; broken here to fit).
+
+``uvloop`` is the one optional member: without it the default loop is
+``asyncio`` (``config.default_loop``) and only ``--loop uvloop`` is refused,
+in one line (:func:`require_loop`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from .errors import UsageError
+
+__all__ = [
+    "BENCH_EXTRA_HINT",
+    "EXIT_MISSING",
+    "REQUIRED",
+    "check_bench_extra",
+    "missing_packages",
+    "require_loop",
+]
+
+BENCH_EXTRA_HINT = "install the bench extra: pip install 'bytes-handoff[bench]'"
+EXIT_MISSING = 2
+
+#: (module, package name as pip knows it) that every entry point needs.
+REQUIRED: tuple[tuple[str, str], ...] = (
+    ("hdrh", "hdrhistogram"),
+    ("rich", "rich"),
+    ("matplotlib", "matplotlib"),
+)
+
+
+def _importable(module: str, load: bool) -> bool:
+    """Present (``find_spec``, nothing run) or, with ``load``, really importable.
+
+    Loading is for modules the caller imports anyway; the others are only
+    looked up, so a harness process does not pay for matplotlib (0.3 s) or
+    carry rich in its measured RSS.
+    """
+    try:
+        if load:
+            importlib.import_module(module)
+            return True
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+        return False
+
+
+def missing_packages(
+    required: Sequence[tuple[str, str]] = REQUIRED, load: Sequence[str] = ()
+) -> list[str]:
+    """The package names of ``required`` that cannot be imported (``load``: really imported)."""
+    return [package for module, package in required if not _importable(module, module in load)]
+
+
+def check_bench_extra(prog: str, load: Sequence[str] = ()) -> int | None:
+    """``None`` when the bench extra is there; else print one line and return 2."""
+    missing = missing_packages(load=load)
+    if not missing:
+        return None
+    sys.stdout.flush()
+    print(f"{prog}: error: missing {', '.join(missing)}: {BENCH_EXTRA_HINT}", file=sys.stderr)
+    return EXIT_MISSING
+
+
+def require_loop(loop: str | None, flag: str = "--loop") -> None:
+    """``UsageError`` (one line) when ``loop`` is ``uvloop`` and uvloop cannot be imported."""
+    if loop == "uvloop" and not _importable("uvloop", load=True):
+        raise UsageError(f"{flag} uvloop: uvloop is not installed; {BENCH_EXTRA_HINT}")
