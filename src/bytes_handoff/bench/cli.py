@@ -31,8 +31,9 @@ from .config import (
     parse_addr,
 )
 from .errors import BenchError, UsageError
+from .extras import check_bench_extra, require_loop
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["HelpFormatter", "build_parser", "config_from_args", "main", "version_text"]
 
 PROG = "bytes-handoff-bench"
 
@@ -60,6 +61,37 @@ def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return parse
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (``None`` ones say theirs); epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version_text() -> str:
+    """``bytes-handoff <version>``: what ``--version`` prints."""
+    from bytes_handoff import __version__
+
+    return f"bytes-handoff {__version__}"
+
+
+EXAMPLES = """\
+Examples:
+  # the default workload: in-memory duplex, the library path, 64-byte client writes
+  python -m bytes_handoff.bench
+  # localhost TCP, the hand-written asyncio-streams baseline, large client writes
+  python -m bytes_handoff.bench --transport tcp --implementation manual_vec --scenario coalesced
+  # 2 event-loop worker processes, 64 connections, on the asyncio loop
+  python -m bytes_handoff.bench --transport tcp --worker-threads 2 --connections 64 --loop asyncio
+  # a 30-second sustained run with RSS samples
+  python -m bytes_handoff.bench --duration-seconds 30 --rss-samples rss.csv
+  # repeated runs with artifacts (runs.csv, summary.csv): use the wrapper
+  ./bench/run-stream-harness.sh --scenario all --runs 5
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .implementations import IMPLEMENTATIONS
 
@@ -67,25 +99,56 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="End-to-end client -> proxy -> sink stream benchmark for bytes_handoff.",
         epilog=(
-            "Every number is bounded, and checked before anything is allocated: a run may"
-            f" hold at most {MAX_RUN_MEMORY // 2**30} GiB (connections x their buffers and"
-            " route frames + workers x the tunnel pattern)."
+            EXAMPLES
+            + "\nEvery number is bounded, and checked before anything is allocated: a run may"
+            f" hold\nat most {MAX_RUN_MEMORY // 2**30} GiB (connections x their buffers and"
+            " route frames + workers x the\ntunnel pattern). Needs the bench extra:"
+            " pip install 'bytes-handoff[bench]'."
         ),
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     integer = _number(int)
     number = _number(float)
     add = p.add_argument
-    add("--transport", choices=TRANSPORTS, default="duplex")
-    add("--role", choices=ROLES, default="integrated")
-    add("--implementation", choices=list(IMPLEMENTATIONS), default="handoff")
-    add("--scenario", choices=SCENARIOS, default="fragmented")
-    add("--completion", choices=COMPLETIONS, default="ticket")
+    add("--version", action="version", version=version_text(), help="print the version and exit")
+    add(
+        "--transport",
+        choices=TRANSPORTS,
+        default="duplex",
+        help="duplex: in-memory pipes in one process; tcp: localhost or --service-addr sockets",
+    )
+    add(
+        "--role",
+        choices=ROLES,
+        default="integrated",
+        help="integrated: client, proxy and sink here; tcp-service: the proxy;"
+        " tcp-driver: clients and sink",
+    )
+    add(
+        "--implementation",
+        choices=list(IMPLEMENTATIONS),
+        default="handoff",
+        help="the proxy: the library path or a hand-written baseline",
+    )
+    add(
+        "--scenario",
+        choices=SCENARIOS,
+        default="fragmented",
+        help="fragmented: 64-byte client writes; coalesced: --read-reserve-sized writes",
+    )
+    add(
+        "--completion",
+        choices=COMPLETIONS,
+        default="ticket",
+        help="await a completion ticket per frame, or fire and forget",
+    )
     add(
         "--worker-threads",
         type=integer,
         default=1,
-        help=f"event-loop worker processes (1-{MAX_WORKER_THREADS})",
+        help=f"starts this many worker processes (1-{MAX_WORKER_THREADS}), one event loop per"
+        " process: the GIL keeps threads from running Python in parallel",
     )
     add(
         "--connections",
@@ -93,28 +156,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help=f"concurrent streams per wave (1-{MAX_CONNECTIONS})",
     )
-    add("--route-frames", type=integer, default=64, help=f"1-{MAX_ROUTE_FRAMES}")
+    add(
+        "--route-frames",
+        type=integer,
+        default=64,
+        help=f"routed frames per stream before the tunnel marker (1-{MAX_ROUTE_FRAMES})",
+    )
     add(
         "--frame-len",
         type=integer,
         default=63,
         help="route frame length without newline (16 to 1 MiB)",
     )
-    add("--tunnel-bytes", type=integer, default=1024 * 1024, help="0 to 1 GiB")
+    add(
+        "--tunnel-bytes",
+        type=integer,
+        default=1024 * 1024,
+        help="opaque bytes per stream after the marker (0 to 1 GiB)",
+    )
     add(
         "--input-fragment",
         type=integer,
         default=None,
-        help="client write size (default 64 fragmented, --read-reserve coalesced; <= 64 MiB)",
+        help="client write size (default: 64 fragmented, --read-reserve coalesced; <= 64 MiB)",
     )
-    add("--read-reserve", type=integer, default=16 * 1024, help="1 to 64 MiB")
+    add(
+        "--read-reserve",
+        type=integer,
+        default=16 * 1024,
+        help="most bytes one proxy read may fill (1 to 64 MiB)",
+    )
     add(
         "--write-pending-bytes",
         type=integer,
         default=0,
         help="write budget; 0 = 2 * read_reserve, else >= read_reserve (<= 128 MiB)",
     )
-    add("--duplex-capacity", type=integer, default=64 * 1024, help="1 to 64 MiB")
+    add(
+        "--duplex-capacity",
+        type=integer,
+        default=64 * 1024,
+        help="in-memory pipe capacity, duplex transport (1 to 64 MiB)",
+    )
     add(
         "--iterations",
         type=integer,
@@ -127,29 +210,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="repeat waves until this many seconds passed (0 = use --iterations; <= 24 h)",
     )
-    add("--service-addr", metavar="HOST:PORT")
-    add("--sink-addr", metavar="HOST:PORT")
-    add("--ready-file", metavar="PATH", help="written (key=value) once listening")
+    add(
+        "--service-addr",
+        metavar="HOST:PORT",
+        help="tcp: where the proxy listens (default: a free localhost port)",
+    )
+    add(
+        "--sink-addr",
+        metavar="HOST:PORT",
+        help="tcp: where the sink listens (default: a free localhost port)",
+    )
+    add(
+        "--ready-file",
+        metavar="PATH",
+        help="tcp-service: written (key=value) once listening (default: none)",
+    )
     add(
         "--idle-timeout-millis",
         type=integer,
         default=2000,
         help="tcp-service: end after this long without an active stream (<= 1 h)",
     )
-    add("--loop", choices=LOOPS, default=None, help="event loop (default uvloop if installed)")
+    add(
+        "--loop",
+        choices=LOOPS,
+        default=None,
+        help="event loop (default: uvloop if installed, else asyncio)",
+    )
     add(
         "--startup-timeout-seconds",
         type=number,
         default=60.0,
         help="wait for the first connection / for the service; also the no-progress limit (<= 1 h)",
     )
-    add("--rss-samples", metavar="PATH", help="write RSS samples (CSV, about 1/s) here")
+    add(
+        "--rss-samples",
+        metavar="PATH",
+        help="write RSS samples (CSV, about 1/s) here (default: none)",
+    )
     return p
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
     """Parse and validate; ``UsageError`` (one line) on anything wrong."""
     ns = build_parser().parse_args(argv)
+    require_loop(ns.loop)
     cfg = BenchConfig(
         transport=ns.transport,
         role=ns.role,
@@ -192,6 +297,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: never a traceback, one ``bytes-handoff-bench: error:`` line."""
+    missing = check_bench_extra(PROG, load=("hdrh",))  # before anything, --help included
+    if missing is not None:
+        return missing
     try:
         return run(argv)
     except BenchError as exc:

@@ -40,7 +40,9 @@ from bytes_handoff.bench.artifacts import (
     summary_line,
     write_cell_artifacts,
 )
+from bytes_handoff.bench.cli import HelpFormatter, version_text
 from bytes_handoff.bench.config import MAX_WORKER_THREADS
+from bytes_handoff.bench.extras import check_bench_extra
 from bytes_handoff.bench.implementations import names
 from bytes_handoff.bench.split import (
     Child,
@@ -57,6 +59,15 @@ from bytes_handoff.bench.split import (
 IMPLEMENTATION_CHOICES = tuple(names())
 SCENARIOS_ALL = ("fragmented", "coalesced")
 DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
+
+EXAMPLES = """\
+Examples:
+  PROG                                   # defaults: duplex, handoff, fragmented, 3 runs
+  PROG --scenario all --runs 5           # both scenarios, one subfolder each
+  PROG --transport tcp --implementation all --scenario all --runs 3
+  PROG --service-cores 0 --driver-cores 1 --connections 16   # split-process TCP
+  PROG --duration-seconds 60 --runs 1    # sustained: RSS samples beside the run
+"""
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
@@ -172,7 +183,9 @@ SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     (
         "--worker-threads",
         positive_int,
-        "event-loop worker processes (default: the CPUs of --service-cores, else all CPUs)",
+        "starts this many worker processes, one event loop per process (the GIL keeps"
+        " threads from running Python in parallel) (default: the CPUs of --service-cores,"
+        " else all CPUs)",
     ),
     ("--connections", positive_int, "connections per wave (default 64)"),
     ("--route-frames", positive_int, "route frames per connection (default 64)"),
@@ -180,24 +193,37 @@ SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     ("--tunnel-bytes", non_negative_int, "tunnel payload per connection (default 65536)"),
     ("--input-fragment", positive_int, "client write size (default: by scenario)"),
     ("--read-reserve", positive_int, "proxy read size (default 16384)"),
-    ("--write-pending-bytes", non_negative_int, "write budget; 0 = 2 * read reserve"),
+    (
+        "--write-pending-bytes",
+        non_negative_int,
+        "write budget; 0 = 2 * read reserve (default: 0)",
+    ),
     ("--duplex-capacity", positive_int, "in-memory pipe capacity (default 262144)"),
-    ("--iterations", positive_int, "connection waves per run"),
-    ("--duration-seconds", non_negative_number, "repeat waves this long (sustained run)"),
-    ("--handoff-flush-bytes", positive_int, "seed flag; passed on only if the harness has it"),
-    ("--startup-timeout-seconds", positive_int, "harness startup timeout"),
+    ("--iterations", positive_int, "connection waves per run (default: the harness's, 1)"),
+    (
+        "--duration-seconds",
+        non_negative_number,
+        "repeat waves this long: a sustained run (default: 0, use --iterations)",
+    ),
+    (
+        "--handoff-flush-bytes",
+        positive_int,
+        "seed flag; passed on only if the harness has it (default: not passed)",
+    ),
+    ("--startup-timeout-seconds", positive_int, "harness startup timeout (default: 60)"),
 ]
 
 
 def build_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(
         prog=prog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "Run the bytes-handoff stream harness --runs times and write run files, runs.csv,\n"
             "summary.csv (metric,mean,stdev; stdev is the sample stdev) and a one-line summary."
         ),
         epilog=(
+            f"{EXAMPLES.replace('PROG', prog)}\n"
             "defaults (the seed wrapper's): --transport duplex --implementation handoff\n"
             "  --scenario fragmented --completion ticket --runs 3 --connections 64\n"
             "  --route-frames 64 --frame-len 63 --tunnel-bytes 65536 --read-reserve 16384\n"
@@ -214,22 +240,60 @@ def build_parser(prog: str) -> OneLineParser:
             "<completion>_<timestamp>/"
         ),
     )
-    parser.add_argument("--transport", choices=("duplex", "tcp"), help="default duplex")
     parser.add_argument(
-        "--implementation", choices=(*IMPLEMENTATION_CHOICES, "all"), default="handoff"
+        "--version", action="version", version=version_text(), help="print the version and exit"
     )
-    parser.add_argument("--scenario", choices=(*SCENARIOS_ALL, "all"), default="fragmented")
-    parser.add_argument("--completion", choices=("ticket", "fire_and_forget"), default="ticket")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"))
-    parser.add_argument("--runs", type=positive_int, default=3, help="runs per cell (default 3)")
+    parser.add_argument(
+        "--transport",
+        choices=("duplex", "tcp"),
+        help="in-memory duplex or localhost TCP (default: duplex; tcp with the core flags)",
+    )
+    parser.add_argument(
+        "--implementation",
+        choices=(*IMPLEMENTATION_CHOICES, "all"),
+        default="handoff",
+        help="the proxy; all: each that runs on the transport, interleaved per run",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=(*SCENARIOS_ALL, "all"),
+        default="fragmented",
+        help="client write pattern; all: both, one subfolder each",
+    )
+    parser.add_argument(
+        "--completion",
+        choices=("ticket", "fire_and_forget"),
+        default="ticket",
+        help="await a completion ticket per frame, or fire and forget",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        help="event loop (default: uvloop if installed, else asyncio)",
+    )
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per cell")
     for flag, kind, text in SHAPE_FLAGS:
         parser.add_argument(flag, type=kind, help=text)
-    parser.add_argument("--idle-timeout-millis", type=positive_int, help="split service idle exit")
-    parser.add_argument("--service-cores", type=cpuset, help="split TCP: service CPU list")
-    parser.add_argument("--driver-cores", type=cpuset, help="split TCP: driver CPU list")
+    parser.add_argument(
+        "--idle-timeout-millis",
+        type=positive_int,
+        help="split service: exit after this long idle (default: 1000)",
+    )
+    parser.add_argument(
+        "--service-cores",
+        type=cpuset,
+        help="split TCP: service CPU list, e.g. 0 (default: none, an integrated run)",
+    )
+    parser.add_argument(
+        "--driver-cores",
+        type=cpuset,
+        help="split TCP: driver CPU list, e.g. 1 (default: none, an integrated run)",
+    )
     parser.add_argument("--service-addr", type=host_port, help="HOST:PORT (default: free port)")
     parser.add_argument("--sink-addr", type=host_port, help="HOST:PORT (default: free port)")
-    parser.add_argument("--results-dir", type=folder, help="default bench/results")
+    parser.add_argument(
+        "--results-dir", type=folder, help="where run folders go (default: bench/results)"
+    )
     parser.add_argument(
         "--run-timeout-seconds",
         type=positive_float,
@@ -556,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "run-stream-harness.sh"
     if argv[:2] and argv[0] == "--prog":
         prog, argv = argv[1], argv[2:]
+    missing = check_bench_extra(prog, load=("rich",))  # before --help and before any run
+    if missing is not None:
+        return missing
     parser = build_parser(prog)
     python = os.environ.get("PYTHON") or sys.executable
     try:

@@ -1,0 +1,259 @@
+"""Without the bench extra every entry point says which extra to install in one
+line and exits 2; ``--help`` shows defaults and examples; ``--version``.
+
+A missing package is simulated in a subprocess: a ``sitecustomize`` on
+``PYTHONPATH`` sets ``sys.modules[name] = None`` for each name in
+``BH_HIDE`` (so ``import name`` raises ``ImportError``), or a stub module
+that raises ``ImportError`` when imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bytes_handoff
+from bytes_handoff.bench import cli, wrapper
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+HINT = "install the bench extra: pip install 'bytes-handoff[bench]'"
+VERSION = f"bytes-handoff {bytes_handoff.__version__}"
+
+SITECUSTOMIZE = """\
+import os
+import sys
+
+for _name in os.environ.get("BH_HIDE", "").split():
+    sys.modules[_name] = None
+"""
+
+PY = [sys.executable, "-m", "bytes_handoff.bench"]
+SCRIPT = Path(sys.executable).parent / "bytes-handoff-bench"
+
+# (name, command): every entry point, with an argument that would otherwise succeed at once.
+ENTRY_POINTS: list[tuple[str, list[str]]] = [
+    ("python -m bytes_handoff.bench --help", [*PY, "--help"]),
+    ("python -m bytes_handoff.bench", PY),
+    ("bytes-handoff-bench --version", [str(SCRIPT), "--version"]),
+    ("run-stream-harness.sh --help", ["bash", str(BENCH / "run-stream-harness.sh"), "--help"]),
+    ("run-stream-matrix.sh --help", ["bash", str(BENCH / "run-stream-matrix.sh"), "--help"]),
+    ("run-fault-soak.sh --help", ["bash", str(BENCH / "run-fault-soak.sh"), "--help"]),
+    ("check-targets.sh --help", ["bash", str(BENCH / "check-targets.sh"), "--help"]),
+    (
+        "run-split-service-perf.sh --help",
+        ["bash", str(BENCH / "run-split-service-perf.sh"), "--help"],
+    ),
+    (
+        "run-split-service-strace.sh --help",
+        ["bash", str(BENCH / "run-split-service-strace.sh"), "--help"],
+    ),
+]
+PACKAGES = {"hdrh": "hdrhistogram", "rich": "rich", "matplotlib": "matplotlib"}
+
+
+@pytest.fixture(scope="module")
+def hide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hide")
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return folder
+
+
+def run(
+    cmd: list[str],
+    pythonpath: Path | None = None,
+    hide: str = "",
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHON": sys.executable, "BH_HIDE": hide, **(env or {})}
+    if pythonpath is not None:
+        full["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(pythonpath), os.environ.get("PYTHONPATH", "")) if p
+        )
+    return subprocess.run(
+        cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def assert_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def entry_cases() -> list[tuple[str, list[str], str]]:
+    cases = []
+    for name, cmd in ENTRY_POINTS:
+        for module in PACKAGES:
+            # hdrh everywhere; rich and matplotlib on the harness and the two run wrappers.
+            if module == "hdrh" or any(
+                key in name for key in ("bytes_handoff.bench --help", "harness.sh", "matrix.sh")
+            ):
+                cases.append((name, cmd, module))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("name", "cmd", "module"),
+    entry_cases(),
+    ids=[f"{n}-without-{m}" for n, _c, m in entry_cases()],
+)
+def test_missing_package_is_one_line_exit_2(
+    name: str, cmd: list[str], module: str, hide_dir: Path
+) -> None:
+    if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
+        pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
+    proc = run(cmd, hide_dir, hide=module)
+    prog = "bytes-handoff-bench" if "bytes_handoff.bench" in name else name.split()[0]
+    line = assert_one_line(proc, f"missing {PACKAGES[module]}", HINT)
+    assert line.startswith(f"{prog}: error: "), line
+    assert proc.stdout == "", proc.stdout
+
+
+def test_every_missing_package_is_named_in_the_one_line(hide_dir: Path) -> None:
+    proc = run([*PY, "--help"], hide_dir, hide="hdrh rich matplotlib uvloop")
+    line = assert_one_line(proc, "missing hdrhistogram, rich, matplotlib:", HINT)
+    assert "uvloop" not in line  # optional: the default loop falls back to asyncio
+
+
+def test_a_broken_install_is_found_too(tmp_path: Path) -> None:
+    # An hdrh that is there but fails to import (as a half-installed wheel would).
+    (tmp_path / "hdrh").mkdir()
+    (tmp_path / "hdrh" / "__init__.py").write_text("raise ImportError('broken hdrh')\n")
+    assert_one_line(run([*PY, "--help"], tmp_path), "missing hdrhistogram", HINT)
+
+
+def test_missing_rich_is_found_before_any_run(hide_dir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    tiny = ["--runs", "1", "--connections", "1", "--tunnel-bytes", "0"]
+    harness = run(
+        ["bash", str(BENCH / "run-stream-harness.sh"), *tiny, "--results-dir", str(results)],
+        hide_dir,
+        hide="rich",
+    )
+    assert_one_line(harness, "missing rich", HINT)
+    matrix = run(
+        ["bash", str(BENCH / "run-stream-matrix.sh")],
+        hide_dir,
+        hide="rich",
+        env={"RESULTS_DIR": str(results), "RUNS": "1", "CONNECTIONS": "1", "TUNNEL_BYTES": "0"},
+    )
+    assert_one_line(matrix, "missing rich", HINT)
+    assert not results.exists()  # no run folder: nothing started
+
+
+@pytest.fixture(scope="module")
+def broken_uvloop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("nouvloop")
+    (folder / "uvloop.py").write_text("raise ImportError('No module named uvloop')\n")
+    return folder
+
+
+def test_default_loop_falls_back_to_asyncio_without_uvloop(broken_uvloop: Path) -> None:
+    code = (
+        "from bytes_handoff.bench.cli import config_from_args;"
+        "from bytes_handoff.bench.config import default_loop;"
+        "print(default_loop(), config_from_args([]).loop)"
+    )
+    proc = run([sys.executable, "-c", code], broken_uvloop)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["asyncio", "asyncio"]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "env", "prog"),
+    [
+        ([*PY, "--loop", "uvloop"], {}, "bytes-handoff-bench"),
+        (
+            ["bash", str(BENCH / "run-stream-harness.sh"), "--loop", "uvloop", "--runs", "1"],
+            {},
+            "run-stream-harness.sh",
+        ),
+        (["bash", str(BENCH / "run-stream-matrix.sh")], {"LOOP": "uvloop"}, "run-stream-matrix.sh"),
+        (
+            ["bash", str(BENCH / "run-fault-soak.sh"), "--loop", "uvloop"],
+            {},
+            "run-fault-soak.sh",
+        ),
+        (
+            ["bash", str(BENCH / "check-targets.sh"), "--loops", "uvloop"],
+            {},
+            "check-targets.sh",
+        ),
+    ],
+    ids=["harness", "wrapper", "matrix", "soak", "targets"],
+)
+def test_loop_uvloop_without_uvloop_is_one_line(
+    cmd: list[str], env: dict[str, str], prog: str, broken_uvloop: Path, tmp_path: Path
+) -> None:
+    env = {**env, "RESULTS_DIR": str(tmp_path / "results")}
+    line = assert_one_line(run(cmd, broken_uvloop, env=env), "uvloop is not installed", HINT)
+    assert line.startswith(f"{prog}: error: "), line
+    assert not (tmp_path / "results").exists()
+
+
+# -- help and version -------------------------------------------------------------------------
+
+
+PARSERS = {
+    "harness": cli.build_parser,
+    "wrapper": lambda: wrapper.build_parser("run-stream-harness.sh"),
+}
+
+
+@pytest.mark.parametrize("which", list(PARSERS))
+def test_every_option_has_help_and_shows_its_default(which: str) -> None:
+    parser = PARSERS[which]()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+        if action.default not in (None, argparse.SUPPRESS) and action.option_strings:
+            shown = formatter._get_help_string(action) or ""  # what --help prints for it
+            assert "default" in shown, (action.option_strings, shown)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [[*PY, "--help"], ["bash", str(BENCH / "run-stream-harness.sh"), "--help"]],
+    ids=["harness", "wrapper"],
+)
+def test_help_has_defaults_examples_and_the_worker_wording(cmd: list[str]) -> None:
+    proc = run(cmd)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "Examples:" in text
+    assert "(default: fragmented)" in text
+    assert "(default: handoff)" in text
+    at = text.index("--worker-threads WORKER_THREADS", text.index("options:"))
+    worker = text[at : at + 260]
+    assert "worker processes" in worker, worker
+    assert "one event loop per process" in worker, worker
+    assert "GIL" in worker, worker
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        [*PY, "--version"],
+        ["bash", str(BENCH / "run-stream-harness.sh"), "--version"],
+        [str(SCRIPT), "--version"],
+    ],
+    ids=["python -m", "wrapper", "script"],
+)
+def test_version(cmd: list[str]) -> None:
+    if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
+        pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
+    proc = run(cmd)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{VERSION}\n"
+    assert proc.stderr == ""
