@@ -257,3 +257,15 @@ def test_version(cmd: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{VERSION}\n"
     assert proc.stderr == ""
+
+
+def test_criterion_script_names_the_micro_extra(hide_dir: Path) -> None:
+    # The micro-benchmarks need the micro extra (pytest-benchmark; uvloop for BENCH_LOOP=uvloop).
+    proc = run(
+        ["bash", str(BENCH / "run-criterion-baseline.sh")],
+        hide_dir,
+        hide="pytest_benchmark uvloop",
+        env={"BENCH_LOOP": "uvloop"},
+    )
+    line = assert_one_line(proc, "missing pytest-benchmark, uvloop", "install the micro extra")
+    assert line.startswith("run-criterion-baseline.sh: error: "), line

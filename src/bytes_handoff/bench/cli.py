@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 1 the run failed (a stream errored, verification
 failed, a wait timed out), 2 bad usage (unknown flag, bad value, an address
-in use, a service that cannot be reached). Every error is one line on stderr.
+in use, a service that cannot be reached, a package of the bench extra
+missing: checked first, even for ``--help``; see ``extras``). Every error is
+one line on stderr.
 """
 
 from __future__ import annotations
