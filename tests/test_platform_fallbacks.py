@@ -22,15 +22,13 @@ import pytest
 
 import bytes_handoff.raw_tunnel as tunnel_module
 from bytes_handoff import (
-    HandoffBuffer,
     WriteHandoff,
     WriteHandoffConfig,
     as_writer,
     splice_supported,
-    tunnel,
 )
 from bytes_handoff.adapters import SocketSendWriter, SocketWriter
-from net_support import recv_all, tcp_pair
+from net_support import recv_all, route_then_tunnel, tcp_pair
 
 PAYLOAD = bytes((i * 13 + 5) % 251 for i in range(1024 * 1024 + 31))
 HEAD = b"GET /a\nGET /b\nTUNNEL\n"
@@ -126,20 +124,6 @@ async def test_write_handoff_without_sendmsg_delivers_every_byte_in_order() -> N
     assert NoSendmsgSocket.sends >= len(PAYLOAD) // SEND_CAP
 
 
-async def _route_then_tunnel(proxy_in: socket.socket, proxy_out: socket.socket) -> int:
-    buf = HandoffBuffer(64 * 1024, read_reserve=4096)
-    handoff = WriteHandoff.spawn(proxy_out, WriteHandoffConfig(64, 8192))
-    routed = 0
-    while True:
-        assert await buf.read_available(proxy_in) > 0
-        while (end := buf.find(b"\n")) >= 0:
-            frame = buf.split_prefix(end + 1)
-            routed += len(frame)
-            await handoff.write_fire_and_forget(frame)
-            if frame == b"TUNNEL\n":
-                return routed + await tunnel(buf, proxy_in, handoff)
-
-
 @pytest.mark.parametrize("sink", ["sendmsg", "send"])
 @pytest.mark.asyncio
 async def test_tunnel_without_splice_copies_every_byte_in_order(
@@ -161,7 +145,7 @@ async def test_tunnel_without_splice_copies_every_byte_in_order(
         async with asyncio.timeout(30):
             sender = asyncio.create_task(send_all())
             received = asyncio.create_task(recv_all(receiver))
-            forwarded = await _route_then_tunnel(proxy_in, proxy_out)
+            forwarded = await route_then_tunnel(proxy_in, proxy_out)
             await sender
             data = await received
     assert forwarded == len(stream)

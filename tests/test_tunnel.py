@@ -11,13 +11,12 @@ import bytes_handoff.raw_tunnel as tunnel_module
 from bytes_handoff import (
     HandoffBuffer,
     WriteHandoff,
-    WriteHandoffConfig,
     duplex_pair,
     splice_supported,
     tunnel,
 )
 from bytes_handoff.adapters import SocketWriter
-from net_support import recv_all
+from net_support import recv_all, route_then_tunnel
 
 PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(3 * 1024 * 1024 + 17))
 HEAD = b"GET /a\nGET /b\nTUNNEL\n"
@@ -30,23 +29,6 @@ async def _send_all(sock: socket.socket, data: bytes, piece: int) -> None:
     sock.shutdown(socket.SHUT_WR)
 
 
-async def _route_then_tunnel(
-    proxy_in: socket.socket, proxy_out: socket.socket, *, splice: bool
-) -> int:
-    """Route lines until TUNNEL, then tunnel() the rest: the harness's handoff shape."""
-    buf = HandoffBuffer(64 * 1024, read_reserve=4096)
-    handoff = WriteHandoff.spawn(proxy_out, WriteHandoffConfig(64, 8192))
-    routed = 0
-    while True:
-        assert await buf.read_available(proxy_in) > 0
-        while (end := buf.find(b"\n")) >= 0:
-            frame = buf.split_prefix(end + 1)
-            routed += len(frame)
-            await handoff.write_fire_and_forget(frame)
-            if frame == b"TUNNEL\n":
-                return routed + await tunnel(buf, proxy_in, handoff, splice=splice)
-
-
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
 @pytest.mark.asyncio
 async def test_tcp_tunnel_forwards_every_byte_in_order(
@@ -57,7 +39,7 @@ async def test_tcp_tunnel_forwards_every_byte_in_order(
     async with asyncio.timeout(30):
         sender = asyncio.create_task(_send_all(client, stream, 10_000))
         received = asyncio.create_task(recv_all(sink))
-        forwarded = await _route_then_tunnel(proxy_in, proxy_out, splice=splice)
+        forwarded = await route_then_tunnel(proxy_in, proxy_out, splice=splice)
         await sender
         data = await received
     assert forwarded == len(stream)
@@ -79,7 +61,7 @@ async def test_tunnel_splice_path_is_taken_for_socket_pairs(
     async with asyncio.timeout(30):
         sender = asyncio.create_task(_send_all(client, HEAD + PAYLOAD, 65536))
         received = asyncio.create_task(recv_all(sink))
-        await _route_then_tunnel(proxy_in, proxy_out, splice=True)
+        await route_then_tunnel(proxy_in, proxy_out, splice=True)
         await sender
         assert await received == HEAD + PAYLOAD
 
