@@ -8,4 +8,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff.bench.targets "$@"
+exec "$PY" -m bytes_handoff_bench.tools.targets "$@"

@@ -4,7 +4,7 @@
 # and, where perf works, perf record/report (perf-report.txt; else perf-note.txt).
 # Defaults are the seed's, scaled to a 2-core machine (service on CPU 0,
 # driver on CPU 1). --help lists the flags; the outputs' paths are printed.
-# The logic lives in src/bytes_handoff/bench/profilers.py.
+# The logic lives in src/bytes_handoff_bench/profilers.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -12,4 +12,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff.bench.profilers perf --prog "$(basename "$0")" "$@"
+exec "$PY" -m bytes_handoff_bench.tools.profilers perf --prog "$(basename "$0")" "$@"

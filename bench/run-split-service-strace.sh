@@ -3,7 +3,7 @@
 # pinned to other cores: strace -c -f syscall counts (strace-summary.txt).
 # Defaults are the seed's, scaled to a 2-core machine (service on CPU 0,
 # driver on CPU 1). --help lists the flags; the outputs' paths are printed.
-# The logic lives in src/bytes_handoff/bench/profilers.py.
+# The logic lives in src/bytes_handoff_bench/profilers.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -11,4 +11,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff.bench.profilers strace --prog "$(basename "$0")" "$@"
+exec "$PY" -m bytes_handoff_bench.tools.profilers strace --prog "$(basename "$0")" "$@"

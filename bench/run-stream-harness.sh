@@ -4,7 +4,7 @@
 #     handoff-run-N.txt, service-run-N.txt (split TCP), runs.csv, summary.csv
 # and print a one-line summary per (implementation, scenario). --implementation all
 # adds comparison.md and comparison.png. Flags: --help. The logic lives in
-# src/bytes_handoff/bench/wrapper.py; this script only finds the interpreter.
+# src/bytes_handoff_bench/wrapper.py; this script only finds the interpreter.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -12,4 +12,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff.bench.wrapper --prog "$(basename "$0")" "$@"
+exec "$PY" -m bytes_handoff_bench.tools.wrapper --prog "$(basename "$0")" "$@"

@@ -3,7 +3,7 @@
 # configured by environment variables (the seed's names; defaults scaled to a
 # 2-core machine). --help lists them. Results: bench/results/matrix_<timestamp>/
 # (one folder per cell, matrix.csv, matrix.md) and a printed table. The logic
-# lives in src/bytes_handoff/bench/matrix.py.
+# lives in src/bytes_handoff_bench/matrix.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -11,4 +11,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff.bench.matrix --prog "$(basename "$0")" "$@"
+exec "$PY" -m bytes_handoff_bench.tools.matrix --prog "$(basename "$0")" "$@"

@@ -67,15 +67,16 @@ def test_wheel_has_modules_types_and_licenses_but_no_tests(dists: tuple[Path, Pa
         metadata = zf.read(f"{info}/METADATA").decode()
         licenses = {name: zf.read(f"{info}/licenses/{name}") for name in LICENSES}
     src = ROOT / "src"
-    modules = {p.relative_to(src).as_posix() for p in (src / "bytes_handoff").rglob("*.py")}
+    packages = ("bytes_handoff", "bytes_handoff_bench")
+    modules = {p.relative_to(src).as_posix() for pkg in packages for p in (src / pkg).rglob("*.py")}
     assert "bytes_handoff/__init__.py" in modules
-    assert "bytes_handoff/bench/cli.py" in modules
+    assert "bytes_handoff_bench/harness/cli.py" in modules
     assert modules <= names, sorted(modules - names)
-    assert "bytes_handoff/py.typed" in names
+    assert {f"{pkg}/py.typed" for pkg in packages} <= names
     for name in LICENSES:
         assert licenses[name] == (ROOT / name).read_bytes()
     top = {name.split("/", 1)[0] for name in names}
-    assert top == {"bytes_handoff", info}, top
+    assert top == {*packages, info}, top
     assert "License-Expression: MIT OR Apache-2.0" in metadata
     for name in LICENSES:
         assert f"License-File: {name}" in metadata

@@ -101,7 +101,7 @@ def parse_report(stdout: str) -> dict[str, str]:
 
 
 def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bytes_handoff.bench", *args]
+    return [sys.executable, "-m", "bytes_handoff_bench", *args]
 
 
 def run_cli(*args: str, timeout: float = 60) -> Run:

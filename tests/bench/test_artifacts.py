@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bytes_handoff.bench import ports
-from bytes_handoff.bench.artifacts import (
+from bytes_handoff_bench import ports
+from bytes_handoff_bench.tools.artifacts import (
     as_number,
     merge_run,
     parse_kv_text,
@@ -23,7 +23,12 @@ from bytes_handoff.bench.artifacts import (
     summary_line,
     write_cell_artifacts,
 )
-from bytes_handoff.bench.report import CellSummary, cells_from_directory, markdown, write_comparison
+from bytes_handoff_bench.tools.report import (
+    CellSummary,
+    cells_from_directory,
+    markdown,
+    write_comparison,
+)
 
 SAMPLE = """\
 mode=stream

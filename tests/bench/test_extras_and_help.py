@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import bytes_handoff
-from bytes_handoff.bench import cli, wrapper
+from bytes_handoff_bench.harness import cli
+from bytes_handoff_bench.tools import wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -33,13 +34,13 @@ for _name in os.environ.get("BH_HIDE", "").split():
     sys.modules[_name] = None
 """
 
-PY = [sys.executable, "-m", "bytes_handoff.bench"]
+PY = [sys.executable, "-m", "bytes_handoff_bench"]
 SCRIPT = Path(sys.executable).parent / "bytes-handoff-bench"
 
 # (name, command): every entry point, with an argument that would otherwise succeed at once.
 ENTRY_POINTS: list[tuple[str, list[str]]] = [
-    ("python -m bytes_handoff.bench --help", [*PY, "--help"]),
-    ("python -m bytes_handoff.bench", PY),
+    ("python -m bytes_handoff_bench --help", [*PY, "--help"]),
+    ("python -m bytes_handoff_bench", PY),
     ("bytes-handoff-bench --version", [str(SCRIPT), "--version"]),
     ("run-stream-harness.sh --help", ["bash", str(BENCH / "run-stream-harness.sh"), "--help"]),
     ("run-stream-matrix.sh --help", ["bash", str(BENCH / "run-stream-matrix.sh"), "--help"]),
@@ -97,7 +98,7 @@ def entry_cases() -> list[tuple[str, list[str], str]]:
         for module in PACKAGES:
             # hdrh everywhere; rich and matplotlib on the harness and the two run wrappers.
             if module == "hdrh" or any(
-                key in name for key in ("bytes_handoff.bench --help", "harness.sh", "matrix.sh")
+                key in name for key in ("bytes_handoff_bench --help", "harness.sh", "matrix.sh")
             ):
                 cases.append((name, cmd, module))
     return cases
@@ -114,7 +115,7 @@ def test_missing_package_is_one_line_exit_2(
     if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
         pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
     proc = run(cmd, hide_dir, hide=module)
-    prog = "bytes-handoff-bench" if "bytes_handoff.bench" in name else name.split()[0]
+    prog = "bytes-handoff-bench" if "bytes_handoff_bench" in name else name.split()[0]
     line = assert_one_line(proc, f"missing {PACKAGES[module]}", HINT)
     assert line.startswith(f"{prog}: error: "), line
     assert proc.stdout == "", proc.stdout
@@ -161,8 +162,8 @@ def broken_uvloop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_default_loop_falls_back_to_asyncio_without_uvloop(broken_uvloop: Path) -> None:
     code = (
-        "from bytes_handoff.bench.cli import config_from_args;"
-        "from bytes_handoff.bench.config import default_loop;"
+        "from bytes_handoff_bench.harness.cli import config_from_args;"
+        "from bytes_handoff_bench.harness.config import default_loop;"
         "print(default_loop(), config_from_args([]).loop)"
     )
     proc = run([sys.executable, "-c", code], broken_uvloop)

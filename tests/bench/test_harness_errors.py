@@ -12,11 +12,11 @@ import pytest
 from harness_support import SMALL, free_port, run_cli, start_service
 
 from bytes_handoff import DuplexStream
-from bytes_handoff.bench.cli import config_from_args
-from bytes_handoff.bench.config import BenchConfig
-from bytes_handoff.bench.errors import BenchError, UsageError, VerificationError
-from bytes_handoff.bench.implementations import IMPLEMENTATIONS, Implementation, register
-from bytes_handoff.bench.roles import run_bench
+from bytes_handoff_bench.errors import BenchError, UsageError, VerificationError
+from bytes_handoff_bench.harness.cli import config_from_args
+from bytes_handoff_bench.harness.config import BenchConfig
+from bytes_handoff_bench.harness.implementations import IMPLEMENTATIONS, Implementation, register
+from bytes_handoff_bench.harness.roles import run_bench
 
 
 def assert_one_line_error(run_rc: int, stderr: str, code: int, pattern: str) -> None:

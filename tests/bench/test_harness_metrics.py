@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bytes_handoff.bench.metrics import WorkerResult, combine, growth_per_minute, new_histogram
+from bytes_handoff_bench.harness.metrics import (
+    WorkerResult,
+    combine,
+    growth_per_minute,
+    new_histogram,
+)
 
 
 def test_growth_is_the_slope_after_warm_up() -> None:
@@ -54,7 +59,7 @@ def test_peak_rss_is_the_process_own_not_its_forking_parents() -> None:
         [
             sys.executable,
             "-c",
-            "import resource; from bytes_handoff.bench.metrics import peak_rss_bytes;"
+            "import resource; from bytes_handoff_bench.harness.metrics import peak_rss_bytes;"
             " print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)",
         ],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The stream harness end to end through its CLI (``python -m bytes_handoff.bench``), small sizes.
+"""The stream harness end to end through its CLI (``python -m bytes_handoff_bench``), small sizes.
 
 Each run is a subprocess: exit 0, every required key, every byte verified.
 """

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bytes_handoff.bench.config import BenchConfig
-from bytes_handoff.bench.errors import VerificationError
-from bytes_handoff.bench.transports import send_plan
-from bytes_handoff.bench.workload import MARKER, StreamVerifier, Workload
+from bytes_handoff_bench.errors import VerificationError
+from bytes_handoff_bench.harness.config import BenchConfig
+from bytes_handoff_bench.harness.transports import send_plan
+from bytes_handoff_bench.harness.workload import MARKER, StreamVerifier, Workload
 
 CFG = BenchConfig(route_frames=5, frame_len=40, tunnel_bytes=3000, read_reserve=1024)
 

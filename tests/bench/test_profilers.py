@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bytes_handoff.bench.profilers import top_functions
+from bytes_handoff_bench.tools.profilers import top_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +148,7 @@ def test_perf_failure_leaves_a_note_and_the_python_profile(tmp_path: Path) -> No
 
 
 def test_service_prefix_runs_the_service_under_a_command(tmp_path: Path) -> None:
-    from bytes_handoff.bench.split import SplitConfig, run_split
+    from bytes_handoff_bench.tools.split import SplitConfig, run_split
 
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")

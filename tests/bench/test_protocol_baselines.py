@@ -22,15 +22,15 @@ from harness_support import (
     run_split,
 )
 
-from bytes_handoff.bench import protocols
-from bytes_handoff.bench.artifacts import Stat
-from bytes_handoff.bench.config import BenchConfig
-from bytes_handoff.bench.errors import ProtocolError, UsageError
-from bytes_handoff.bench.implementations import IMPLEMENTATIONS, names
-from bytes_handoff.bench.report import CellSummary, table_rows
-from bytes_handoff.bench.transports import tune
-from bytes_handoff.bench.workload import StreamVerifier, Workload
-from bytes_handoff.bench.wrapper import build_parser, check_supported, make_plan
+from bytes_handoff_bench.errors import ProtocolError, UsageError
+from bytes_handoff_bench.harness import protocols
+from bytes_handoff_bench.harness.config import BenchConfig
+from bytes_handoff_bench.harness.implementations import IMPLEMENTATIONS, names
+from bytes_handoff_bench.harness.transports import tune
+from bytes_handoff_bench.harness.workload import StreamVerifier, Workload
+from bytes_handoff_bench.tools.artifacts import Stat
+from bytes_handoff_bench.tools.report import CellSummary, table_rows
+from bytes_handoff_bench.tools.wrapper import build_parser, check_supported, make_plan
 
 PROTOCOLS = ["manual_protocol", "raw_protocol"]
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
-from bytes_handoff.bench.artifacts import parse_kv_text
-from bytes_handoff.bench.implementations import ProtocolError
-from bytes_handoff.bench.soak import (
+from bytes_handoff_bench.harness.implementations import ProtocolError
+from bytes_handoff_bench.harness.soak import (
     Orchestrator,
     SoakConfig,
     StreamRecord,
     processes_with,
     proxy_error_category,
 )
+from bytes_handoff_bench.tools.artifacts import parse_kv_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "bench" / "run-fault-soak.sh"

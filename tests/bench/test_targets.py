@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bytes_handoff.bench.targets import cpu_checks
+from bytes_handoff_bench.tools.targets import cpu_checks
 
 #: service ns/B per implementation and scenario: three runs each, medians as noted.
 NS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from harness_support import processes_mentioning
 
-from bytes_handoff.bench.artifacts import as_number, read_runs_csv, read_summary_csv
+from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv, read_summary_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "bench" / "run-stream-harness.sh"
@@ -147,7 +147,7 @@ def test_harness_wrapper_reports_a_failing_run(tmp_path: Path) -> None:
     python = tmp_path / "python"
     python.write_text(
         "#!/bin/sh\n"
-        'if [ "$1 $2" = "-m bytes_handoff.bench" ] && [ "$3" != "--help" ]; then\n'
+        'if [ "$1 $2" = "-m bytes_handoff_bench" ] && [ "$3" != "--help" ]; then\n'
         '  echo "bytes-handoff-bench: error: a run that fails" >&2\n'
         "  exit 1\n"
         "fi\n"

@@ -36,17 +36,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bytes_handoff.bench.errors import UsageError as HarnessUsageError
-from bytes_handoff.bench.extras import check_bench_extra, require_loop
-from bytes_handoff.bench.implementations import names
-from bytes_handoff.bench.split import (
-    Attacher,
-    RunError,
-    SplitConfig,
-    raise_on_termination,
-    run_split,
-)
-from bytes_handoff.bench.wrapper import (
+from bytes_handoff_bench.errors import UsageError as HarnessUsageError
+from bytes_handoff_bench.extras import check_bench_extra, require_loop
+from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.processes import RunError, raise_on_termination
+from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
+from bytes_handoff_bench.tools.wrapper import (
     OneLineParser,
     UsageError,
     cpu_count,
@@ -450,7 +445,10 @@ def default_out_dir(mode: str, args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("perf", "strace"):
-        print("usage: python -m bytes_handoff.bench.profilers perf|strace [flags]", file=sys.stderr)
+        print(
+            "usage: python -m bytes_handoff_bench.tools.profilers perf|strace [flags]",
+            file=sys.stderr,
+        )
         return 2
     mode, argv = argv[0], argv[1:]
     prog = f"run-split-service-{mode}.sh"

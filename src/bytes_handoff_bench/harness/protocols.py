@@ -25,8 +25,8 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from ..errors import BenchError, ProtocolError
 from .config import BenchConfig
-from .errors import BenchError, ProtocolError
 from .workload import MARKER
 
 __all__ = ["proxy_manual_protocol", "proxy_raw_protocol"]

@@ -11,7 +11,7 @@ Columns (mean ± sample stdev over the runs):
 * ``driver p99 µs``: per-stream latency p99;
 * ``ns/B vs <first>``: service ns/B relative to the first implementation.
 
-As a program, ``python -m bytes_handoff.bench.report DIR`` rebuilds
+As a program, ``python -m bytes_handoff_bench.tools.report DIR`` rebuilds
 ``comparison.md`` and ``comparison.png`` in DIR from the ``summary.csv`` and
 ``runs.csv`` files below it, and prints the table.
 """
@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytes_handoff.bench.artifacts import Stat, read_runs_csv, read_summary_csv
-from bytes_handoff.bench.implementations import names
+from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.tools.artifacts import Stat, read_runs_csv, read_summary_csv
 
 SCENARIO_ORDER = ("fragmented", "coalesced")
 #: The registry's order with ``handoff`` (the ratio reference) and ``handoff_splice`` first.
@@ -273,7 +273,7 @@ def cells_from_directory(directory: Path) -> list[CellSummary]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bytes_handoff.bench.report",
+        prog="python -m bytes_handoff_bench.tools.report",
         description="Write comparison.md and comparison.png for a results folder.",
     )
     parser.add_argument("directory", type=Path)

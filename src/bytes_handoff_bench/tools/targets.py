@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytes_handoff.bench import wrapper
-from bytes_handoff.bench.artifacts import as_number, read_runs_csv
-from bytes_handoff.bench.config import default_loop
-from bytes_handoff.bench.errors import UsageError
-from bytes_handoff.bench.extras import check_bench_extra, require_loop
+from bytes_handoff_bench.errors import UsageError
+from bytes_handoff_bench.extras import check_bench_extra, require_loop
+from bytes_handoff_bench.harness.config import default_loop
+from bytes_handoff_bench.tools import wrapper
+from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv
 
 MIB = 1024 * 1024
 

@@ -63,13 +63,13 @@ from typing import Any
 from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
 from bytes_handoff.adapters import wait_writable
 
+from ..errors import BenchError, UsageError, VerificationError
+from ..extras import check_bench_extra, require_loop
+from ..ports import PortError, reserve_ports
+from ..processes import Child, RunError, last_line, raise_on_termination, taskset_prefix
 from .config import BenchConfig, default_loop, parse_addr
-from .errors import BenchError, UsageError, VerificationError
-from .extras import check_bench_extra, require_loop
 from .implementations import IMPLEMENTATIONS, ProtocolError
 from .metrics import growth_per_minute
-from .ports import PortError, reserve_ports
-from .split import Child, RunError, last_line, raise_on_termination, taskset_prefix
 from .transports import bind_listener, connect_tcp, tune
 from .workload import StreamVerifier, Workload
 
@@ -640,7 +640,7 @@ class Orchestrator:
             *taskset_prefix(cores),
             sys.executable,
             "-m",
-            "bytes_handoff.bench.soak",
+            "bytes_handoff_bench.harness.soak",
             "--child",
             role,
             "--spec",

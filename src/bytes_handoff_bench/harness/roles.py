@@ -25,8 +25,8 @@ from typing import Any
 
 from bytes_handoff import DuplexStream, duplex_pair
 
+from ..errors import BenchError
 from .config import SINK_BUFFER, BenchConfig
-from .errors import BenchError
 from .implementations import IMPLEMENTATIONS
 from .metrics import CpuSnapshot, RssSampler, Summary, WorkerResult, combine, new_histogram
 from .transports import (

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = [
     "COMPLETIONS",

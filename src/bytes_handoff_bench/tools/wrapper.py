@@ -33,26 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from bytes_handoff.bench.artifacts import (
+from bytes_handoff_bench.extras import check_bench_extra
+from bytes_handoff_bench.harness.cli import HelpFormatter, version_text
+from bytes_handoff_bench.harness.config import MAX_WORKER_THREADS
+from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.processes import Child, RunError, last_line, raise_on_termination
+from bytes_handoff_bench.tools.artifacts import (
     Stat,
     merge_run,
     parse_kv_file,
     summary_line,
     write_cell_artifacts,
 )
-from bytes_handoff.bench.cli import HelpFormatter, version_text
-from bytes_handoff.bench.config import MAX_WORKER_THREADS
-from bytes_handoff.bench.extras import check_bench_extra
-from bytes_handoff.bench.implementations import names
-from bytes_handoff.bench.split import (
-    Child,
-    RunError,
-    SplitConfig,
-    harness_command,
-    last_line,
-    raise_on_termination,
-    run_split,
-)
+from bytes_handoff_bench.tools.split import SplitConfig, harness_command, run_split
 
 #: From the registry (``implementations.names``); ``--implementation all`` takes the
 #: ones that run on the plan's transport.
@@ -348,7 +341,7 @@ class Plan:
 
 
 def harness_help(python: str) -> str:
-    """The text of ``python -m bytes_handoff.bench --help``."""
+    """The text of ``python -m bytes_handoff_bench --help``."""
     try:
         proc = subprocess.run(
             [*harness_command(python), "--help"],
@@ -361,12 +354,12 @@ def harness_help(python: str) -> str:
         raise RunError(f"cannot run the harness with {python}: {exc}") from exc
     if proc.returncode != 0:
         line = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RunError(f"the harness does not start ({python} -m bytes_handoff.bench): {line}")
+        raise RunError(f"the harness does not start ({python} -m bytes_handoff_bench): {line}")
     return proc.stdout
 
 
 def harness_flags(python: str) -> set[str]:
-    """The long flags ``python -m bytes_handoff.bench --help`` lists."""
+    """The long flags ``python -m bytes_handoff_bench --help`` lists."""
     return set(re.findall(r"--[a-z][a-z0-9-]*", harness_help(python)))
 
 
@@ -461,14 +454,14 @@ def check_supported(plan: Plan) -> None:
     for flag in [*plan.shape, "--loop" if plan.loop else ""]:
         if flag and flag not in supported:
             raise UsageError(
-                f"{flag} is not supported by this harness (python -m bytes_handoff.bench)"
+                f"{flag} is not supported by this harness (python -m bytes_handoff_bench)"
             )
 
 
 def check_harness_args(args: list[str], label: str = "") -> None:
     """Refuse, before any run, harness flags the harness would refuse (its bounds included)."""
-    from bytes_handoff.bench.cli import config_from_args
-    from bytes_handoff.bench.errors import UsageError as HarnessUsageError
+    from bytes_handoff_bench.errors import UsageError as HarnessUsageError
+    from bytes_handoff_bench.harness.cli import config_from_args
 
     try:
         config_from_args(args)
@@ -665,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     if len(plan.implementations) > 1:
-        from bytes_handoff.bench.report import CellSummary, print_table, write_comparison
+        from bytes_handoff_bench.tools.report import CellSummary, print_table, write_comparison
 
         summaries = [CellSummary(c.implementation, c.scenario, c.stats, c.path) for c in cells]
         md, png = write_comparison(base, summaries, title=base.name)

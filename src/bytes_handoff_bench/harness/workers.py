@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ..errors import BenchError
 from .config import BenchConfig
-from .errors import BenchError
 from .metrics import RssSampler, WorkerResult
 
 __all__ = ["Shared", "WorkerSpec", "run_loop", "run_workers"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
+from ..errors import VerificationError
 from .config import BenchConfig
-from .errors import VerificationError
 
 __all__ = ["MARKER", "PERIOD", "StreamVerifier", "Workload"]
 

@@ -48,13 +48,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bytes_handoff.bench.artifacts import Stat, format_number, write_cell_artifacts
-from bytes_handoff.bench.config import MAX_FRAME_LEN, MIN_FRAME_LEN
-from bytes_handoff.bench.errors import UsageError as HarnessUsageError
-from bytes_handoff.bench.extras import check_bench_extra, require_loop
-from bytes_handoff.bench.implementations import names
-from bytes_handoff.bench.split import RunError, raise_on_termination
-from bytes_handoff.bench.wrapper import (
+from bytes_handoff_bench.errors import UsageError as HarnessUsageError
+from bytes_handoff_bench.extras import check_bench_extra, require_loop
+from bytes_handoff_bench.harness.config import MAX_FRAME_LEN, MIN_FRAME_LEN
+from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.processes import RunError, raise_on_termination
+from bytes_handoff_bench.tools.artifacts import Stat, format_number, write_cell_artifacts
+from bytes_handoff_bench.tools.wrapper import (
     IMPLEMENTATION_CHOICES,
     SCENARIOS_ALL,
     Plan,

@@ -24,8 +24,8 @@ from bytes_handoff import (
     tunnel,
 )
 
+from ..errors import ProtocolError
 from .config import BenchConfig
-from .errors import ProtocolError
 from .handoff_protocol import proxy_handoff_protocol
 from .protocols import proxy_manual_protocol, proxy_raw_protocol
 from .transports import StreamReaderLike, StreamWriterLike, open_streams

@@ -2,7 +2,7 @@
 
 The library core is standard-library only; the harness needs the ``bench``
 extra (``pip install 'bytes-handoff[bench]'``). Without it, each entry point
-(``python -m bytes_handoff.bench``, ``bytes-handoff-bench`` and the modules
+(``python -m bytes_handoff_bench``, ``bytes-handoff-bench`` and the modules
 behind ``bench/*.sh``) prints one line and exits 2 before it starts anything::
 
     bytes-handoff-bench: error: missing hdrhistogram: install the bench extra: \

@@ -26,7 +26,7 @@ from typing import Protocol
 from bytes_handoff import DuplexStream
 from bytes_handoff.adapters import wait_writable
 
-from .errors import BenchError, UsageError, VerificationError
+from ..errors import BenchError, UsageError, VerificationError
 from .workload import StreamVerifier, Workload
 
 __all__ = [

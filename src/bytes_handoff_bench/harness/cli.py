@@ -1,4 +1,4 @@
-"""``bytes-handoff-bench`` / ``python -m bytes_handoff.bench``: parse flags, run, print.
+"""``bytes-handoff-bench`` / ``python -m bytes_handoff_bench``: parse flags, run, print.
 
 Exit codes: 0 success, 1 the run failed (a stream errored, verification
 failed, a wait timed out), 2 bad usage (unknown flag, bad value, an address
@@ -17,6 +17,8 @@ from typing import NoReturn
 
 from bytes_handoff import HandoffError
 
+from ..errors import BenchError, UsageError
+from ..extras import check_bench_extra, require_loop
 from .config import (
     COMPLETIONS,
     LOOPS,
@@ -32,8 +34,6 @@ from .config import (
     default_loop,
     parse_addr,
 )
-from .errors import BenchError, UsageError
-from .extras import check_bench_extra, require_loop
 
 __all__ = ["HelpFormatter", "build_parser", "config_from_args", "main", "version_text"]
 
@@ -82,13 +82,13 @@ def version_text() -> str:
 EXAMPLES = """\
 Examples:
   # the default workload: in-memory duplex, the library path, 64-byte client writes
-  python -m bytes_handoff.bench
+  python -m bytes_handoff_bench
   # localhost TCP, the hand-written asyncio-streams baseline, large client writes
-  python -m bytes_handoff.bench --transport tcp --implementation manual_vec --scenario coalesced
+  python -m bytes_handoff_bench --transport tcp --implementation manual_vec --scenario coalesced
   # 2 event-loop worker processes, 64 connections, on the asyncio loop
-  python -m bytes_handoff.bench --transport tcp --worker-threads 2 --connections 64 --loop asyncio
+  python -m bytes_handoff_bench --transport tcp --worker-threads 2 --connections 64 --loop asyncio
   # a 30-second sustained run with RSS samples
-  python -m bytes_handoff.bench --duration-seconds 30 --rss-samples rss.csv
+  python -m bytes_handoff_bench --duration-seconds 30 --rss-samples rss.csv
   # repeated runs with artifacts (runs.csv, summary.csv): use the wrapper
   ./bench/run-stream-harness.sh --scenario all --runs 5
 """

@@ -34,8 +34,8 @@ from bytes_handoff import (
     WriteTicket,
 )
 
+from ..errors import BenchError, ProtocolError
 from .config import BenchConfig
-from .errors import BenchError, ProtocolError
 from .workload import MARKER
 
 __all__ = ["proxy_handoff_protocol"]

@@ -1,0 +1,29 @@
+"""The stream harness: complete client -> proxy -> sink streams through the library and baselines.
+
+Installed with the ``bench`` extra (``pip install 'bytes-handoff[bench]'``);
+it uses only the public API of :mod:`bytes_handoff`. Two groups, and a few
+modules both share:
+
+* :mod:`.harness` -- one harness process: ``config`` (flags, validation),
+  ``workload`` (stream bytes, sink verification), ``implementations`` (the
+  proxies, by name), ``transports`` (sockets, duplex pipes, lean client and
+  sink), ``workers`` (event-loop worker processes), ``roles`` (integrated,
+  tcp-service, tcp-driver), ``metrics`` (CPU, latency, RSS), ``output`` (the
+  key=value report), ``soak`` (the fault soak), ``cli``. Run it as
+  ``python -m bytes_handoff_bench`` or ``bytes-handoff-bench``.
+* :mod:`.tools` -- what drives runs from outside, behind the ``bench/*.sh``
+  scripts: ``wrapper`` (repeated runs, split processes, artifacts),
+  ``split``, ``artifacts``, ``report`` (comparison table and plot),
+  ``matrix``, ``profilers``, ``targets``. They never import :mod:`.harness`:
+  they start it as a program and read its key=value files.
+* Shared: ``names`` (roles, transports, implementations, scenarios,
+  completion modes, loops), ``errors``, ``extras`` (the one-line
+  missing-extra check), ``ports``, ``processes``.
+
+In-process use::
+
+    from bytes_handoff_bench.harness.cli import config_from_args
+    from bytes_handoff_bench.harness.roles import run_bench
+
+    outcome = run_bench(config_from_args(["--connections", "4"]))
+"""

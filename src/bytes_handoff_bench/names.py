@@ -1,0 +1,91 @@
+"""Every name the harness and its run tools share, defined once.
+
+The harness's flags, the key=value files and the run tools' folder names all
+spell these values; a ``StrEnum`` member *is* its string (``Role.TCP_SERVICE
+== "tcp-service"``), so it goes into argparse ``choices``, f-strings and CSV
+files unchanged. This module imports nothing else from the project, so both
+the in-process harness and the tools that drive it from outside can use it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "TCP_ONLY",
+    "Completion",
+    "Implementation",
+    "Loop",
+    "Role",
+    "Scenario",
+    "Transport",
+    "implementations_for",
+]
+
+
+class Transport(StrEnum):
+    """How client, proxy and sink are joined."""
+
+    DUPLEX = "duplex"
+    TCP = "tcp"
+
+
+class Role(StrEnum):
+    """What one harness process does."""
+
+    INTEGRATED = "integrated"
+    TCP_SERVICE = "tcp-service"
+    TCP_DRIVER = "tcp-driver"
+
+
+class Scenario(StrEnum):
+    """How the client's bytes arrive at the proxy."""
+
+    FRAGMENTED = "fragmented"
+    COALESCED = "coalesced"
+
+
+class Completion(StrEnum):
+    """Whether the proxy waits for each routed frame's write to finish."""
+
+    TICKET = "ticket"
+    FIRE_AND_FORGET = "fire_and_forget"
+
+
+class Loop(StrEnum):
+    """The event loop a worker runs."""
+
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+class Implementation(StrEnum):
+    """The proxies, in report order: ``handoff`` (the ratio reference) first."""
+
+    HANDOFF = "handoff"
+    HANDOFF_SPLICE = "handoff_splice"
+    HANDOFF_PROTOCOL = "handoff_protocol"
+    MANUAL_VEC = "manual_vec"
+    RAW_COPY = "raw_copy"
+    MANUAL_PROTOCOL = "manual_protocol"
+    RAW_PROTOCOL = "raw_protocol"
+
+
+#: Implementations that need real sockets (splice, or asyncio's create_server).
+TCP_ONLY = frozenset(
+    {
+        Implementation.HANDOFF_SPLICE,
+        Implementation.HANDOFF_PROTOCOL,
+        Implementation.MANUAL_PROTOCOL,
+        Implementation.RAW_PROTOCOL,
+    }
+)
+
+
+def implementations_for(transport: Transport | str | None = None) -> list[Implementation]:
+    """The implementations that run on ``transport`` (all of them for ``None``), in order."""
+    return [
+        impl
+        for impl in Implementation
+        if transport is None or transport == Transport.TCP or impl not in TCP_ONLY
+    ]
