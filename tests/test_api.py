@@ -15,9 +15,9 @@ import uvloop
 
 import bytes_handoff
 from bytes_handoff import (
-    BufferError,
     BufferIOError,
     ByteBudgetExceeded,
+    HandoffBufferError,
     HandoffError,
     LimitExceeded,
     SplitOutOfBounds,
@@ -28,7 +28,7 @@ from bytes_handoff import (
 )
 
 #: Every name the README's API tables and adapter section promise.
-SPEC_NAMES = [
+README_NAMES = [
     "HandoffBuffer",
     "HandoffBufferConfig",
     "WriteHandoff",
@@ -36,7 +36,7 @@ SPEC_NAMES = [
     "WriteTicket",
     "BackpressureReason",
     "HandoffError",
-    "BufferError",
+    "HandoffBufferError",
     "LimitExceeded",
     "SplitOutOfBounds",
     "BufferIOError",
@@ -54,7 +54,7 @@ SPEC_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
+@pytest.mark.parametrize("name", README_NAMES)
 def test_spec_name_is_exported(name: str) -> None:
     assert name in bytes_handoff.__all__
     assert getattr(bytes_handoff, name) is not None
@@ -99,14 +99,14 @@ def test_core_imports_only_the_standard_library() -> None:
 @pytest.mark.parametrize(
     ("error", "family"),
     [
-        (LimitExceeded, BufferError),
-        (SplitOutOfBounds, BufferError),
-        (BufferIOError, BufferError),
+        (LimitExceeded, HandoffBufferError),
+        (SplitOutOfBounds, HandoffBufferError),
+        (BufferIOError, HandoffBufferError),
         (WriteClosed, WriteError),
         (ByteBudgetExceeded, WriteError),
         (WriteIOError, WriteError),
         (WriteBackpressure, WriteError),
-        (BufferError, HandoffError),
+        (HandoffBufferError, HandoffError),
         (WriteError, HandoffError),
     ],
 )
@@ -115,8 +115,30 @@ def test_error_hierarchy(error: type[Exception], family: type[Exception]) -> Non
     assert issubclass(error, HandoffError)
 
 
-def test_package_buffer_error_is_not_the_builtin() -> None:
-    assert not issubclass(BufferError, builtins.BufferError)
+def test_read_side_base_is_not_the_builtin() -> None:
+    assert not issubclass(HandoffBufferError, builtins.BufferError)
+
+
+def test_star_import_leaves_the_builtin_buffer_error_alone() -> None:
+    namespace: dict[str, object] = {}
+    exec("from bytes_handoff import *", namespace)
+    assert "BufferError" not in namespace
+    exec(
+        "try:\n    raise BufferError(1)\nexcept BufferError as e:\n    caught = type(e)", namespace
+    )
+    assert namespace["caught"] is builtins.BufferError
+
+
+@pytest.mark.parametrize("module", ["bytes_handoff", "bytes_handoff.errors"])
+def test_old_buffer_error_name_is_a_deprecated_alias(module: str) -> None:
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match="HandoffBufferError"):
+        old = mod.BufferError
+    assert old is HandoffBufferError
+    with pytest.warns(DeprecationWarning):
+        exec(f"from {module} import BufferError as imported", {})
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        _ = mod.NoSuchName
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,9 @@ from .adapters import (
 from .duplex import DuplexStream, duplex_pair
 from .errors import (
     BackpressureReason,
-    BufferError,
     BufferIOError,
     ByteBudgetExceeded,
+    HandoffBufferError,
     HandoffError,
     LimitExceeded,
     SplitOutOfBounds,
@@ -50,7 +50,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackpressureReason",
-    "BufferError",
     "BufferIOError",
     "ByteBudgetExceeded",
     "ByteReader",
@@ -59,6 +58,7 @@ __all__ = [
     "DuplexStream",
     "HandoffBuffer",
     "HandoffBufferConfig",
+    "HandoffBufferError",
     "HandoffError",
     "HandoffProtocol",
     "LimitExceeded",
@@ -83,3 +83,13 @@ __all__ = [
     "stop_waiting",
     "tunnel",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``bytes_handoff.BufferError``: the deprecated old name of HandoffBufferError.
+    from .errors import _renamed
+
+    try:
+        return _renamed(name, stacklevel=2)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -12,9 +12,9 @@ from ._types import BytesLike
 
 __all__ = [
     "BackpressureReason",
-    "BufferError",
     "BufferIOError",
     "ByteBudgetExceeded",
+    "HandoffBufferError",
     "HandoffError",
     "LimitExceeded",
     "SplitOutOfBounds",
@@ -32,12 +32,16 @@ class HandoffError(Exception):
 # -- read side ----------------------------------------------------------------
 
 
-# The spec names it BufferError; it shadows the builtin only inside this package.
-class BufferError(HandoffError):
-    """A read-side error of :class:`~bytes_handoff.HandoffBuffer`."""
+class HandoffBufferError(HandoffError):
+    """A read-side error of :class:`~bytes_handoff.HandoffBuffer`.
+
+    Its old name, ``BufferError``, shadowed Python's built-in ``BufferError``;
+    the old name still works, with a ``DeprecationWarning``, until the next
+    release.
+    """
 
 
-class LimitExceeded(BufferError):
+class LimitExceeded(HandoffBufferError):
     """Buffering ``attempted`` bytes would pass the buffer's ``limit`` (``max_len``)."""
 
     def __init__(self, attempted: int, limit: int) -> None:
@@ -49,7 +53,7 @@ class LimitExceeded(BufferError):
         return (type(self), (self.attempted, self.limit))
 
 
-class SplitOutOfBounds(BufferError):
+class SplitOutOfBounds(HandoffBufferError):
     """A split or advance asked for ``requested`` bytes with only ``available`` buffered."""
 
     def __init__(self, requested: int, available: int) -> None:
@@ -61,7 +65,7 @@ class SplitOutOfBounds(BufferError):
         return (type(self), (self.requested, self.available))
 
 
-class BufferIOError(BufferError):
+class BufferIOError(HandoffBufferError):
     """The reader failed; its error is chained as ``__cause__`` and kept in ``error``.
 
     ``error`` is the reader's ``OSError``, or a ``ValueError`` when the reader
@@ -167,3 +171,26 @@ class WriteBackpressure(WriteError):
     def into_bytes(self) -> BytesLike:
         """Return the rejected chunk, exactly the object that was passed in."""
         return self._data
+
+
+def _renamed(name: str, stacklevel: int) -> type[HandoffError]:
+    """The class behind a deprecated name; ``AttributeError`` for any other name."""
+    # Kept outside __all__, so that ``import *`` no longer shadows the builtin.
+    if name != "BufferError":
+        raise AttributeError(name)
+    import warnings
+
+    warnings.warn(
+        "bytes_handoff.BufferError is deprecated; use HandoffBufferError "
+        "(the old name shadows Python's built-in BufferError)",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return HandoffBufferError
+
+
+def __getattr__(name: str) -> object:
+    try:
+        return _renamed(name, stacklevel=2)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
