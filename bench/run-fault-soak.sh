@@ -5,7 +5,7 @@
 # the long-lived proxy's RSS must stay flat and no process may be left behind.
 # Defaults: 60 s, 128 connections per wave. Flags: --help. Prints one line per
 # category and a key=value summary (also in bench/results/soak_<timestamp>/summary.txt).
-# Exit 0 pass, 1 fail, 2 bad usage. The logic lives in src/bytes_handoff_bench/soak.py.
+# Exit 0 pass, 1 fail, 2 bad usage. The logic lives in src/bytes_handoff_bench/harness/soak.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh

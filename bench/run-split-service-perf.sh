@@ -2,9 +2,9 @@
 # Profile the tcp-service role of a split-process TCP run while the driver runs
 # pinned to other cores: py-spy flame graph (service.svg), top Python functions (top-functions.txt)
 # and, where perf works, perf record/report (perf-report.txt; else perf-note.txt).
-# Defaults are the seed's, scaled to a 2-core machine (service on CPU 0,
+# Defaults suit a 2-core machine (service on CPU 0,
 # driver on CPU 1). --help lists the flags; the outputs' paths are printed.
-# The logic lives in src/bytes_handoff_bench/profilers.py.
+# The logic lives in src/bytes_handoff_bench/tools/profilers.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh

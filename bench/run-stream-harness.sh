@@ -4,7 +4,7 @@
 #     handoff-run-N.txt, service-run-N.txt (split TCP), runs.csv, summary.csv
 # and print a one-line summary per (implementation, scenario). --implementation all
 # adds comparison.md and comparison.png. Flags: --help. The logic lives in
-# src/bytes_handoff_bench/wrapper.py; this script only finds the interpreter.
+# src/bytes_handoff_bench/tools/wrapper.py; this script only finds the interpreter.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Decision matrix over implementation x scenario x connections x frame size,
-# configured by environment variables (the seed's names; defaults scaled to a
+# configured by environment variables (defaults scaled to a
 # 2-core machine). --help lists them. Results: bench/results/matrix_<timestamp>/
 # (one folder per cell, matrix.csv, matrix.md) and a printed table. The logic
-# lives in src/bytes_handoff_bench/matrix.py.
+# lives in src/bytes_handoff_bench/tools/matrix.py.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh

@@ -2,7 +2,7 @@
 
 Runs ``bench/run-criterion-baseline.sh`` once over every family with tiny
 inputs (``BENCH_SMOKE=1``) and minimal settings, then reads the saved JSON:
-every family and case the spec names must be there with a positive median and
+every family and case benches/README.md names must be there with a positive median and
 a positive throughput. Also checks ``--save`` then ``--compare`` and that bad
 input fails with one clear line.
 """

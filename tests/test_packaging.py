@@ -97,6 +97,8 @@ def test_sdist_has_what_the_test_suite_needs(dists: tuple[Path, Path]) -> None:
         *LICENSES,
         "src/bytes_handoff/py.typed",
         "scripts/check.sh",
+        ".ci/run",
+        "docs/harness.md",
         "tests/conftest.py",
         "tests/net_support.py",
         "tests/bench/harness_support.py",
@@ -104,6 +106,7 @@ def test_sdist_has_what_the_test_suite_needs(dists: tuple[Path, Path]) -> None:
     }
     for folder, pattern in [
         ("src/bytes_handoff", "*.py"),
+        ("src/bytes_handoff_bench", "*.py"),
         ("tests", "*.py"),
         ("benches", "*.py"),
         ("examples", "*.py"),
