@@ -1,6 +1,6 @@
 """The logic behind ``bench/run-stream-matrix.sh``: a decision matrix.
 
-Configured by environment variables (the seed's names; defaults scaled to a
+Configured by environment variables (defaults scaled to a
 2-core machine):
 
 =================  ==================================  =========================
@@ -16,7 +16,7 @@ COMPLETION         fire_and_forget                     ticket or fire_and_forget
 WORKER_THREADS     1                                   event-loop processes
 RUNS               3                                   runs per cell
 ROUTE_FRAMES       64
-TUNNEL_BYTES       262144                              (seed: 1048576)
+TUNNEL_BYTES       262144                              (1 MiB on larger machines)
 READ_RESERVE       16384
 DURATION_SECONDS   0                                   >0: sustained runs
 LOOP               (harness default)                   asyncio or uvloop

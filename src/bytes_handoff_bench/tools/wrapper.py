@@ -217,7 +217,7 @@ def build_parser(prog: str) -> OneLineParser:
         ),
         epilog=(
             f"{EXAMPLES.replace('PROG', prog)}\n"
-            "defaults (the seed wrapper's): --transport duplex --implementation handoff\n"
+            "defaults: --transport duplex --implementation handoff\n"
             "  --scenario fragmented --completion ticket --runs 3 --connections 64\n"
             "  --route-frames 64 --frame-len 63 --tunnel-bytes 65536 --read-reserve 16384\n"
             "  --duplex-capacity 262144; --worker-threads = CPUs available (split: CPUs in\n"
