@@ -14,11 +14,19 @@ modules both share:
 * :mod:`.tools` -- what drives runs from outside, behind the ``bench/*.sh``
   scripts: ``wrapper`` (repeated runs, split processes, artifacts),
   ``split``, ``artifacts``, ``report`` (comparison table and plot),
-  ``matrix``, ``profilers``, ``targets``. They never import :mod:`.harness`:
-  they start it as a program and read its key=value files.
-* Shared: ``names`` (roles, transports, implementations, scenarios,
-  completion modes, loops), ``errors``, ``extras`` (the one-line
-  missing-extra check), ``ports``, ``processes``.
+  ``matrix``, ``profilers``, ``targets``. They never import :mod:`.harness`
+  (nor it them): they start it as a program, ask it before any run with its
+  ``--preflight`` (its flags, and what it says of each cell's arguments), and
+  read its key=value files.
+* Shared, importing neither group: ``names`` (roles, transports,
+  implementations, scenarios, completion modes, loops; imports nothing of the
+  project), ``limits`` (the bounds of the numeric flags), ``cli_common`` (the
+  one-line-error parser, argument types, ``--version``, exit statuses),
+  ``errors``, ``extras`` (the one-line missing-extra check, the default
+  loop), ``ports``, ``processes``.
+
+``tests/bench/test_layout.py`` checks these walls, and that the modules import
+each other without a cycle.
 
 In-process use::
 

@@ -11,7 +11,7 @@ pip install 'bytes-handoff[bench]'
 (one line; broken here to fit).
 
 ``uvloop`` is the one optional member: without it the default loop is
-``asyncio`` (``config.default_loop``) and only ``--loop uvloop`` is refused,
+``asyncio`` (:func:`default_loop`) and only ``--loop uvloop`` is refused,
 in one line (:func:`require_loop`).
 """
 
@@ -23,12 +23,14 @@ import sys
 from collections.abc import Sequence
 
 from .errors import UsageError
+from .names import Loop
 
 __all__ = [
     "BENCH_EXTRA_HINT",
     "EXIT_MISSING",
     "REQUIRED",
     "check_bench_extra",
+    "default_loop",
     "missing_packages",
     "require_loop",
 ]
@@ -77,7 +79,16 @@ def check_bench_extra(prog: str, load: Sequence[str] = ()) -> int | None:
     return EXIT_MISSING
 
 
+def default_loop() -> Loop:
+    """``uvloop`` when it is importable, else ``asyncio``."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return Loop.ASYNCIO
+    return Loop.UVLOOP
+
+
 def require_loop(loop: str | None, flag: str = "--loop") -> None:
     """``UsageError`` (one line) when ``loop`` is ``uvloop`` and uvloop cannot be imported."""
-    if loop == "uvloop" and not _importable("uvloop", load=True):
+    if loop == Loop.UVLOOP and not _importable("uvloop", load=True):
         raise UsageError(f"{flag} uvloop: uvloop is not installed; {BENCH_EXTRA_HINT}")

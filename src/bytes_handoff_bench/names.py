@@ -12,6 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "FRAME_BUDGET",
+    "REPORT_ORDER",
     "TCP_ONLY",
     "Completion",
     "Implementation",
@@ -20,6 +22,7 @@ __all__ = [
     "Scenario",
     "Transport",
     "implementations_for",
+    "transports_of",
 ]
 
 
@@ -60,13 +63,13 @@ class Loop(StrEnum):
 
 
 class Implementation(StrEnum):
-    """The proxies, in report order: ``handoff`` (the ratio reference) first."""
+    """The proxies, in run order (``--implementation all`` runs them so): ``handoff`` first."""
 
     HANDOFF = "handoff"
-    HANDOFF_SPLICE = "handoff_splice"
     HANDOFF_PROTOCOL = "handoff_protocol"
     MANUAL_VEC = "manual_vec"
     RAW_COPY = "raw_copy"
+    HANDOFF_SPLICE = "handoff_splice"
     MANUAL_PROTOCOL = "manual_protocol"
     RAW_PROTOCOL = "raw_protocol"
 
@@ -81,11 +84,34 @@ TCP_ONLY = frozenset(
     }
 )
 
+#: Implementations that queue each routed frame as one owned chunk in a byte-budgeted
+#: ``WriteHandoff``: a frame plus its newline must fit the write budget.
+FRAME_BUDGET = frozenset(
+    {Implementation.HANDOFF, Implementation.HANDOFF_SPLICE, Implementation.HANDOFF_PROTOCOL}
+)
 
-def implementations_for(transport: Transport | str | None = None) -> list[Implementation]:
-    """The implementations that run on ``transport`` (all of them for ``None``), in order."""
-    return [
+#: The order of comparison tables and charts: ``handoff`` (the ratio reference) and
+#: ``handoff_splice`` first, then the rest in run order.
+REPORT_ORDER: tuple[Implementation, ...] = (
+    Implementation.HANDOFF,
+    Implementation.HANDOFF_SPLICE,
+    *(
         impl
         for impl in Implementation
-        if transport is None or transport == Transport.TCP or impl not in TCP_ONLY
+        if impl not in (Implementation.HANDOFF, Implementation.HANDOFF_SPLICE)
+    ),
+)
+
+
+def transports_of(implementation: str) -> tuple[Transport, ...]:
+    """The transports ``implementation`` runs on (both for a name not listed here)."""
+    if implementation in TCP_ONLY:
+        return (Transport.TCP,)
+    return tuple(Transport)
+
+
+def implementations_for(transport: Transport | str | None = None) -> list[Implementation]:
+    """The implementations that run on ``transport`` (all of them for ``None``), in run order."""
+    return [
+        impl for impl in Implementation if transport is None or transport in transports_of(impl)
     ]

@@ -163,7 +163,7 @@ def broken_uvloop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_default_loop_falls_back_to_asyncio_without_uvloop(broken_uvloop: Path) -> None:
     code = (
         "from bytes_handoff_bench.harness.cli import config_from_args;"
-        "from bytes_handoff_bench.harness.config import default_loop;"
+        "from bytes_handoff_bench.extras import default_loop;"
         "print(default_loop(), config_from_args([]).loop)"
     )
     proc = run([sys.executable, "-c", code], broken_uvloop)

@@ -10,73 +10,81 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any
 
 from bytes_handoff import HandoffError
 
-from ..errors import BenchError, UsageError
-from ..extras import check_bench_extra, require_loop
-from .config import (
-    COMPLETIONS,
-    LOOPS,
+from ..cli_common import (
+    HelpFormatter,
+    OneLineParser,
+    UsageError,
+    finite_number,
+    run_main,
+    version_text,
+)
+from ..extras import default_loop, require_loop
+from ..limits import (
     MAX_CONNECTIONS,
     MAX_ITERATIONS,
     MAX_ROUTE_FRAMES,
     MAX_RUN_MEMORY,
     MAX_WORKER_THREADS,
-    ROLES,
-    SCENARIOS,
-    TRANSPORTS,
-    BenchConfig,
-    default_loop,
-    parse_addr,
 )
+from ..names import Completion, Implementation, Loop, Role, Scenario, Transport
+from .config import BenchConfig, parse_addr
 
 __all__ = ["HelpFormatter", "build_parser", "config_from_args", "main", "version_text"]
 
 PROG = "bytes-handoff-bench"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2, never usage text or a traceback."""
+class _Preflight(argparse.Action):
+    """``--preflight`` (not in ``--help``): what the run tools ask before they start any run.
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+    The tools never import the harness; they start it as a program. Before a
+    set of runs they start it once with ``--preflight`` and a JSON list of
+    argument lists on stdin, and it prints one JSON object: ``flags`` (every
+    long flag it has) and ``errors`` (per argument list, ``null`` or the
+    one-line error that run would stop with). Its own parser and validation
+    answer, so the tools learn exactly what this harness accepts: no copy of
+    its flags or bounds to keep in step, no scraping of ``--help``.
+    """
 
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
 
-def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         try:
-            value = kind(text)
-            if math.isfinite(value):  # nan and inf would switch off the guards that end waits
-                return value
-            noun = "a finite number"
-        except ValueError:
-            noun = "an integer" if kind is int else "a number"
-        shown = text if len(text) <= 40 else f"{text[:40]}..."
-        raise argparse.ArgumentTypeError(f"expected {noun}, got {shown!r}")
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Each option's default after its help (``None`` ones say theirs); epilogs kept as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def version_text() -> str:
-    """``bytes-handoff <version>``: what ``--version`` prints."""
-    from bytes_handoff import __version__
-
-    return f"bytes-handoff {__version__}"
+            arg_lists = json.loads(sys.stdin.read() or "[]")
+        except ValueError as exc:
+            raise UsageError(
+                f"--preflight: expected a JSON list of argument lists: {exc}"
+            ) from None
+        if not isinstance(arg_lists, list) or not all(
+            isinstance(args, list) and all(isinstance(a, str) for a in args) for args in arg_lists
+        ):
+            raise UsageError("--preflight: expected a JSON list of argument lists")
+        errors: list[str | None] = []
+        for args in arg_lists:
+            try:
+                config_from_args(args)
+                errors.append(None)
+            except UsageError as exc:
+                errors.append(str(exc))
+        flags = sorted({s for a in parser._actions for s in a.option_strings if s[:2] == "--"})
+        print(json.dumps({"flags": flags, "errors": errors}))
+        parser.exit()
 
 
 EXAMPLES = """\
@@ -97,7 +105,7 @@ Examples:
 def build_parser() -> argparse.ArgumentParser:
     from .implementations import IMPLEMENTATIONS
 
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="End-to-end client -> proxy -> sink stream benchmark for bytes_handoff.",
         epilog=(
@@ -110,39 +118,40 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
-    integer = _number(int)
-    number = _number(float)
+    integer = finite_number(int)
+    number = finite_number(float)
     add = p.add_argument
     add("--version", action="version", version=version_text(), help="print the version and exit")
+    add("--preflight", action=_Preflight)
     add(
         "--transport",
-        choices=TRANSPORTS,
-        default="duplex",
+        choices=[m.value for m in Transport],
+        default=Transport.DUPLEX,
         help="duplex: in-memory pipes in one process; tcp: localhost or --service-addr sockets",
     )
     add(
         "--role",
-        choices=ROLES,
-        default="integrated",
+        choices=[m.value for m in Role],
+        default=Role.INTEGRATED,
         help="integrated: client, proxy and sink here; tcp-service: the proxy;"
         " tcp-driver: clients and sink",
     )
     add(
         "--implementation",
-        choices=list(IMPLEMENTATIONS),
-        default="handoff",
+        choices=[str(name) for name in IMPLEMENTATIONS],  # the names, and any registered beside
+        default=Implementation.HANDOFF,
         help="the proxy: the library path or a hand-written baseline",
     )
     add(
         "--scenario",
-        choices=SCENARIOS,
-        default="fragmented",
+        choices=[m.value for m in Scenario],
+        default=Scenario.FRAGMENTED,
         help="fragmented: 64-byte client writes; coalesced: --read-reserve-sized writes",
     )
     add(
         "--completion",
-        choices=COMPLETIONS,
-        default="ticket",
+        choices=[m.value for m in Completion],
+        default=Completion.TICKET,
         help="await a completion ticket per frame, or fire and forget",
     )
     add(
@@ -235,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--loop",
-        choices=LOOPS,
+        choices=[m.value for m in Loop],
         default=None,
         help="event loop (default: uvloop if installed, else asyncio)",
     )
@@ -258,11 +267,11 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
     ns = build_parser().parse_args(argv)
     require_loop(ns.loop)
     cfg = BenchConfig(
-        transport=ns.transport,
-        role=ns.role,
+        transport=Transport(ns.transport),
+        role=Role(ns.role),
         implementation=ns.implementation,
-        scenario=ns.scenario,
-        completion=ns.completion,
+        scenario=Scenario(ns.scenario),
+        completion=Completion(ns.completion),
         worker_threads=ns.worker_threads,
         connections=ns.connections,
         route_frames=ns.route_frames,
@@ -278,7 +287,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
         sink_addr=parse_addr(ns.sink_addr, "--sink-addr") if ns.sink_addr else None,
         ready_file=ns.ready_file,
         idle_timeout_millis=ns.idle_timeout_millis,
-        loop=ns.loop or default_loop(),
+        loop=Loop(ns.loop) if ns.loop else default_loop(),
         startup_timeout_seconds=ns.startup_timeout_seconds,
         rss_samples=ns.rss_samples,
     )
@@ -299,23 +308,13 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: never a traceback, one ``bytes-handoff-bench: error:`` line."""
-    missing = check_bench_extra(PROG, load=("hdrh",))  # before anything, --help included
-    if missing is not None:
-        return missing
-    try:
-        return run(argv)
-    except BenchError as exc:
-        code = exc.exit_code
-        message = str(exc)
-    except (HandoffError, OSError, ValueError) as exc:
-        code = 1
-        message = f"{type(exc).__name__}: {exc}"
-    except KeyboardInterrupt:
-        code = 130
-        message = "interrupted"
-    sys.stdout.flush()
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
+    return run_main(
+        PROG,
+        lambda: run(argv),
+        bench_extra=("hdrh",),  # before anything, --help included
+        crashes=(HandoffError, OSError, ValueError),
+        interrupted="error: interrupted",
+    )
 
 
 if __name__ == "__main__":

@@ -7,58 +7,36 @@ import os
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..limits import (
+    MAX_BUFFER_BYTES,
+    MAX_CONNECTIONS,
+    MAX_DURATION_SECONDS,
+    MAX_FRAME_LEN,
+    MAX_ITERATIONS,
+    MAX_ROUTE_FRAMES,
+    MAX_RUN_MEMORY,
+    MAX_TIMEOUT_SECONDS,
+    MAX_TUNNEL_BYTES,
+    MAX_WORKER_THREADS,
+    MAX_WRITE_PENDING_BYTES,
+    MIN_FRAME_LEN,
+    GiB,
+)
+from ..names import (
+    FRAME_BUDGET,
+    Completion,
+    Implementation,
+    Loop,
+    Role,
+    Scenario,
+    Transport,
+    transports_of,
+)
 
-__all__ = [
-    "COMPLETIONS",
-    "LOOPS",
-    "ROLES",
-    "SCENARIOS",
-    "TRANSPORTS",
-    "BenchConfig",
-    "default_loop",
-    "parse_addr",
-]
+__all__ = ["SINK_BUFFER", "BenchConfig", "parse_addr"]
 
-TRANSPORTS = ("duplex", "tcp")
-ROLES = ("integrated", "tcp-service", "tcp-driver")
-SCENARIOS = ("fragmented", "coalesced")
-COMPLETIONS = ("ticket", "fire_and_forget")
-LOOPS = ("asyncio", "uvloop")
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-
-# Upper bounds, checked before anything is allocated (a typo must not eat the machine).
-#: Stream ids are 4 digits in the frame header (`GET /tenant/NNNN/...`).
-MAX_CONNECTIONS = 10_000
-#: Workers are processes; far more than any machine's cores only measures the scheduler.
-MAX_WORKER_THREADS = 256
-MAX_ROUTE_FRAMES = 1_000_000
-#: ``GET /tenant/NNNN``: the shortest frame that still carries the stream id.
-MIN_FRAME_LEN = 16
-MAX_FRAME_LEN = 1 * MiB
-#: Every worker holds the whole tunnel pattern (and a memfd copy of it).
-MAX_TUNNEL_BYTES = 1 * GiB
-#: --read-reserve, --input-fragment, --duplex-capacity.
-MAX_BUFFER_BYTES = 64 * MiB
-MAX_WRITE_PENDING_BYTES = 2 * MAX_BUFFER_BYTES
-MAX_ITERATIONS = 1_000_000
-MAX_DURATION_SECONDS = 24 * 3600
-#: --startup-timeout-seconds and --idle-timeout-millis: every wait of a run ends.
-MAX_TIMEOUT_SECONDS = 3600
-#: What :meth:`BenchConfig.memory_estimate` may reach.
-MAX_RUN_MEMORY = 8 * GiB
 #: Sink receive buffer (reused): large reads keep the sink cheap.
 SINK_BUFFER = 256 * 1024
-
-
-def default_loop() -> str:
-    """``uvloop`` when it is importable, else ``asyncio``."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
 
 
 def parse_addr(text: str, flag: str) -> tuple[str, int]:
@@ -73,11 +51,13 @@ def parse_addr(text: str, flag: str) -> tuple[str, int]:
 class BenchConfig:
     """Every knob of one run, validated by :meth:`validate`; see ``cli.build_parser``."""
 
-    transport: str = "duplex"
-    role: str = "integrated"
-    implementation: str = "handoff"
-    scenario: str = "fragmented"
-    completion: str = "ticket"
+    transport: Transport = Transport.DUPLEX
+    role: Role = Role.INTEGRATED
+    #: A :class:`~bytes_handoff_bench.names.Implementation`, or the name of one registered
+    #: beside them (``implementations.register``).
+    implementation: str = Implementation.HANDOFF
+    scenario: Scenario = Scenario.FRAGMENTED
+    completion: Completion = Completion.TICKET
     worker_threads: int = 1
     connections: int = 16
     route_frames: int = 64
@@ -93,7 +73,7 @@ class BenchConfig:
     sink_addr: tuple[str, int] | None = None
     ready_file: str | None = None
     idle_timeout_millis: int = 2000
-    loop: str = "asyncio"
+    loop: Loop = Loop.ASYNCIO
     startup_timeout_seconds: float = 60.0
     rss_samples: str | None = None
 
@@ -104,7 +84,7 @@ class BenchConfig:
         """Client write size: the flag, else 64 (fragmented) or ``read_reserve`` (coalesced)."""
         if self.input_fragment_flag is not None:
             return self.input_fragment_flag
-        return 64 if self.scenario == "fragmented" else self.read_reserve
+        return 64 if self.scenario == Scenario.FRAGMENTED else self.read_reserve
 
     @property
     def write_pending_bytes(self) -> int:
@@ -140,7 +120,7 @@ class BenchConfig:
             + 1
             + reserve
             + self.write_pending_bytes
-            + (2 * self.duplex_capacity if self.transport == "duplex" else 0)
+            + (2 * self.duplex_capacity if self.transport == Transport.DUPLEX else 0)
         )
         per_worker = 3 * (max(self.tunnel_bytes, reserve) + 512)
         return per_connection, per_worker
@@ -148,8 +128,11 @@ class BenchConfig:
     # -- validation ---------------------------------------------------------------------
 
     def validate(self) -> BenchConfig:
-        """Return ``self`` if consistent, else raise ``UsageError`` naming the flag."""
-        from .implementations import IMPLEMENTATIONS
+        """Return ``self`` if consistent, else raise ``UsageError`` naming the flag.
+
+        The implementation's name is the parser's to check (its choices are the
+        registry); here only what the name implies: its transports and frame budget.
+        """
 
         def at_least(flag: str, value: float, low: float) -> None:
             if not value >= low:  # NaN fails too
@@ -159,29 +142,21 @@ class BenchConfig:
             if not value <= high:
                 raise UsageError(f"{flag} must be at most {high}{why}, got {value}")
 
-        for flag, value, choices in (
-            ("--transport", self.transport, TRANSPORTS),
-            ("--role", self.role, ROLES),
-            ("--scenario", self.scenario, SCENARIOS),
-            ("--completion", self.completion, COMPLETIONS),
-            ("--loop", self.loop, LOOPS),
-        ):
+        named: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ("--transport", self.transport, tuple(Transport)),
+            ("--role", self.role, tuple(Role)),
+            ("--scenario", self.scenario, tuple(Scenario)),
+            ("--completion", self.completion, tuple(Completion)),
+            ("--loop", self.loop, tuple(Loop)),
+        )
+        for flag, value, choices in named:
             if value not in choices:
                 raise UsageError(f"{flag}: {value!r} is not one of {', '.join(choices)}")
-        if self.implementation not in IMPLEMENTATIONS:
-            raise UsageError(
-                f"--implementation: {self.implementation!r} is not one of"
-                f" {', '.join(IMPLEMENTATIONS)}"
-            )
-        impl = IMPLEMENTATIONS[self.implementation]
-        if impl.unavailable is not None:
-            raise UsageError(
-                f"--implementation {self.implementation} is not available yet: {impl.unavailable}"
-            )
-        if self.transport not in impl.transports:
+        transports = transports_of(self.implementation)
+        if self.transport not in transports:
             raise UsageError(
                 f"--implementation {self.implementation} runs on --transport"
-                f" {' or '.join(impl.transports)}, not {self.transport}"
+                f" {' or '.join(transports)}, not {self.transport}"
             )
         at_least("--worker-threads", self.worker_threads, 1)
         at_most("--worker-threads", self.worker_threads, MAX_WORKER_THREADS)
@@ -243,23 +218,23 @@ class BenchConfig:
                 f"--write-pending-bytes ({self.write_pending_bytes_flag}) must be 0"
                 f" or at least --read-reserve ({self.read_reserve})"
             )
-        if impl.needs_frame_budget and (self.frame_len + 1 > self.write_pending_bytes):
+        if self.implementation in FRAME_BUDGET and (self.frame_len + 1 > self.write_pending_bytes):
             # A routed frame is one owned chunk; WriteHandoff refuses a chunk larger than
             # its whole budget (ByteBudgetExceeded), so say so before the run starts.
             raise UsageError(
                 f"--frame-len {self.frame_len} (+1 for the newline) exceeds the write budget"
                 f" of {self.write_pending_bytes} bytes: raise --write-pending-bytes"
             )
-        if self.transport == "duplex" and self.role != "integrated":
+        if self.transport == Transport.DUPLEX and self.role != Role.INTEGRATED:
             raise UsageError(f"--role {self.role} needs --transport tcp (duplex is in-process)")
-        if self.role == "tcp-service" and (self.service_addr is None or self.sink_addr is None):
+        if self.role == Role.TCP_SERVICE and (self.service_addr is None or self.sink_addr is None):
             raise UsageError("--role tcp-service needs --service-addr and --sink-addr")
-        if self.role == "tcp-driver":
+        if self.role == Role.TCP_DRIVER:
             if self.service_addr is None or self.sink_addr is None:
                 raise UsageError("--role tcp-driver needs --service-addr and --sink-addr")
             if self.service_addr[1] == 0:
                 raise UsageError("--service-addr: the driver needs the service's concrete port")
-        if self.role == "tcp-service" and self.sink_addr is not None and self.sink_addr[1] == 0:
+        if self.role == Role.TCP_SERVICE and self.sink_addr is not None and self.sink_addr[1] == 0:
             raise UsageError("--sink-addr: the service needs the sink's concrete port")
         for flag, path in (("--ready-file", self.ready_file), ("--rss-samples", self.rss_samples)):
             if path is None:

@@ -35,6 +35,7 @@ from bytes_handoff import (
 )
 
 from ..errors import BenchError, ProtocolError
+from ..names import Completion
 from .config import BenchConfig
 from .workload import MARKER
 
@@ -181,7 +182,7 @@ async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchCo
     out = WriteHandoff.spawn(sink_side, out_cfg)
     client_side: HandoffProtocol | None = None
     try:
-        if cfg.completion == "fire_and_forget":
+        if cfg.completion == Completion.FIRE_AND_FORGET:
             _, router = await loop.connect_accepted_socket(lambda: _Router(buf_cfg, out), inbound)
             client_side = sink_side.client_side = router
             await router.done

@@ -1,5 +1,9 @@
 """The proxy implementations, registered by name in :data:`IMPLEMENTATIONS`.
 
+The registry is keyed by :class:`bytes_handoff_bench.names.Implementation`, in
+its run order; what a name implies (the transports it runs on, whether its
+frames must fit the write budget) is defined there too, once.
+
 A proxy is ``async proxy(inbound, outbound, cfg) -> int``: it reads the
 client's stream from ``inbound`` (a non-blocking socket or a ``DuplexStream``),
 forwards it to ``outbound``, shuts ``outbound``'s write side at the end and
@@ -25,6 +29,8 @@ from bytes_handoff import (
 )
 
 from ..errors import ProtocolError
+from ..names import FRAME_BUDGET, Completion, Transport, transports_of
+from ..names import Implementation as Name
 from .config import BenchConfig
 from .handoff_protocol import proxy_handoff_protocol
 from .protocols import proxy_manual_protocol, proxy_raw_protocol
@@ -45,16 +51,23 @@ ProxyFn = Callable[[object, object, BenchConfig], Awaitable[int]]
 
 @dataclass(frozen=True)
 class Implementation:
+    """One proxy of the registry: ``name`` is a :class:`~bytes_handoff_bench.names.Implementation`
+    (or, for one registered beside them, any other name: it runs on both transports)."""
+
     name: str
     proxy: ProxyFn
     description: str
-    #: Each routed frame is one owned chunk of a byte-budgeted queue: the frame
-    #: must fit the write budget (``--write-pending-bytes``).
-    needs_frame_budget: bool = False
-    #: Why the implementation cannot run yet, or ``None`` when it can.
-    unavailable: str | None = None
-    #: The transports it runs on.
-    transports: tuple[str, ...] = ("duplex", "tcp")
+
+    @property
+    def transports(self) -> tuple[Transport, ...]:
+        """The transports it runs on."""
+        return transports_of(self.name)
+
+    @property
+    def needs_frame_budget(self) -> bool:
+        """Each routed frame is one owned chunk of a byte-budgeted queue: the frame must fit
+        the write budget (``--write-pending-bytes``)."""
+        return self.name in FRAME_BUDGET
 
 
 IMPLEMENTATIONS: dict[str, Implementation] = {}
@@ -66,11 +79,11 @@ def register(impl: Implementation) -> Implementation:
 
 
 def names(transport: str | None = None) -> list[str]:
-    """Registered implementations that can run (on ``transport``), in order: ``handoff`` first."""
+    """Registered implementations that run (on ``transport``), in order: ``handoff`` first."""
     return [
         impl.name
         for impl in IMPLEMENTATIONS.values()
-        if impl.unavailable is None and (transport is None or transport in impl.transports)
+        if transport is None or transport in impl.transports
     ]
 
 
@@ -86,7 +99,7 @@ def _spawn_handoff(outbound: object, cfg: BenchConfig) -> WriteHandoff:
 def _submitter(
     handoff: WriteHandoff, cfg: BenchConfig
 ) -> Callable[[bytes], Awaitable[WriteTicket | None]]:
-    return handoff.write if cfg.completion == "ticket" else handoff.write_fire_and_forget
+    return handoff.write if cfg.completion == Completion.TICKET else handoff.write_fire_and_forget
 
 
 def _buffer_config(cfg: BenchConfig) -> HandoffBufferConfig:
@@ -238,45 +251,38 @@ async def proxy_raw_copy(inbound: object, outbound: object, cfg: BenchConfig) ->
 
 register(
     Implementation(
-        "handoff",
+        Name.HANDOFF,
         proxy_handoff,
         "HandoffBuffer + WriteHandoff (the library path: raw sockets on TCP)",
-        needs_frame_budget=True,
     )
 )
 register(
     Implementation(
-        "handoff_protocol",
+        Name.HANDOFF_PROTOCOL,
         proxy_handoff_protocol,
         "HandoffProtocol + WriteHandoff over transports (the library's create_server path)",
-        needs_frame_budget=True,
-        transports=("tcp",),
     )
 )
-register(Implementation("manual_vec", proxy_manual_vec, "bytearray parser on asyncio streams"))
-register(Implementation("raw_copy", proxy_raw_copy, "unparsed copy on asyncio streams"))
+register(Implementation(Name.MANUAL_VEC, proxy_manual_vec, "bytearray parser on asyncio streams"))
+register(Implementation(Name.RAW_COPY, proxy_raw_copy, "unparsed copy on asyncio streams"))
 register(
     Implementation(
-        "handoff_splice",
+        Name.HANDOFF_SPLICE,
         proxy_handoff_splice,
         "HandoffBuffer routing, then bytes_handoff.tunnel (splice, kernel to kernel)",
-        needs_frame_budget=True,
-        transports=("tcp",),
     )
 )
 register(
     Implementation(
-        "manual_protocol",
+        Name.MANUAL_PROTOCOL,
         proxy_manual_protocol,
         "BufferedProtocol parser: owned frames, one writelines per read (an expert's asyncio)",
-        transports=("tcp",),
     )
 )
 register(
     Implementation(
-        "raw_protocol",
+        Name.RAW_PROTOCOL,
         proxy_raw_protocol,
         "unparsed BufferedProtocol copy (the loop's floor)",
-        transports=("tcp",),
     )
 )

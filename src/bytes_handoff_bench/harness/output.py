@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import bytes_handoff
 
+from ..names import Role
 from .config import BenchConfig
 from .metrics import growth_per_minute
 from .roles import RunOutcome
@@ -35,7 +36,7 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
     cpu_total = s.cpu_user + s.cpu_system
     rate = s.bytes / seconds if seconds > 0 else 0.0
     avg_cores = cpu_total / seconds if seconds > 0 else 0.0
-    if cfg.role == "tcp-service":
+    if cfg.role == Role.TCP_SERVICE:
         waves = s.streams // cfg.connections
         verification = "byte_count"  # the service forwards; the driver's sink checks content
     else:
@@ -84,7 +85,9 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
         "latency_p99_micros": s.latency_micros["p99"],
         "latency_p999_micros": s.latency_micros["p999"],
         "latency_max_micros": s.latency_micros["max"],
-        "latency_source": "accept_to_done" if cfg.role == "tcp-service" else "connect_to_sink_eof",
+        "latency_source": "accept_to_done"
+        if cfg.role == Role.TCP_SERVICE
+        else "connect_to_sink_eof",
         "verified": True,
         "verification": verification,
         "loop": cfg.loop,

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import cast
 
 from ..errors import BenchError, ProtocolError
+from ..names import Implementation
 from .config import BenchConfig
 from .workload import MARKER
 
@@ -199,10 +200,14 @@ async def _run(
 async def proxy_manual_protocol(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """BufferedProtocol parser: owned frames, one writelines per read, then raw copies."""
     size = cfg.read_reserve + cfg.frame_len + 1  # one partial frame plus one full read
-    return await _run(inbound, outbound, lambda link: FrameProxy(link, size), "manual_protocol")
+    return await _run(
+        inbound, outbound, lambda link: FrameProxy(link, size), Implementation.MANUAL_PROTOCOL
+    )
 
 
 async def proxy_raw_protocol(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """Unparsed BufferedProtocol copy: one bytes copy and one write per read."""
     size = cfg.read_reserve
-    return await _run(inbound, outbound, lambda link: RawCopy(link, size), "raw_protocol")
+    return await _run(
+        inbound, outbound, lambda link: RawCopy(link, size), Implementation.RAW_PROTOCOL
+    )

@@ -63,12 +63,14 @@ from typing import Any
 from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
 from bytes_handoff.adapters import wait_writable
 
-from ..errors import BenchError, UsageError, VerificationError
-from ..extras import check_bench_extra, require_loop
+from ..cli_common import OneLineParser, prog_and_args, run_main
+from ..errors import BenchError, ProtocolError, UsageError, VerificationError
+from ..extras import default_loop, require_loop
+from ..names import Completion, Implementation, Loop, Transport
 from ..ports import PortError, reserve_ports
 from ..processes import Child, RunError, last_line, raise_on_termination, taskset_prefix
-from .config import BenchConfig, default_loop, parse_addr
-from .implementations import IMPLEMENTATIONS, ProtocolError
+from .config import BenchConfig, parse_addr
+from .implementations import IMPLEMENTATIONS
 from .metrics import growth_per_minute
 from .transports import bind_listener, connect_tcp, tune
 from .workload import StreamVerifier, Workload
@@ -76,7 +78,7 @@ from .workload import StreamVerifier, Workload
 MIB = 1024 * 1024
 #: Per-stream proxy variants: both tunnel paths, with and without completion tickets.
 PROXY_VARIANTS = [
-    (i, c) for i in ("handoff", "handoff_splice") for c in ("ticket", "fire_and_forget")
+    (i, c) for i in (Implementation.HANDOFF, Implementation.HANDOFF_SPLICE) for c in Completion
 ]
 #: Client write sizes, one drawn per stream: a prime (frames and the marker split at
 #: odd offsets), about one MSS, one full proxy read.
@@ -129,16 +131,18 @@ class SoakConfig:
     frame_len: int = 63
     tunnel_bytes: int = 256 * 1024
     read_reserve: int = 16 * 1024
-    loop: str = "uvloop"
+    loop: str = Loop.UVLOOP  # a str: children get the config as JSON
     service_cores: str | None = None
     driver_cores: str | None = None
 
     def bench_config(
-        self, implementation: str = "handoff", completion: str = "ticket"
+        self,
+        implementation: Implementation = Implementation.HANDOFF,
+        completion: Completion = Completion.TICKET,
     ) -> BenchConfig:
         """The harness configuration the workload and the proxy functions read."""
         return BenchConfig(
-            transport="tcp",
+            transport=Transport.TCP,
             implementation=implementation,
             completion=completion,
             connections=self.connections,
@@ -146,7 +150,7 @@ class SoakConfig:
             frame_len=self.frame_len,
             tunnel_bytes=self.tunnel_bytes,
             read_reserve=self.read_reserve,
-            loop=self.loop,
+            loop=Loop(self.loop),
         ).validate()
 
 
@@ -170,7 +174,7 @@ def write_json(path: Path, data: object) -> None:
 
 def run_on_loop(loop_name: str, main: Any) -> Any:
     factory = None
-    if loop_name == "uvloop":
+    if loop_name == Loop.UVLOOP:
         import uvloop
 
         factory = uvloop.new_event_loop
@@ -918,14 +922,9 @@ def summarize(
 # -- command line ---------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, no usage block
-        raise UsageError(message)
-
-
 def build_parser(prog: str) -> argparse.ArgumentParser:
     d = SoakConfig()
-    p = _Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--duration-seconds", type=float, default=d.duration_seconds)
     p.add_argument("--connections", type=int, default=d.connections, help="streams per wave")
     p.add_argument("--services", type=int, default=d.services, help="proxy processes (>= 2)")
@@ -944,7 +943,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--frame-len", type=int, default=d.frame_len)
     p.add_argument("--tunnel-bytes", type=int, default=d.tunnel_bytes)
     p.add_argument("--read-reserve", type=int, default=d.read_reserve)
-    p.add_argument("--loop", choices=("asyncio", "uvloop"), default=default_loop())
+    p.add_argument("--loop", choices=[m.value for m in Loop], default=default_loop())
     p.add_argument("--service-cores", help="taskset -c list for the services")
     p.add_argument("--driver-cores", help="taskset -c list for the driver")
     p.add_argument("--out-dir", type=Path, help="default bench/results/soak_<timestamp>")
@@ -1041,23 +1040,18 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "run-fault-soak.sh"
-    if argv[:1] == ["--prog"] and len(argv) > 1:
-        prog, argv = argv[1], argv[2:]
-    missing = check_bench_extra(prog, load=("hdrh",))
-    if missing is not None:
-        return missing
-    try:
-        args = build_parser(prog).parse_args(argv)
-        require_loop(args.loop)
-        if args.child is not None:
-            return child_main(args)
-        cfg = config_from_args(args)
-        out = new_out_dir(args.out_dir)
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    prog, args = prog_and_args(argv, "run-fault-soak.sh")
+    return run_main(prog, lambda: soak(prog, args), bench_extra=("hdrh",))
+
+
+def soak(prog: str, argv: Sequence[str]) -> int:
+    """Parse, then run the soak (or, with ``--child``, one of its processes)."""
+    args = build_parser(prog).parse_args(argv)
+    require_loop(args.loop)
+    if args.child is not None:
+        return child_main(args)
+    cfg = config_from_args(args)
+    out = new_out_dir(args.out_dir)
     raise_on_termination()  # SIGTERM/SIGHUP -> KeyboardInterrupt: the cleanup below runs
     print(f"soak: seed={cfg.seed} out_dir={out}", flush=True)
     print(

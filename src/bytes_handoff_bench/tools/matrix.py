@@ -48,20 +48,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bytes_handoff_bench.errors import UsageError as HarnessUsageError
-from bytes_handoff_bench.extras import check_bench_extra, require_loop
-from bytes_handoff_bench.harness.config import MAX_FRAME_LEN, MIN_FRAME_LEN
-from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.cli_common import UsageError, prog_and_args, run_main
+from bytes_handoff_bench.extras import require_loop
+from bytes_handoff_bench.limits import MAX_FRAME_LEN, MIN_FRAME_LEN
+from bytes_handoff_bench.names import (
+    Completion,
+    Implementation,
+    Loop,
+    Scenario,
+    Transport,
+    implementations_for,
+)
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import Stat, format_number, write_cell_artifacts
 from bytes_handoff_bench.tools.wrapper import (
-    IMPLEMENTATION_CHOICES,
-    SCENARIOS_ALL,
     Plan,
-    UsageError,
-    check_harness_args,
+    check_cells,
     check_results_dir,
-    check_supported,
     cpuset,
     display_path,
     new_run_dir,
@@ -69,13 +72,13 @@ from bytes_handoff_bench.tools.wrapper import (
 )
 
 DEFAULTS: dict[str, str] = {
-    "TRANSPORT": "duplex",
+    "TRANSPORT": Transport.DUPLEX,
     "IMPLEMENTATIONS": "all",
     "SCENARIOS": "fragmented coalesced",
     "CONNECTIONS": "1 4 16",
     "FRAME_SIZES": "64 1024 16384",
     "INPUT_FRAGMENTS": "",
-    "COMPLETION": "fire_and_forget",
+    "COMPLETION": Completion.FIRE_AND_FORGET,
     "WORKER_THREADS": "1",
     "RUNS": "3",
     "ROUTE_FRAMES": "64",
@@ -157,8 +160,8 @@ def choice_list(name: str, environ: Mapping[str, str], choices: Sequence[str]) -
 @dataclass
 class MatrixConfig:
     plan: Plan
-    implementations: list[str]
-    scenarios: list[str]
+    implementations: list[Implementation]
+    scenarios: list[Scenario]
     connections: list[int]
     frame_sizes: list[int]
     input_fragments: list[int | None]
@@ -166,26 +169,23 @@ class MatrixConfig:
 
 
 def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
-    transport = choice_list("TRANSPORT", environ, ("duplex", "tcp"))
+    transport = choice_list("TRANSPORT", environ, tuple(Transport))
     if len(transport) != 1:
         raise UsageError("TRANSPORT: expected one of duplex, tcp")
-    completion = choice_list("COMPLETION", environ, ("ticket", "fire_and_forget"))
+    completion = choice_list("COMPLETION", environ, tuple(Completion))
     if len(completion) != 1:
         raise UsageError("COMPLETION: expected one of ticket, fire_and_forget")
     loop = env("LOOP", environ)
-    if loop and loop not in ("asyncio", "uvloop"):
-        raise UsageError(f"LOOP: {loop!r} is not one of asyncio, uvloop")
-    try:
-        require_loop(loop or None, "LOOP")
-    except HarnessUsageError as exc:
-        raise UsageError(str(exc)) from None
+    if loop and loop not in tuple(Loop):
+        raise UsageError(f"LOOP: {loop!r} is not one of {', '.join(Loop)}")
+    require_loop(loop or None, "LOOP")
     service_cores = env("SERVICE_CORES", environ)
     driver_cores = env("DRIVER_CORES", environ)
     if bool(service_cores) != bool(driver_cores):
         raise UsageError("SERVICE_CORES and DRIVER_CORES go together (split TCP)")
     split = bool(service_cores)
     if split:
-        if transport[0] != "tcp":
+        if transport[0] != Transport.TCP:
             raise UsageError("SERVICE_CORES/DRIVER_CORES need TRANSPORT=tcp")
         try:
             service_cores, driver_cores = cpuset(service_cores), cpuset(driver_cores)
@@ -218,13 +218,13 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
             )
     results = env("RESULTS_DIR", environ)
     plan = Plan(
-        transport=transport[0],
+        transport=Transport(transport[0]),
         implementations=[],
         scenarios=[],
-        completion=completion[0],
+        completion=Completion(completion[0]),
         runs=one_int("RUNS", environ),
         shape=shape,
-        loop=loop or None,
+        loop=Loop(loop) if loop else None,
         split=split,
         service_cores=service_cores or None,
         driver_cores=driver_cores or None,
@@ -242,13 +242,13 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
         implementations=list(
             dict.fromkeys(
                 impl
-                for word in choice_list(
-                    "IMPLEMENTATIONS", environ, (*IMPLEMENTATION_CHOICES, "all")
+                for word in choice_list("IMPLEMENTATIONS", environ, (*Implementation, "all"))
+                for impl in (
+                    implementations_for(transport[0]) if word == "all" else [Implementation(word)]
                 )
-                for impl in (names(transport[0]) if word == "all" else [word])
             )
         ),
-        scenarios=choice_list("SCENARIOS", environ, SCENARIOS_ALL),
+        scenarios=[Scenario(word) for word in choice_list("SCENARIOS", environ, tuple(Scenario))],
         connections=int_list("CONNECTIONS", environ),
         frame_sizes=frame_sizes,
         input_fragments=frags,
@@ -393,38 +393,33 @@ def write_matrix_md(path: Path, cells: Sequence[Cell], cfg: MatrixConfig) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "run-stream-matrix.sh"
-    if argv[:1] == ["--prog"] and len(argv) > 1:
-        prog, argv = argv[1], argv[2:]
-    missing = check_bench_extra(prog, load=("rich",))  # rich draws the progress: before any run
-    if missing is not None:
-        return missing
+    prog, args = prog_and_args(argv, "run-stream-matrix.sh")
+    # rich draws the progress: checked before any run.
+    return run_main(prog, lambda: run(prog, args), bench_extra=("rich",))
+
+
+def run(prog: str, argv: Sequence[str]) -> int:
+    """Check every cell (``UsageError``, ``RunError``), then run the matrix."""
     if argv[:1] in (["--help"], ["-h"]):
         print(__doc__)
         return 0
     if argv:
-        print(
-            f"{prog}: error: takes no arguments (configure with environment variables; see --help)",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError("takes no arguments (configure with environment variables; see --help)")
     python = os.environ.get("PYTHON") or sys.executable
-    try:
-        cfg = make_config(os.environ, python)
-        check_results_dir(cfg.plan.results_dir, "RESULTS_DIR")
-        probe = cell_plan(cfg, build_cells(cfg, Path("."))[0][0])
-        check_supported(probe)
-        supported = probe.supported_flags
-        for cell in (c for group in build_cells(cfg, Path(".")) for c in group):
-            args = cell_plan(cfg, cell).harness_args(cell.implementation, cell.scenario)
-            check_harness_args(args, f"cell {cell.name}: ")
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    cfg = make_config(os.environ, python)
+    check_results_dir(cfg.plan.results_dir, "RESULTS_DIR")
+    probe = cell_plan(cfg, build_cells(cfg, Path("."))[0][0])
+    check_cells(
+        probe,
+        [
+            (
+                f"cell {cell.name}: ",
+                cell_plan(cfg, cell).harness_args(cell.implementation, cell.scenario),
+            )
+            for cell in (c for group in build_cells(cfg, Path(".")) for c in group)
+        ],
+    )
+    supported = probe.supported_flags
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -36,22 +36,28 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bytes_handoff_bench.errors import UsageError as HarnessUsageError
-from bytes_handoff_bench.extras import check_bench_extra, require_loop
-from bytes_handoff_bench.harness.implementations import names
-from bytes_handoff_bench.processes import RunError, raise_on_termination
-from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
-from bytes_handoff_bench.tools.wrapper import (
+from bytes_handoff_bench.cli_common import (
     OneLineParser,
     UsageError,
-    cpu_count,
-    cpuset,
-    display_path,
-    harness_flags,
     non_negative_int,
     non_negative_number,
     positive_int,
+    prog_and_args,
+    run_main,
 )
+from bytes_handoff_bench.extras import require_loop
+from bytes_handoff_bench.limits import MIN_FRAME_LEN
+from bytes_handoff_bench.names import (
+    Completion,
+    Implementation,
+    Loop,
+    Scenario,
+    Transport,
+    implementations_for,
+)
+from bytes_handoff_bench.processes import RunError, raise_on_termination
+from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
+from bytes_handoff_bench.tools.wrapper import cpu_count, cpuset, display_path, harness_flags
 
 # Seed defaults, scaled to a 2-core machine: one service core, one driver core.
 PERF_DEFAULTS = {
@@ -79,14 +85,16 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
     )
     parser.add_argument(
         "--implementation",
-        choices=names("tcp"),
-        default="handoff",
+        choices=[m.value for m in implementations_for(Transport.TCP)],
+        default=Implementation.HANDOFF,
     )
     parser.add_argument(
-        "--scenario", choices=("fragmented", "coalesced", "all"), default="coalesced"
+        "--scenario", choices=[*(m.value for m in Scenario), "all"], default=Scenario.COALESCED
     )
     parser.add_argument(
-        "--completion", choices=("ticket", "fire_and_forget"), default="fire_and_forget"
+        "--completion",
+        choices=[m.value for m in Completion],
+        default=Completion.FIRE_AND_FORGET,
     )
     parser.add_argument(
         "--worker-threads",
@@ -103,7 +111,7 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
     )
     parser.add_argument("--service-cores", type=cpuset, default="0")
     parser.add_argument("--driver-cores", type=cpuset, default="1")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"))
+    parser.add_argument("--loop", choices=[m.value for m in Loop])
     parser.add_argument("--idle-timeout-millis", type=positive_int, default=1000)
     parser.add_argument("--out-dir", type=Path, help="default bench/results/<mode>_split_...")
     if mode == "perf":
@@ -117,7 +125,7 @@ def harness_args(args: argparse.Namespace, scenario: str) -> list[str]:
     workers = args.worker_threads or cpu_count(args.service_cores)
     out = [
         "--transport",
-        "tcp",
+        Transport.TCP,
         "--implementation",
         args.implementation,
         "--scenario",
@@ -450,34 +458,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    mode, argv = argv[0], argv[1:]
-    prog = f"run-split-service-{mode}.sh"
-    if argv[:1] == ["--prog"] and len(argv) > 1:
-        prog, argv = argv[1], argv[2:]
-    missing = check_bench_extra(prog)
-    if missing is not None:
-        return missing
-    parser = build_parser(prog, mode)
-    try:
-        args = parser.parse_args(argv)
-        if args.frame_len < 16:
-            raise UsageError(f"--frame-len must be >= 16, got {args.frame_len}")
-        if shutil.which("taskset") is None:
-            raise UsageError("taskset is required to pin the service and the driver")
-        python = os.environ.get("PYTHON") or sys.executable
-        supported = harness_flags(python)
-        if args.loop and "--loop" not in supported:
-            raise UsageError("--loop is not supported by this harness")
-        require_loop(args.loop)
-    except (UsageError, HarnessUsageError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    mode = argv[0]
+    prog, rest = prog_and_args(argv[1:], f"run-split-service-{mode}.sh")
+    return run_main(prog, lambda: profile(prog, mode, rest))
+
+
+def profile(prog: str, mode: str, argv: Sequence[str]) -> int:
+    """Check the flags, then profile each scenario; ``UsageError``/``RunError`` on failure."""
+    args = build_parser(prog, mode).parse_args(argv)
+    if args.frame_len < MIN_FRAME_LEN:
+        raise UsageError(f"--frame-len must be >= {MIN_FRAME_LEN}, got {args.frame_len}")
+    if shutil.which("taskset") is None:
+        raise UsageError("taskset is required to pin the service and the driver")
+    supported = harness_flags()  # also: the harness starts at all
+    if args.loop and "--loop" not in supported:
+        raise UsageError("--loop is not supported by this harness")
+    require_loop(args.loop)
 
     base: Path = args.out_dir or default_out_dir(mode, args)
-    scenarios = ["fragmented", "coalesced"] if args.scenario == "all" else [args.scenario]
+    scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
     print(
         f"{mode}: implementation={args.implementation} scenario={args.scenario} "
         f"service_cores={args.service_cores} driver_cores={args.driver_cores} "
@@ -485,29 +484,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     raise_on_termination()
-    try:
-        for scenario in scenarios:
-            out_dir = base / scenario if len(scenarios) > 1 else base
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lines = (
-                run_perf_mode(args, scenario, out_dir)
-                if mode == "perf"
-                else run_strace_mode(args, scenario, out_dir)
-            )
-            for line in lines:
-                print(f"{scenario}: {line}", flush=True)
-            if mode == "strace":
-                summary = (out_dir / "strace-summary.txt").read_text(encoding="utf-8")
-                print("\n".join(summary.splitlines()[:14]), flush=True)
-            else:
-                top = (out_dir / "top-functions.txt").read_text(encoding="utf-8")
-                print("\n".join(top.splitlines()[3:19]), flush=True)
-    except RunError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    for scenario in scenarios:
+        out_dir = base / scenario if len(scenarios) > 1 else base
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lines = (
+            run_perf_mode(args, scenario, out_dir)
+            if mode == "perf"
+            else run_strace_mode(args, scenario, out_dir)
+        )
+        for line in lines:
+            print(f"{scenario}: {line}", flush=True)
+        if mode == "strace":
+            summary = (out_dir / "strace-summary.txt").read_text(encoding="utf-8")
+            print("\n".join(summary.splitlines()[:14]), flush=True)
+        else:
+            top = (out_dir / "top-functions.txt").read_text(encoding="utf-8")
+            print("\n".join(top.splitlines()[3:19]), flush=True)
     print(f"outputs in {display_path(base)}")
     return 0
 

@@ -24,12 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.names import REPORT_ORDER, Scenario
 from bytes_handoff_bench.tools.artifacts import Stat, read_runs_csv, read_summary_csv
-
-SCENARIO_ORDER = ("fragmented", "coalesced")
-#: The registry's order with ``handoff`` (the ratio reference) and ``handoff_splice`` first.
-IMPLEMENTATION_ORDER = tuple(dict.fromkeys(("handoff", "handoff_splice", *names())))
 
 
 @dataclass(frozen=True)
@@ -93,8 +89,8 @@ def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str,
     """Headers and ``(scenario, row)`` pairs, scenarios and implementations ordered."""
     split = is_split(cells)
     cols = columns(split)
-    scenarios = _order([c.scenario for c in cells], SCENARIO_ORDER)
-    impls = _order([c.implementation for c in cells], IMPLEMENTATION_ORDER)
+    scenarios = _order([c.scenario for c in cells], tuple(Scenario))
+    impls = _order([c.implementation for c in cells], REPORT_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
     base_impl = impls[0] if impls else ""
     headers = ["scenario", "implementation", *[c.header for c in cols], f"ns/B vs {base_impl}"]
@@ -190,8 +186,8 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     import matplotlib.pyplot as plt
 
     split = is_split(cells)
-    scenarios = _order([c.scenario for c in cells], SCENARIO_ORDER)
-    impls = _order([c.implementation for c in cells], IMPLEMENTATION_ORDER)
+    scenarios = _order([c.scenario for c in cells], tuple(Scenario))
+    impls = _order([c.implementation for c in cells], REPORT_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
     panels = [
         (ns_key(split), "service CPU ns/B" if split else "CPU ns/B (whole process)"),

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bytes_handoff_bench.cli_common import OneLineParser, run_main
+from bytes_handoff_bench.names import Role, Transport
 from bytes_handoff_bench.ports import PortError, reserve_ports
 from bytes_handoff_bench.processes import (
     Child,
@@ -220,7 +222,7 @@ def run_split(cfg: SplitConfig) -> SplitResult:
                 *harness_command(cfg.python),
                 *cfg.harness_args,
                 "--role",
-                "tcp-service",
+                Role.TCP_SERVICE,
                 "--service-addr",
                 service_addr,
                 "--sink-addr",
@@ -250,7 +252,7 @@ def run_split(cfg: SplitConfig) -> SplitResult:
                 *harness_command(cfg.python),
                 *cfg.harness_args,
                 "--role",
-                "tcp-driver",
+                Role.TCP_DRIVER,
                 "--service-addr",
                 info.get("service_addr", service_addr),
                 "--sink-addr",
@@ -324,7 +326,11 @@ def run_split(cfg: SplitConfig) -> SplitResult:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run_main("split", lambda: _split(argv), bench_extra=None)
+
+
+def _split(argv: Sequence[str] | None) -> int:
+    parser = OneLineParser(
         prog="python -m bytes_handoff_bench.tools.split",
         description="One split-process TCP run; harness flags go after --.",
     )
@@ -342,7 +348,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if harness_args[:1] == ["--"]:
         harness_args = harness_args[1:]
     cfg = SplitConfig(
-        harness_args=["--transport", "tcp", *harness_args],
+        harness_args=["--transport", Transport.TCP, *harness_args],
         out_dir=args.out_dir,
         run_index=args.run_index,
         python=os.environ.get("PYTHON") or sys.executable,
@@ -352,14 +358,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         startup_timeout_seconds=args.startup_timeout_seconds,
         run_timeout_seconds=args.run_timeout_seconds,
     )
-    try:
-        result = run_split(cfg)
-    except RunError as exc:
-        print(f"split: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("split: interrupted", file=sys.stderr)
-        return 130
+    result = run_split(cfg)
     print(f"driver={result.driver_path}")
     print(f"service={result.service_path}")
     return 0

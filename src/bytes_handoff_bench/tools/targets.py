@@ -14,7 +14,6 @@ Exit status: 0 when every target passes, 3 when any misses, 1 when a run fails.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -22,23 +21,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytes_handoff_bench.errors import UsageError
-from bytes_handoff_bench.extras import check_bench_extra, require_loop
-from bytes_handoff_bench.harness.config import default_loop
+from bytes_handoff_bench.cli_common import OneLineParser, UsageError, run_main
+from bytes_handoff_bench.extras import default_loop, require_loop
+from bytes_handoff_bench.names import Completion, Implementation, Loop, Scenario, Transport
+from bytes_handoff_bench.processes import RunError
 from bytes_handoff_bench.tools import wrapper
 from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv
 
 MIB = 1024 * 1024
 
 SHAPE = [
-    "--transport", "tcp",
-    "--completion", "fire_and_forget",
+    "--transport", Transport.TCP,
+    "--completion", Completion.FIRE_AND_FORGET,
     "--route-frames", "64",
     "--frame-len", "63",
     "--tunnel-bytes", "1048576",
     "--read-reserve", "16384",
     "--worker-threads", "1",
 ]  # fmt: skip
+#: The memory targets' cell.
+HANDOFF_COALESCED = ["--implementation", Implementation.HANDOFF, "--scenario", Scenario.COALESCED]
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ def _run_wrapper(args: list[str], results_dir: Path) -> Path:
     before = set(results_dir.iterdir())
     status = wrapper.main(["--prog", "check-targets.sh", *args, "--results-dir", str(results_dir)])
     if status != 0:
-        raise SystemExit(f"check-targets.sh: error: a harness run failed (exit {status})")
+        raise RunError(f"a harness run failed (exit {status})")
     made = sorted(set(results_dir.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not made:
-        raise SystemExit(f"check-targets.sh: error: no results folder appeared in {results_dir}")
+        raise RunError(f"no results folder appeared in {results_dir}")
     return made[-1]
 
 
@@ -81,7 +83,7 @@ def _median(folder: Path, key: str) -> float:
     rows = read_runs_csv(folder / "runs.csv")
     values = [v for row in rows if (v := as_number(row.get(key, ""))) is not None]
     if not values:
-        raise SystemExit(f"check-targets.sh: error: no {key} in {folder / 'runs.csv'}")
+        raise RunError(f"no {key} in {folder / 'runs.csv'}")
     return statistics.median(values)
 
 
@@ -103,68 +105,70 @@ def cpu_checks(base: Path, loop: str) -> list[Check]:
         _ratio_check(
             "1a coalesced handoff <= 0.6 x manual_vec",
             loop,
-            ns("handoff", "coalesced"),
-            ns("manual_vec", "coalesced"),
+            ns(Implementation.HANDOFF, Scenario.COALESCED),
+            ns(Implementation.MANUAL_VEC, Scenario.COALESCED),
             0.6,
         ),
         _ratio_check(
             "1b coalesced handoff <= 1.15 x raw_copy",
             loop,
-            ns("handoff", "coalesced"),
-            ns("raw_copy", "coalesced"),
+            ns(Implementation.HANDOFF, Scenario.COALESCED),
+            ns(Implementation.RAW_COPY, Scenario.COALESCED),
             1.15,
         ),
         _ratio_check(
             "2 fragmented handoff <= manual_vec",
             loop,
-            ns("handoff", "fragmented"),
-            ns("manual_vec", "fragmented"),
+            ns(Implementation.HANDOFF, Scenario.FRAGMENTED),
+            ns(Implementation.MANUAL_VEC, Scenario.FRAGMENTED),
             1.0,
         ),
     ]
-    if (base / "handoff_splice").is_dir():
+    if (base / Implementation.HANDOFF_SPLICE).is_dir():
         checks.append(
             _ratio_check(
                 "5 coalesced handoff_splice <= 0.75 x raw_copy",
                 loop,
-                ns("handoff_splice", "coalesced"),
-                ns("raw_copy", "coalesced"),
+                ns(Implementation.HANDOFF_SPLICE, Scenario.COALESCED),
+                ns(Implementation.RAW_COPY, Scenario.COALESCED),
                 0.75,
             )
         )
-    if (base / "manual_protocol").is_dir() and (base / "raw_protocol").is_dir():
+    if (base / Implementation.MANUAL_PROTOCOL).is_dir() and (
+        base / Implementation.RAW_PROTOCOL
+    ).is_dir():
         # Against the loop's fastest hand-written path (asyncio.BufferedProtocol).
         checks += [
             _ratio_check(
                 f"6{tag} {scenario} handoff <= 1.05 x manual_protocol",
                 loop,
-                ns("handoff", scenario),
-                ns("manual_protocol", scenario),
+                ns(Implementation.HANDOFF, scenario),
+                ns(Implementation.MANUAL_PROTOCOL, scenario),
                 1.05,
             )
-            for tag, scenario in (("a", "coalesced"), ("b", "fragmented"))
+            for tag, scenario in (("a", Scenario.COALESCED), ("b", Scenario.FRAGMENTED))
         ]
         checks.append(
             _ratio_check(
                 "6c coalesced handoff <= 1.2 x raw_protocol",
                 loop,
-                ns("handoff", "coalesced"),
-                ns("raw_protocol", "coalesced"),
+                ns(Implementation.HANDOFF, Scenario.COALESCED),
+                ns(Implementation.RAW_PROTOCOL, Scenario.COALESCED),
                 1.2,
             )
         )
-        if (base / "handoff_splice").is_dir():
+        if (base / Implementation.HANDOFF_SPLICE).is_dir():
             checks.append(
                 _ratio_check(
                     "6d coalesced handoff_splice <= 0.75 x raw_protocol",
                     loop,
-                    ns("handoff_splice", "coalesced"),
-                    ns("raw_protocol", "coalesced"),
+                    ns(Implementation.HANDOFF_SPLICE, Scenario.COALESCED),
+                    ns(Implementation.RAW_PROTOCOL, Scenario.COALESCED),
                     0.75,
                 )
             )
-    for impl in sorted(p.name for p in base.iterdir() if (p / "coalesced").is_dir()):
-        cores = _median(base / impl / "coalesced", "service_cpu_avg_cores")
+    for impl in sorted(p.name for p in base.iterdir() if (p / Scenario.COALESCED).is_dir()):
+        cores = _median(base / impl / Scenario.COALESCED, "service_cpu_avg_cores")
         checks.append(
             Check(
                 f"3 coalesced service saturated: {impl}",
@@ -184,13 +188,13 @@ def memory_checks(
 ) -> list[Check]:
     """Target 4: max RSS with 128 connections, and RSS growth in a sustained run."""
     wide = _run_wrapper(
-        [*SHAPE, *cores, "--loop", loop, "--implementation", "handoff", "--scenario", "coalesced",
+        [*SHAPE, *cores, "--loop", loop, *HANDOFF_COALESCED,
          "--connections", "128", "--runs", "1", "--duration-seconds", "5"],
         results / "memory-128",
     )  # fmt: skip
     rss = _median(wide, "service_max_rss_bytes")
     sustained = _run_wrapper(
-        [*SHAPE, *cores, "--loop", loop, "--implementation", "handoff", "--scenario", "coalesced",
+        [*SHAPE, *cores, "--loop", loop, *HANDOFF_COALESCED,
          "--connections", "16", "--runs", "1", "--duration-seconds", f"{sustained_seconds:g}"],
         results / "memory-sustained",
     )  # fmt: skip
@@ -224,11 +228,13 @@ def render(checks: Sequence[Check], header: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "check-targets.sh"
-    missing = check_bench_extra(prog)
-    if missing is not None:
-        return missing
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    both = "uvloop,asyncio" if default_loop() == "uvloop" else "asyncio"
+    return run_main(prog, lambda: check(prog, argv))
+
+
+def check(prog: str, argv: Sequence[str] | None) -> int:
+    """Run the target shapes and print the table; 0 all pass, 3 any miss."""
+    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    both = f"{Loop.UVLOOP},{Loop.ASYNCIO}" if default_loop() == Loop.UVLOOP else Loop.ASYNCIO
     parser.add_argument(
         "--loops", default=both, help="comma list (default: both; asyncio without uvloop)"
     )
@@ -242,16 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
-    if not loops or any(name not in ("uvloop", "asyncio") for name in loops):
-        parser.error(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
-    try:
-        for loop in loops:
-            require_loop(loop, "--loops")
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    if not loops or any(name not in tuple(Loop) for name in loops):
+        raise UsageError(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
+    for loop in loops:
+        require_loop(loop, "--loops")
     if args.runs < 3:
-        parser.error("--runs must be at least 3 (targets are medians of at least 3 runs)")
+        raise UsageError("--runs must be at least 3 (targets are medians of at least 3 runs)")
 
     stamp = time.strftime("%Y%m%d_%H%M%S")
     default_root = Path(__file__).resolve().parents[3] / "bench" / "results"

@@ -11,17 +11,20 @@ integrated (one process) or split-process TCP (``--service-cores`` and
         summary.csv         metric,mean,stdev (sample stdev) per numeric key
 
 ``--scenario all`` puts each scenario in its own subfolder; ``--implementation
-all`` runs every registered implementation that runs on the transport (handoff
-first; on TCP also handoff_splice and the protocol baselines, when the harness
-has them) interleaved per run index (run 1 of each, then run 2 of
-each, ...) so host noise hits all of them alike, puts each
-implementation in its own subfolder of one parent folder and writes
-``comparison.md`` and ``comparison.png`` there.
+all`` runs every implementation that runs on the transport (``names``' run
+order: handoff first; on TCP also handoff_splice and the protocol baselines)
+interleaved per run index (run 1 of each, then run 2 of each, ...) so host
+noise hits all of them alike, puts each implementation in its own subfolder of
+one parent folder and writes ``comparison.md`` and ``comparison.png`` there.
+
+Before any run the harness is asked, once, whether it accepts every cell
+(:func:`preflight`); a refused cell is one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -31,12 +34,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
-from bytes_handoff_bench.extras import check_bench_extra
-from bytes_handoff_bench.harness.cli import HelpFormatter, version_text
-from bytes_handoff_bench.harness.config import MAX_WORKER_THREADS
-from bytes_handoff_bench.harness.implementations import names
+from bytes_handoff_bench.cli_common import (
+    HelpFormatter,
+    OneLineParser,
+    UsageError,
+    non_negative_int,
+    non_negative_number,
+    positive_float,
+    positive_int,
+    prog_and_args,
+    run_main,
+    version_text,
+)
+from bytes_handoff_bench.limits import MAX_WORKER_THREADS
+from bytes_handoff_bench.names import (
+    Completion,
+    Implementation,
+    Loop,
+    Role,
+    Scenario,
+    Transport,
+    implementations_for,
+)
 from bytes_handoff_bench.processes import Child, RunError, last_line, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import (
     Stat,
@@ -47,10 +67,6 @@ from bytes_handoff_bench.tools.artifacts import (
 )
 from bytes_handoff_bench.tools.split import SplitConfig, harness_command, run_split
 
-#: From the registry (``implementations.names``); ``--implementation all`` takes the
-#: ones that run on the plan's transport.
-IMPLEMENTATION_CHOICES = tuple(names())
-SCENARIOS_ALL = ("fragmented", "coalesced")
 DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
 
 EXAMPLES = """\
@@ -63,49 +79,6 @@ Examples:
 """
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit status 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports errors as one line (``prog: error: ...``), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def positive_int(text: str) -> int:
-    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def non_negative_int(text: str) -> int:
-    if not re.fullmatch(r"\d+", text.strip()):
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_number(text: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return text.strip()
 
 
 def cpu_count(cores: str) -> int:
@@ -226,8 +199,8 @@ def build_parser(prog: str) -> OneLineParser:
             "  --transport tcp); the service and the driver are pinned with taskset.\n"
             "--scenario all: one subfolder per scenario. --implementation all: every\n"
             "  implementation that runs on the transport, handoff first, interleaved per\n"
-            f"  run index (duplex: {' '.join(names('duplex'))};\n"
-            f"  tcp: {' '.join(names('tcp'))}),\n"
+            f"  run index (duplex: {' '.join(implementations_for(Transport.DUPLEX))};\n"
+            f"  tcp: {' '.join(implementations_for(Transport.TCP))}),\n"
             "  one subfolder each, plus comparison.md and comparison.png.\n"
             "results: <results-dir>/stream_<transport>_<implementation>_<scenario>_"
             "<completion>_<timestamp>/"
@@ -238,30 +211,30 @@ def build_parser(prog: str) -> OneLineParser:
     )
     parser.add_argument(
         "--transport",
-        choices=("duplex", "tcp"),
+        choices=[m.value for m in Transport],
         help="in-memory duplex or localhost TCP (default: duplex; tcp with the core flags)",
     )
     parser.add_argument(
         "--implementation",
-        choices=(*IMPLEMENTATION_CHOICES, "all"),
-        default="handoff",
+        choices=[*(m.value for m in Implementation), "all"],
+        default=Implementation.HANDOFF,
         help="the proxy; all: each that runs on the transport, interleaved per run",
     )
     parser.add_argument(
         "--scenario",
-        choices=(*SCENARIOS_ALL, "all"),
-        default="fragmented",
+        choices=[*(m.value for m in Scenario), "all"],
+        default=Scenario.FRAGMENTED,
         help="client write pattern; all: both, one subfolder each",
     )
     parser.add_argument(
         "--completion",
-        choices=("ticket", "fire_and_forget"),
-        default="ticket",
+        choices=[m.value for m in Completion],
+        default=Completion.TICKET,
         help="await a completion ticket per frame, or fire and forget",
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
+        choices=[m.value for m in Loop],
         help="event loop (default: uvloop if installed, else asyncio)",
     )
     parser.add_argument("--runs", type=positive_int, default=3, help="runs per cell")
@@ -299,13 +272,13 @@ def build_parser(prog: str) -> OneLineParser:
 class Plan:
     """Everything a set of runs needs, validated."""
 
-    transport: str
-    implementations: list[str]
-    scenarios: list[str]
-    completion: str
+    transport: Transport
+    implementations: list[Implementation]
+    scenarios: list[Scenario]
+    completion: Completion
     runs: int
     shape: dict[str, str]
-    loop: str | None
+    loop: Loop | None
     split: bool
     service_cores: str | None
     driver_cores: str | None
@@ -315,8 +288,7 @@ class Plan:
     run_timeout_seconds: float
     results_dir: Path
     python: str
-    supported_flags: set[str] = field(default_factory=set)
-    all_implementations: bool = False
+    supported_flags: frozenset[str] = frozenset()
 
     def harness_args(self, implementation: str, scenario: str) -> list[str]:
         args = [
@@ -340,11 +312,31 @@ class Plan:
         return float(self.shape.get("--duration-seconds", "0")) > 0
 
 
-def harness_help(python: str) -> str:
-    """The text of ``python -m bytes_handoff_bench --help``."""
+@dataclass(frozen=True)
+class Preflight:
+    """The harness's answer to ``--preflight``."""
+
+    #: Every long flag the harness has.
+    flags: frozenset[str]
+    #: Per argument list asked about: ``None``, or the one-line error that run would stop with.
+    errors: list[str | None]
+
+
+def preflight(arg_lists: Sequence[Sequence[str]] = ()) -> Preflight:
+    """Ask the harness, through its command line, which flags it has and what it says of each
+    argument list (its ``--preflight``: JSON in, JSON out, one start for any number of lists).
+
+    Exact and cheap: the harness's own parser and validation answer (every bound, the write
+    budget, which implementation runs on which transport), so the tools neither import the
+    harness nor keep a copy of its flags, and a whole matrix is checked before its first run.
+    The harness of this interpreter answers: the tools and the harness are one package, and
+    the bench scripts run the tools with the interpreter they hand on as ``PYTHON``.
+    """
+    python = sys.executable
     try:
         proc = subprocess.run(
-            [*harness_command(python), "--help"],
+            [*harness_command(python), "--preflight"],
+            input=json.dumps([list(args) for args in arg_lists]),
             capture_output=True,
             text=True,
             timeout=120,
@@ -355,18 +347,16 @@ def harness_help(python: str) -> str:
     if proc.returncode != 0:
         line = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise RunError(f"the harness does not start ({python} -m bytes_handoff_bench): {line}")
-    return proc.stdout
+    try:
+        answer = json.loads(proc.stdout)
+        return Preflight(frozenset(answer["flags"]), list(answer["errors"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"the harness gave no preflight answer ({python}): {exc}") from exc
 
 
-def harness_flags(python: str) -> set[str]:
-    """The long flags ``python -m bytes_handoff_bench --help`` lists."""
-    return set(re.findall(r"--[a-z][a-z0-9-]*", harness_help(python)))
-
-
-def help_implementations(text: str) -> set[str]:
-    """The ``--implementation {a,b}`` choices in a help text (empty if not listed)."""
-    match = re.search(r"--implementation \{([^}]*)\}", text)
-    return set(match.group(1).split(",")) if match else set()
+def harness_flags() -> frozenset[str]:
+    """The long flags the harness has."""
+    return preflight().flags
 
 
 def make_plan(args: argparse.Namespace, python: str) -> Plan:
@@ -374,13 +364,13 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         given = "--service-cores" if args.service_cores is not None else "--driver-cores"
         raise UsageError(f"{given} needs its partner: pass both --service-cores and --driver-cores")
     split = args.service_cores is not None
-    transport = args.transport
+    transport = Transport(args.transport) if args.transport else None
     if split:
-        if transport == "duplex":
+        if transport == Transport.DUPLEX:
             raise UsageError("--service-cores/--driver-cores need --transport tcp (split-process)")
-        transport = "tcp"
-    transport = transport or "duplex"
-    if (args.service_addr or args.sink_addr) and transport != "tcp":
+        transport = Transport.TCP
+    transport = transport or Transport.DUPLEX
+    if (args.service_addr or args.sink_addr) and transport != Transport.TCP:
         raise UsageError("--service-addr/--sink-addr need --transport tcp")
     frame_len = args.frame_len
     if frame_len is not None and frame_len < 16:
@@ -414,18 +404,22 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
 
     duration = float(shape.get("--duration-seconds", "0"))
     run_timeout = args.run_timeout_seconds or max(600.0, 3.0 * duration + 300.0)
-    implementations = names(transport) if args.implementation == "all" else [args.implementation]
-    scenarios = list(SCENARIOS_ALL) if args.scenario == "all" else [args.scenario]
+    implementations = (
+        implementations_for(transport)
+        if args.implementation == "all"
+        else [Implementation(args.implementation)]
+    )
+    scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
     results_dir = args.results_dir or Path(__file__).resolve().parents[3] / "bench" / "results"
     check_results_dir(results_dir, "--results-dir")
     return Plan(
         transport=transport,
         implementations=implementations,
         scenarios=scenarios,
-        completion=args.completion,
+        completion=Completion(args.completion),
         runs=args.runs,
         shape=shape,
-        loop=args.loop,
+        loop=Loop(args.loop) if args.loop else None,
         split=split,
         service_cores=args.service_cores,
         driver_cores=args.driver_cores,
@@ -435,38 +429,36 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
-        all_implementations=args.implementation == "all",
     )
 
 
-def check_supported(plan: Plan) -> None:
-    """Refuse flags the installed harness does not know, before any run."""
-    text = harness_help(plan.python)
-    supported = set(re.findall(r"--[a-z][a-z0-9-]*", text))
-    plan.supported_flags = supported
-    known = help_implementations(text)
-    if plan.all_implementations and known:
-        # An older harness may lack some: "all" means the ones it has.
-        plan.implementations = [i for i in plan.implementations if i in known]
-    for impl in plan.implementations:
-        if known and impl not in known:
-            raise UsageError(f"--implementation {impl} is not available in this harness")
+def check_cells(plan: Plan, cells: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Refuse, before any run, flags the harness lacks and what it would refuse of each cell.
+
+    ``cells``: (label for its error, harness arguments). Sets ``plan.supported_flags``.
+    """
+    answer = preflight([args for _label, args in cells])
+    plan.supported_flags = answer.flags
     for flag in [*plan.shape, "--loop" if plan.loop else ""]:
-        if flag and flag not in supported:
+        if flag and flag not in answer.flags:
             raise UsageError(
                 f"{flag} is not supported by this harness (python -m bytes_handoff_bench)"
             )
+    for (label, _args), error in zip(cells, answer.errors, strict=True):
+        if error is not None:
+            raise UsageError(f"{label}{error}")
 
 
-def check_harness_args(args: list[str], label: str = "") -> None:
-    """Refuse, before any run, harness flags the harness would refuse (its bounds included)."""
-    from bytes_handoff_bench.errors import UsageError as HarnessUsageError
-    from bytes_handoff_bench.harness.cli import config_from_args
-
-    try:
-        config_from_args(args)
-    except HarnessUsageError as exc:
-        raise UsageError(f"{label}{exc}") from None
+def check_supported(plan: Plan) -> None:
+    """Refuse, before any run, what the harness would refuse of any cell of ``plan``."""
+    check_cells(
+        plan,
+        [
+            ("", plan.harness_args(implementation, scenario))
+            for implementation in plan.implementations
+            for scenario in plan.scenarios
+        ],
+    )
 
 
 def run_integrated(
@@ -589,7 +581,7 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
     mode = (
         f"split service_cores={plan.service_cores} driver_cores={plan.driver_cores}"
         if plan.split
-        else "integrated"
+        else Role.INTEGRATED
     )
     log(f"results={display_path(base)} transport={plan.transport} mode={mode} runs={plan.runs}")
     for n in range(1, plan.runs + 1):
@@ -609,41 +601,22 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "run-stream-harness.sh"
-    if argv[:2] and argv[0] == "--prog":
-        prog, argv = argv[1], argv[2:]
-    missing = check_bench_extra(prog, load=("rich",))  # before --help and before any run
-    if missing is not None:
-        return missing
-    parser = build_parser(prog)
-    python = os.environ.get("PYTHON") or sys.executable
-    try:
-        args = parser.parse_args(argv)
-        plan = make_plan(args, python)
-        check_supported(plan)
-        for implementation in plan.implementations:
-            for scenario in plan.scenarios:
-                check_harness_args(plan.harness_args(implementation, scenario))
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    prog, args = prog_and_args(argv, "run-stream-harness.sh")
+    # rich: before --help and before any run.
+    return run_main(prog, lambda: run(prog, args), bench_extra=("rich",))
+
+
+def run(prog: str, argv: Sequence[str]) -> int:
+    """Check everything, then run every cell; ``UsageError``/``RunError`` on failure."""
+    args = build_parser(prog).parse_args(argv)
+    plan = make_plan(args, os.environ.get("PYTHON") or sys.executable)
+    check_supported(plan)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     raise_on_termination()
-    try:
-        base, cells = execute(plan, log)
-    except RunError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    base, cells = execute(plan, log)
     for cell in cells:
         print(
             summary_line(

@@ -1,0 +1,181 @@
+"""Command-line plumbing shared by the harness and every run tool.
+
+One parser class whose errors are one line, the argument types, the help
+formatter, ``--version`` text, and :func:`run_main`: the one place that turns
+a failure into ``<prog>: error: <one line>`` and an exit status:
+
+=====================================  ======  ====================================
+raised                                 status  line on stderr
+=====================================  ======  ====================================
+a package of the bench extra missing   2       ``prog: error: missing ...`` (first)
+:class:`UsageError` (bad flag/value)   2       ``prog: error: <message>``
+other :class:`~.errors.BenchError`     its     ``prog: error: <message>``
+:class:`~.processes.RunError`          1       ``prog: error: <message>``
+one of ``crashes`` (per tool)          1       ``prog: error: <Type>: <message>``
+``KeyboardInterrupt`` (or SIGTERM)     130     ``prog: interrupted``
+=====================================  ======  ====================================
+
+Imports nothing of :mod:`.harness` or :mod:`.tools`, so both use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from .errors import BenchError, UsageError
+from .extras import check_bench_extra
+from .processes import RunError
+
+__all__ = [
+    "HelpFormatter",
+    "OneLineParser",
+    "UsageError",
+    "finite_number",
+    "non_negative_int",
+    "non_negative_number",
+    "positive_float",
+    "positive_int",
+    "prog_and_args",
+    "run_main",
+    "version_text",
+]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors raise :class:`UsageError`: one line, exit 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (``None`` ones say theirs); epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version_text() -> str:
+    """``bytes-handoff <version>``: what ``--version`` prints."""
+    from bytes_handoff import __version__
+
+    return f"bytes-handoff {__version__}"
+
+
+# -- argument types: each raises argparse.ArgumentTypeError, which the parser turns into
+# -- "argument --flag: <message>".
+
+
+def finite_number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argument type for ``kind`` that refuses nan and inf (they would switch off limits)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+            if math.isfinite(value):
+                return value
+            noun = "a finite number"
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {shown!r}")
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid <name> value"
+    return parse
+
+
+def positive_int(text: str) -> int:
+    """Digits only, at least 1."""
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    """Digits only."""
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_number(text: str) -> str:
+    """A finite number >= 0, kept as written (stripped): it is passed on as a flag value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return text.strip()
+
+
+# -- entry points -----------------------------------------------------------------------
+
+
+def prog_and_args(argv: Sequence[str] | None, default: str) -> tuple[str, list[str]]:
+    """``argv`` (``sys.argv[1:]`` for ``None``); a leading ``--prog NAME`` renames the program.
+
+    The ``bench/*.sh`` scripts pass ``--prog`` so errors name the script the user ran.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--prog"] and len(args) > 1:
+        return args[1], args[2:]
+    return default, args
+
+
+def _fail(prog: str, message: str, status: int) -> int:
+    """Print ``prog: error: message`` (after what stdout holds) and return ``status``."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status
+
+
+def run_main(
+    prog: str,
+    body: Callable[[], int],
+    *,
+    bench_extra: Sequence[str] | None = (),
+    crashes: tuple[type[BaseException], ...] = (),
+    interrupted: str = "interrupted",
+) -> int:
+    """Run ``body`` and return its status, or map its failure to one line and a status.
+
+    ``bench_extra``: check the bench extra first (before ``--help`` too), really
+    importing these of its modules; ``None``: no check. ``crashes``: exception
+    types reported as ``<Type>: <message>`` with status 1 instead of a
+    traceback. ``interrupted``: the text after ``prog: `` on an interrupt.
+    """
+    if bench_extra is not None:
+        missing = check_bench_extra(prog, load=bench_extra)
+        if missing is not None:
+            return missing
+    try:
+        return body()
+    except BenchError as exc:  # UsageError included: its exit_code is 2
+        return _fail(prog, str(exc), exc.exit_code)
+    except RunError as exc:
+        return _fail(prog, str(exc), 1)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    except crashes as exc:
+        return _fail(prog, f"{type(exc).__name__}: {exc}", 1)
