@@ -84,6 +84,13 @@ def register_writer(cls: type, factory: Callable[[Any], ByteWriter]) -> None:
     _WRITERS[cls] = factory
 
 
+def _hint(obj: object) -> str:
+    # Adapters for optional libraries register themselves on import.
+    if type(obj).__module__.split(".")[0] == "anyio":
+        return " (for anyio streams, import bytes_handoff.anyio_streams first)"
+    return ""
+
+
 def as_reader(obj: object) -> ByteReader:
     """Return a :class:`ByteReader` for ``obj``; ``TypeError`` naming the type if none fits."""
     for cls in type(obj).__mro__:
@@ -94,7 +101,7 @@ def as_reader(obj: object) -> ByteReader:
         return obj
     raise TypeError(
         f"cannot read from {type(obj).__name__}: expected a socket, an asyncio.StreamReader,"
-        " a DuplexStream, or an object with `async read_into(view) -> int`"
+        " a DuplexStream, or an object with `async read_into(view) -> int`" + _hint(obj)
     )
 
 
@@ -109,7 +116,7 @@ def as_writer(obj: object) -> ByteWriter:
     raise TypeError(
         f"cannot write to {type(obj).__name__}: expected a socket, an asyncio.StreamWriter,"
         " a DuplexStream, or an object with `async write_some(chunks) -> int`"
-        " and `async shutdown()`"
+        " and `async shutdown()`" + _hint(obj)
     )
 
 
