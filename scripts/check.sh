@@ -11,13 +11,18 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,profile]'
 
-# The strace profiler script and its test need strace (a system package).
-if ! command -v strace >/dev/null 2>&1; then
+# System packages the tests drive: strace (the strace profiler), curl and
+# openssl (the HTTP proxy example, TLS tests), iproute2 (the two-hosts test).
+missing=()
+for tool in strace:strace curl:curl openssl:openssl ip:iproute2; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "check: installing strace from the system packages"
-    apt-get update -qq >/dev/null && apt-get install -y -qq strace >/dev/null
+    echo "check: installing ${missing[*]} from the system packages"
+    apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "check: strace is missing and cannot be installed here (need root + apt-get)" >&2
+    echo "check: ${missing[*]} missing and cannot be installed here (need root + apt-get)" >&2
     exit 1
   fi
 fi

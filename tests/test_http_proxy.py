@@ -1,0 +1,613 @@
+"""examples/http_proxy.py end to end: the real ``curl`` through the proxy as a subprocess.
+
+The upstreams run in this process on stdlib servers: plain HTTP serving a temp
+directory (plus ``/echo``, ``/chunked`` and ``/close`` for the body framings),
+and HTTPS with a certificate made by ``openssl`` at test time. The proxy runs
+as ``python examples/http_proxy.py --port 0`` once per event loop. Error cases
+and the CONNECT tail use raw sockets, so the bytes on the wire are checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import os
+import re
+import selectors
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "http_proxy.py"
+CURL = shutil.which("curl")
+OPENSSL = shutil.which("openssl")
+
+pytestmark = pytest.mark.skipif(CURL is None, reason="needs the curl binary (apt-get install curl)")
+
+MAX_HEAD = 8192  # the proxy's --max-head in these tests
+TIMEOUT = 10.0  # every socket and subprocess wait in this file
+BIG = hashlib.sha256(b"seed").digest() * (2 * 1024 * 1024 // 32)  # 2 MiB, not all one byte
+CHUNKS = [b"a", bytes(range(256)), b"b" * 4096, BIG[:65536], BIG[65536:70000]]
+TRAILER = b"X-Checksum: 12345\r\n"
+UNTIL_CLOSE_BODY = BIG[:300_000]
+LOOPS = [
+    "asyncio",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("uvloop") is None, reason="uvloop not installed"
+        ),
+    ),
+]
+
+
+# -- upstream servers ----------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request as the upstream received it."""
+
+    port: int  # the proxy's end of the upstream connection
+    method: str
+    path: str
+    headers: Message
+
+
+class Upstream(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        self.log: list[Seen] = []
+        super().__init__(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def seen(self, path: str) -> list[Seen]:
+        return [s for s in self.log if s.path == path]
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """Files from the directory; ``/echo`` (POST), ``/chunked`` and ``/close`` framings."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse can be seen
+    server: Upstream
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def record(self) -> None:
+        self.server.log.append(Seen(self.client_address[1], self.command, self.path, self.headers))
+
+    def do_HEAD(self) -> None:
+        self.record()
+        super().do_HEAD()
+
+    def do_GET(self) -> None:
+        self.record()
+        if self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Checksum")
+            self.end_headers()
+            for chunk in CHUNKS:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n" + TRAILER + b"\r\n")
+        elif self.path.startswith("/close"):
+            self.send_response(200)  # no length: the body ends when the connection does
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(UNTIL_CLOSE_BODY)
+            self.close_connection = True
+        else:
+            super().do_GET()
+
+    def do_POST(self) -> None:
+        self.record()
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = bytearray()
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                assert self.rfile.read(2) == b"\r\n"
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass  # trailer fields
+        else:
+            body = bytearray(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def serving(server: Upstream) -> Iterator[Upstream]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "a.txt").write_bytes(b"hello\n")
+        (root / "big.bin").write_bytes(BIG)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def upstream(site: Path) -> Iterator[Upstream]:
+    with serving(Upstream(site)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(site: Path) -> Iterator[tuple[Upstream, Path]]:
+    """An HTTPS upstream for ``localhost``, and the self-signed certificate to trust."""
+    if OPENSSL is None:
+        pytest.skip("needs the openssl binary to make a certificate (apt-get install openssl)")
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        subprocess.run(
+            [
+                *(OPENSSL, "req", "-x509", "-newkey", "ec"),
+                *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"),
+                *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+                *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        server = Upstream(site)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        with serving(server):
+            yield server, cert
+
+
+# -- the proxy -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_proxy(*args: str) -> Iterator[int]:
+    """Start the example on a free port; yield the port; on exit, stop it, stderr empty."""
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLE), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=ROOT,
+        )
+        try:
+            assert proc.stdout is not None
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                assert sel.select(TIMEOUT), "the proxy printed no listening address"
+            line = proc.stdout.readline().decode()
+            match = re.fullmatch(r"http_proxy: listening on 127\.0\.0\.1:(\d+)\n", line)
+            assert match, line
+            yield int(match[1])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            stderr.seek(0)
+            errors = stderr.read().decode()
+        assert proc.returncode == 0, errors
+        assert errors == ""  # no traceback, no unretrieved task exception
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def proxy(request: pytest.FixtureRequest) -> Iterator[int]:
+    with run_proxy("--loop", request.param, "--max-head", str(MAX_HEAD)) as port:
+        yield port
+
+
+def curl(proxy: int, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``curl`` through the proxy, ignoring any .curlrc (``-q``) and the env's proxy settings."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    assert CURL is not None
+    return subprocess.run(
+        [CURL, "-q", "-sS", "--max-time", str(TIMEOUT), "-x", f"http://127.0.0.1:{proxy}", *args],
+        capture_output=True,
+        timeout=TIMEOUT + 5,
+        env=env,
+    )
+
+
+def raw_exchange(port: int, data: bytes) -> tuple[bytes, bytes]:
+    """Send ``data`` in one write; read to end of stream; (head, body) of the answer.
+
+    A proxy that does not close the connection makes the read time out: that fails.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        answer = bytearray()
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, sep, body = bytes(answer).partition(b"\r\n\r\n")
+    assert sep, answer
+    return head, body
+
+
+def assert_refused(answer: tuple[bytes, bytes], status: int) -> None:
+    """A complete error reply with ``status``, announcing the close that followed."""
+    head, body = answer
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 %d " % status), head
+    assert b"Connection: close" in lines
+    assert b"Content-Length: %d" % len(body) in lines
+    assert body.startswith(b"%d " % status)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        assert chunk, f"end of stream after {len(out)} of {n} bytes"
+        out += chunk
+    return bytes(out)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- plain requests ------------------------------------------------------------------------
+
+
+def test_gets_small_and_2mib_files_intact(proxy: int, upstream: Upstream) -> None:
+    base = f"http://127.0.0.1:{upstream.port}"
+    small = curl(proxy, f"{base}/a.txt")
+    assert small.returncode == 0, small.stderr
+    assert small.stdout == b"hello\n"
+    big = curl(proxy, f"{base}/big.bin")
+    assert big.returncode == 0, big.stderr
+    assert big.stdout == BIG
+    missing = curl(proxy, "-w", "%{http_code}", "-o", os.devnull, f"{base}/nope")
+    assert missing.stdout == b"404"
+
+
+def test_request_is_rewritten_to_origin_form_without_hop_by_hop_fields(
+    proxy: int, upstream: Upstream
+) -> None:
+    path = f"/a.txt?rewrite-{proxy}"
+    result = curl(
+        proxy,
+        "-H",
+        "Connection: X-Secret",
+        "-H",
+        "X-Secret: for the proxy only",
+        "-H",
+        "X-Kept: yes",
+        f"http://127.0.0.1:{upstream.port}{path}",
+    )
+    assert result.stdout == b"hello\n", result.stderr
+    (seen,) = upstream.seen(path)
+    assert seen.headers.get_all("Host") == [f"127.0.0.1:{upstream.port}"]
+    assert seen.headers["X-Kept"] == "yes"
+    assert "bytes-handoff" in seen.headers["Via"]
+    for gone in ("X-Secret", "Connection", "Proxy-Connection"):
+        assert gone not in seen.headers
+
+
+def test_keep_alive_serves_several_requests_on_one_connection_each_side(
+    proxy: int, upstream: Upstream
+) -> None:
+    paths = [f"/a.txt?keepalive-{proxy}-{i}" for i in range(3)]
+    urls = [f"http://127.0.0.1:{upstream.port}{p}" for p in paths]
+    result = curl(proxy, "-w", "[%{num_connects}]", *urls)
+    assert result.returncode == 0, result.stderr
+    # curl opened one connection to the proxy and reused it for the next two.
+    assert result.stdout == b"hello\n[1]hello\n[0]hello\n[0]"
+    # And the proxy sent all three over one upstream connection.
+    ports = {seen.port for p in paths for seen in upstream.seen(p)}
+    assert len(ports) == 1, ports
+
+
+def test_pipelined_requests_answered_in_order_then_closed(proxy: int, upstream: Upstream) -> None:
+    first = f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+    last = (
+        f"HEAD http://127.0.0.1:{upstream.port}/big.bin HTTP/1.1\r\n"
+        "Host: a\r\nConnection: close\r\n\r\n"
+    )
+    head, rest = raw_exchange(proxy, (first + last).encode())
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: 6" in head.split(b"\r\n")
+    body, sep, second = rest.partition(b"HTTP/1.1 200 ")
+    assert body == b"hello\n" and sep
+    lines = second.split(b"\r\n")
+    assert b"Content-Length: %d" % len(BIG) in lines  # HEAD: the length, and no body
+    assert b"Connection: close" in lines
+    assert second.endswith(b"\r\n\r\n")
+
+
+def test_head_has_no_body_and_keeps_the_connection(proxy: int, upstream: Upstream) -> None:
+    url = f"http://127.0.0.1:{upstream.port}/big.bin"
+    result = curl(proxy, "-I", "-w", "[%{num_connects}]", url, url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(b"Content-Length: %d" % len(BIG)) == 2
+    assert re.findall(rb"\[(\d)\]", result.stdout) == [b"1", b"0"]  # the second reused it
+
+
+def test_post_with_content_length_and_100_continue(
+    proxy: int, upstream: Upstream, tmp_path: Path
+) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(BIG)
+    path = f"/echo?cl-{proxy}"
+    result = curl(
+        proxy,
+        "--data-binary",
+        f"@{body}",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        "Expect: 100-continue",
+        # Without the proxy relaying "100 Continue" curl would wait past --max-time.
+        "--expect100-timeout",
+        "60",
+        f"http://127.0.0.1:{upstream.port}{path}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BIG
+    (seen,) = upstream.seen(path)
+    assert seen.headers["Content-Length"] == str(len(BIG))
+    assert seen.headers["Expect"] == "100-continue"
+
+
+def test_post_with_chunked_body(proxy: int, upstream: Upstream, tmp_path: Path) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(BIG[:500_000])
+    path = f"/echo?chunked-{proxy}"
+    result = curl(
+        proxy,
+        "--data-binary",
+        f"@{body}",
+        "-H",
+        "Transfer-Encoding: chunked",
+        f"http://127.0.0.1:{upstream.port}{path}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BIG[:500_000]
+    (seen,) = upstream.seen(path)
+    assert seen.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in seen.headers
+
+
+def test_chunked_response_relayed_to_http11_and_decoded_for_http10(
+    proxy: int, upstream: Upstream
+) -> None:
+    url = f"http://127.0.0.1:{upstream.port}/chunked"
+    relayed = curl(proxy, "-D", "-", "--raw", url)
+    head, _, raw_body = relayed.stdout.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head.split(b"\r\n")
+    assert raw_body.endswith(b"0\r\n" + TRAILER + b"\r\n")  # chunks and trailer as sent
+    decoded = curl(proxy, url)
+    assert decoded.stdout == b"".join(CHUNKS), decoded.stderr
+    old = curl(proxy, "-0", "-D", "-", url)  # HTTP/1.0: no chunked coding allowed
+    head, _, body = old.stdout.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection: close" in head.split(b"\r\n")
+    assert body == b"".join(CHUNKS)
+
+
+def test_read_to_close_response(proxy: int, upstream: Upstream) -> None:
+    result = curl(proxy, "-D", "-", f"http://127.0.0.1:{upstream.port}/close")
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head.split(b"\r\n")
+    assert body == UNTIL_CLOSE_BODY
+
+
+def test_http10_keep_alive(proxy: int, upstream: Upstream) -> None:
+    request = (
+        f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as sock:
+        for _ in range(2):
+            sock.sendall(request.encode())
+            head = bytearray()
+            while not head.endswith(b"\r\n\r\n"):
+                head += recv_exactly(sock, 1)
+            assert b"Connection: keep-alive" in head
+            assert recv_exactly(sock, 6) == b"hello\n"
+
+
+# -- CONNECT ---------------------------------------------------------------------------------
+
+
+def test_https_through_connect(proxy: int, tls_upstream: tuple[Upstream, Path]) -> None:
+    server, cert = tls_upstream
+    base = f"https://localhost:{server.port}"
+    result = curl(proxy, "--cacert", str(cert), f"{base}/big.bin", f"{base}/a.txt")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BIG + b"hello\n"
+
+
+def test_connect_forwards_bytes_sent_with_the_head_then_both_ways(proxy: int) -> None:
+    tail = b"\x16\x03\x01 a ClientHello in the same packet as the CONNECT head " * 8
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            head = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+            client.sendall(head.encode() + tail)  # one write: one segment on loopback
+            server, _ = listener.accept()
+            with server:
+                server.settimeout(TIMEOUT)
+                assert recv_exactly(server, len(tail)) == tail
+                reply = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+                assert recv_exactly(client, len(reply)) == reply
+                server.sendall(b"from upstream")
+                assert recv_exactly(client, 13) == b"from upstream"
+                client.sendall(b"from client")
+                assert recv_exactly(server, 11) == b"from client"
+                client.shutdown(socket.SHUT_WR)  # each direction ends on its own
+                assert server.recv(1) == b""
+                server.sendall(b"after the client's end")
+            assert recv_exactly(client, 22) == b"after the client's end"
+            assert client.recv(1) == b""
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_head_of_exactly_max_head_passes_one_byte_more_is_431(
+    proxy: int, upstream: Upstream
+) -> None:
+    def head(size: int) -> bytes:
+        start = f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n"
+        start += "Connection: close\r\nX-Pad: "
+        pad = size - len(start) - 4
+        return (start + "p" * pad + "\r\n\r\n").encode()
+
+    assert len(head(MAX_HEAD)) == MAX_HEAD
+    ok_head, ok_body = raw_exchange(proxy, head(MAX_HEAD))
+    assert ok_head.startswith(b"HTTP/1.1 200 ") and ok_body == b"hello\n"
+    assert_refused(raw_exchange(proxy, head(MAX_HEAD + 1)), 431)
+    assert_refused(raw_exchange(proxy, head(4 * MAX_HEAD)), 431)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET  http://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\nBad : space\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\nHost: a\nX: bare LF\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\n\r\n",
+        b"GET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST http://{up}/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        b"Content-Length: 6\r\n\r\n",
+        b"POST http://{up}/echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"POST http://{up}/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"GET /a.txt HTTP/1.1\r\nHost: {up}\r\n\r\n",
+        b"GET http://user:pw@{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"CONNECT localhost:99999 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ],
+    ids=[
+        "no-request-line",
+        "double-space",
+        "no-colon",
+        "space-before-colon",
+        "obs-fold",
+        "bare-lf",
+        "no-host",
+        "two-hosts",
+        "conflicting-lengths",
+        "negative-length",
+        "length-and-chunked",
+        "origin-form",
+        "userinfo",
+        "connect-without-port",
+        "connect-port-out-of-range",
+    ],
+)
+def test_malformed_request_gets_400_and_the_connection_closes(
+    proxy: int, upstream: Upstream, request_bytes: bytes
+) -> None:
+    # The targets are the live upstream: a request forwarded by mistake gets a 200 or a 404.
+    data = request_bytes.replace(b"{up}", b"127.0.0.1:%d" % upstream.port)
+    assert_refused(raw_exchange(proxy, data), 400)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"BREW http://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        (b"GET https://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        (b"GET ftp://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        (
+            b"POST http://{up}/echo HTTP/1.1\r\nHost: a\r\n"
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        (b"GET http://{up}/a.txt HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ],
+    ids=["unknown-method", "https-absolute-form", "ftp", "gzip-coding", "http2"],
+)
+def test_unsupported_request_gets_501_or_505_and_closes(
+    proxy: int, upstream: Upstream, request_bytes: bytes, status: int
+) -> None:
+    data = request_bytes.replace(b"{up}", b"127.0.0.1:%d" % upstream.port)
+    assert_refused(raw_exchange(proxy, data), status)
+
+
+def test_unreachable_upstream_gets_502(proxy: int) -> None:
+    dead = free_port()
+    result = curl(proxy, "-w", "[%{http_code}]", f"http://127.0.0.1:{dead}/")
+    assert result.stdout.endswith(b"[502]"), result
+    assert b"cannot connect to 127.0.0.1:%d" % dead in result.stdout
+    for request in (
+        f"GET http://127.0.0.1:{dead}/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        f"CONNECT 127.0.0.1:{dead} HTTP/1.1\r\nHost: a\r\n\r\n",
+    ):
+        assert_refused(raw_exchange(proxy, request.encode()), 502)
+
+
+def test_idle_and_incomplete_heads_end_in_time(upstream: Upstream) -> None:
+    with run_proxy("--idle-timeout", "0.3") as port:
+        # A client that sends nothing is let go; one stuck half-way through a head gets 408.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            assert sock.recv(1) == b""
+        assert_refused(raw_exchange(port, b"GET http://127.0.0.1/ HTTP/1.1\r\nHo"), 408)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigterm_with_open_connections_exits_promptly_and_cleanly(
+    loop: str, upstream: Upstream
+) -> None:
+    request = f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        listener.settimeout(TIMEOUT)
+        with run_proxy("--loop", loop) as port:  # its exit checks: exit status 0, no stderr
+            idle = stack.enter_context(socket.create_connection(("127.0.0.1", port), TIMEOUT))
+            idle.sendall(request.encode())
+            answer = bytearray()
+            while not answer.endswith(b"\r\n\r\nhello\n"):
+                answer += recv_exactly(idle, 1)  # kept alive, and idle from here on
+            tunneled = stack.enter_context(socket.create_connection(("127.0.0.1", port), TIMEOUT))
+            target = f"127.0.0.1:{listener.getsockname()[1]}"
+            tunneled.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            stack.enter_context(listener.accept()[0])
+            established = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+            assert recv_exactly(tunneled, len(established)) == established
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 1.5  # no lingering on the way out
