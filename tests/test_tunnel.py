@@ -108,3 +108,27 @@ async def test_tunnel_idle_timeout_ends_the_wait_and_closes_the_handoff() -> Non
         with pytest.raises(TimeoutError):
             await tunnel(HandoffBuffer(1024), proxy_in, handoff, idle_timeout=0.05)
     assert handoff.closed
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+@pytest.mark.asyncio
+async def test_tunnel_idle_timeout_also_ends_a_wait_on_a_destination_that_stopped_reading(
+    proxy_sockets: tuple[socket.socket, ...], splice: bool
+) -> None:
+    """A peer that never reads must not hold the tunnel open: the wait for room times out."""
+    client, proxy_in, proxy_out, sink = proxy_sockets
+    for sock, option in ((proxy_out, socket.SO_SNDBUF), (sink, socket.SO_RCVBUF)):
+        sock.setsockopt(socket.SOL_SOCKET, option, 4096)
+    handoff = WriteHandoff.spawn(proxy_out)
+    buf = HandoffBuffer(64 * 1024)
+    loop = asyncio.get_running_loop()
+    sender = asyncio.create_task(loop.sock_sendall(client, PAYLOAD))  # far more than fits
+    started = loop.time()
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(TimeoutError):
+                await tunnel(buf, proxy_in, handoff, splice=splice, idle_timeout=0.2)
+    finally:
+        sender.cancel()
+    assert loop.time() - started < 5
+    assert handoff.closed

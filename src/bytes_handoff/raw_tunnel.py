@@ -77,7 +77,9 @@ async def tunnel(
     left paused; close it afterwards.
 
     ``splice=False`` forces the copy path. ``idle_timeout`` (seconds) bounds
-    each wait for the source; ``TimeoutError`` if it passes. Reader failures
+    every wait, on both ends: for the source to send, for the destination to
+    take more, and for the final flush (at most the handoff's byte budget);
+    ``TimeoutError`` if one passes, with the handoff aborted. Reader failures
     raise ``BufferIOError``, writer failures ``WriteIOError`` (chaining the
     ``OSError``) on every path; the handoff is closed either way.
     """
@@ -113,15 +115,17 @@ async def tunnel(
         if buf:
             tail = buf.freeze_all()
             total += len(tail)
-            await _forward(handoff, tail)
+            await _forward(handoff, tail, idle_timeout)
         if spliced:
             assert src_sock is not None and dst_sock is not None
             # Everything queued must reach the sink before spliced bytes do.
-            await handoff.flush()
+            async with asyncio.timeout(idle_timeout):
+                await handoff.flush()
             if isinstance(source, HandoffProtocol):
                 assert isinstance(sink, TransportWriter)
                 if not source.at_eof:
-                    await _drained(sink.protocol)
+                    async with asyncio.timeout(idle_timeout):
+                        await _drained(sink.protocol)
                     async with _dup(src_sock) as src, _dup(dst_sock) as dst:
                         total += await _splice(src, dst, idle_timeout)
             else:
@@ -141,7 +145,8 @@ async def tunnel(
     except BaseException:
         handoff.abort()
         raise
-    await handoff.aclose()
+    async with asyncio.timeout(idle_timeout):
+        await handoff.aclose()  # cancelled by the timeout, it aborts
     return total
 
 
@@ -190,18 +195,24 @@ async def _copy_protocol(
         if n == 0:
             return total
         total += len(buf)
-        await _forward(handoff, buf.freeze_all())
+        await _forward(handoff, buf.freeze_all(), idle_timeout)
 
 
-async def _forward(handoff: WriteHandoff, data: bytes) -> None:
-    """Queue ``data`` in chunks no larger than the handoff's byte budget (no copies)."""
+async def _forward(handoff: WriteHandoff, data: bytes, idle_timeout: float | None) -> None:
+    """Queue ``data`` in chunks no larger than the handoff's byte budget (no copies).
+
+    Each wait for room is a wait for the destination to take bytes: bounded
+    by ``idle_timeout``.
+    """
     budget = handoff.config.max_pending_bytes
     if len(data) <= budget:
-        await handoff.write_fire_and_forget(data)
+        async with asyncio.timeout(idle_timeout):
+            await handoff.write_fire_and_forget(data)
         return
     with memoryview(data) as view:
         for i in range(0, len(data), budget):
-            await handoff.write_fire_and_forget(view[i : i + budget])
+            async with asyncio.timeout(idle_timeout):
+                await handoff.write_fire_and_forget(view[i : i + budget])
 
 
 async def _copy(
@@ -214,7 +225,7 @@ async def _copy(
         if n == 0:
             return total
         total += n
-        await _forward(handoff, buf.freeze_all())
+        await _forward(handoff, buf.freeze_all(), idle_timeout)
 
 
 async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | None) -> int:
@@ -250,7 +261,8 @@ async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | 
                 try:
                     n -= os.splice(rfd, dst_fd, n, flags=flags)
                 except (BlockingIOError, InterruptedError):
-                    await wait_writable(dst)
+                    async with asyncio.timeout(idle_timeout):
+                        await wait_writable(dst)
                 except OSError as exc:
                     raise WriteIOError(exc) from exc
     finally:
