@@ -322,11 +322,13 @@ class HandoffBuffer:
         if type(n) is not int:
             n = _count(n, "n")
         start = self._start
+        end = self._end
         stop = start + n
-        if n < 0 or stop > self._end:
-            raise SplitOutOfBounds(requested=n, available=self._end - start)
+        if n < 0 or stop > end:
+            raise SplitOutOfBounds(requested=n, available=end - start)
         out = bytes(self._view[start:stop])
-        if stop == self._end:
+        # _consume(stop), spelled out: the call alone would add ~10% to a 16-byte split.
+        if stop == end:
             self._start = self._end = self._scan_at = 0
         else:
             self._start = stop
@@ -353,6 +355,7 @@ class HandoffBuffer:
             return None
         stop = pos + len(sep)
         out = bytes(self._view[start:stop])
+        # _consume(stop), spelled out as in split_prefix (hot path).
         if stop == end:
             self._start = self._end = self._scan_at = 0
         else:
@@ -382,7 +385,14 @@ class HandoffBuffer:
         self._consume(stop)
 
     def _consume(self, stop: int) -> None:
-        """Drop the bytes before offset ``stop`` (an empty buffer starts over at offset 0)."""
+        """Drop the buffered bytes before offset ``stop`` (``_start <= stop <= _end``).
+
+        The one way bytes leave the front. An emptied buffer starts over at
+        offset 0, so the next read gets the whole storage without a compaction,
+        and forgets its remembered search (``_scan_at``), which pointed into
+        bytes that are gone. ``split_prefix`` and ``split_through`` spell this
+        out inline (hot paths); keep them in step with it.
+        """
         if stop == self._end:
             self._start = self._end = self._scan_at = 0
         else:
@@ -395,7 +405,7 @@ class HandoffBuffer:
         of ``len`` bytes; the buffer keeps its storage for the next read.
         """
         out = bytes(self._view[self._start : self._end])
-        self._start = self._end = self._scan_at = 0
+        self._consume(self._end)
         return out
 
     def take_tail(self) -> bytearray:
@@ -408,7 +418,7 @@ class HandoffBuffer:
         """
         start, end = self._start, self._end
         buf = self._buf
-        self._start = self._end = self._scan_at = 0
+        self._consume(end)
         if end > start:
             self._view.release()
             try:

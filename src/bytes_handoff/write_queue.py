@@ -19,6 +19,44 @@ breaks the ``ByteWriter`` contract), the chunk being written completes with
 and every waiting producer is released: nothing waits forever.
 """
 
+# How a WriteHandoff is put together, and what holds between any two steps of the loop.
+#
+# Parts: admission (WriteAdmission: the two bounds, the byte budget in use, the producers
+# parked until room is freed); the queue (``_chunks`` and ``_tickets``, one entry each per
+# chunk, in submission order); the batch in flight (WriteBatch in ``_batch``, taken off the
+# queue's front and written front to back; ``None`` while nothing is being written); two
+# drainers; the lifecycle.
+#
+# Who may drain when: at most one drainer writes at any moment, so bytes reach the writer
+# in submission order.
+# * The writer task (``_drain``) drains whenever it runs, with ``write_some`` (which may
+#   wait), and parks only when there is nothing to write.
+# * ``_flush_now``, for writers that can write without waiting (``write_nowait``: sockets,
+#   the duplex), drains only while the task is parked: run as a loop callback after an
+#   enqueue, or at once by a producer facing a full queue (``_write_through``). While the
+#   writer keeps up, a batch costs one callback and one syscall, no task switch. When the
+#   writer is full (``write_nowait`` returns 0), it wakes the task to wait for room.
+#
+# ``_wakeup`` is set (to the future the task parks on) exactly while the writer task is
+# parked with nothing to write: set by the task alone, cleared and resolved by
+# ``_wake_task`` alone. So set means "no write in progress: ``_flush_now`` may drain", and
+# an enqueue must then wake a drainer: one ``_flush_now`` callback at most
+# (``_flush_scheduled``), or the task itself when the writer has no ``write_nowait``.
+#
+# Counters: ``_accepted`` counts chunks ever accepted, ``_finished`` chunks completed (in
+# order, so chunks ``< _finished`` are exactly the written ones); ``flush()`` waits until
+# ``_finished`` reaches the ``_accepted`` it saw. ``_queued_tickets`` counts the queued chunks
+# that carry a ticket, so taking the whole queue needs no count.
+#
+# Lifecycle:
+# * open: writes are accepted;
+# * closed (``_closed``; ``close()``, ``aclose()``): writes are refused and parked producers
+#   released, the queue is still written; then the task shuts the writer's write side and ends;
+# * failed (``_closed`` and ``_failed``; a writer failure or ``abort()``): the batch in flight
+#   and the queue are failed with their tickets and dropped, the budget is cleared, every
+#   producer and flusher is released; ``_error`` keeps the writer's failure (``None`` on abort).
+# Every change of state wakes whoever waits on it: nothing waits forever.
+
 from __future__ import annotations
 
 import asyncio
@@ -29,15 +67,10 @@ from types import TracebackType
 from typing import Any
 
 from ._types import BytesLike
+from ._write_admission import WriteAdmission
+from ._write_batch import WriteBatch
 from .adapters import ByteWriter, as_writer
-from .errors import (
-    BackpressureReason,
-    ByteBudgetExceeded,
-    WriteBackpressure,
-    WriteClosed,
-    WriteError,
-    WriteIOError,
-)
+from .errors import ByteBudgetExceeded, WriteClosed, WriteError, WriteIOError
 
 __all__ = ["WriteHandoff", "WriteHandoffConfig", "WriteTicket"]
 
@@ -146,32 +179,23 @@ class WriteHandoff:
 
     def __init__(self, writer: ByteWriter, cfg: WriteHandoffConfig) -> None:
         self._writer = writer
-        self._max_items = cfg.max_items
-        self._max_bytes = cfg.max_pending_bytes
+        self._loop = asyncio.get_running_loop()
+        self._admission = WriteAdmission(cfg.max_items, cfg.max_pending_bytes, self._loop)
         self._chunks: deque[BytesLike] = deque()
         self._tickets: deque[WriteTicket | None] = deque()
-        self._pending = 0
-        self._closed = False
-        self._error: WriteIOError | None = None
-        self._loop = asyncio.get_running_loop()
-        self._wakeup: asyncio.Future[None] | None = None
-        self._space_waiters: list[asyncio.Future[None]] = []
-        self._in_flight: list[WriteTicket | None] | None = None
-        self._in_flight_first = 0
-        self._batch: list[BytesLike] | None = None
-        self._batch_left = 0
-        self._batch_ticketed = False
-        self._queued_tickets = 0  # chunks in the queue that carry a ticket
-        # flush() waits until ``_finished`` (chunks completed, in order) reaches the
-        # ``_accepted`` count it saw; ``_failed`` says the rest will never complete.
+        self._queued_tickets = 0
+        self._batch: WriteBatch[WriteTicket] | None = None
         self._accepted = 0
         self._finished = 0
-        self._failed = False
         self._flush_waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._failed = False
+        self._error: WriteIOError | None = None
         self._write_nowait: Callable[[list[BytesLike]], int] | None = getattr(
             writer, "write_nowait", None
         )
         self._batch_items: int = getattr(writer, "max_batch_items", BATCH_MAX_ITEMS)
+        self._wakeup: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._task: asyncio.Task[None] = self._loop.create_task(self._run())
 
@@ -189,7 +213,7 @@ class WriteHandoff:
     @property
     def pending_bytes(self) -> int:
         """Bytes accepted and not yet written."""
-        return self._pending
+        return self._admission.pending
 
     @property
     def queued_items(self) -> int:
@@ -203,7 +227,7 @@ class WriteHandoff:
 
     @property
     def config(self) -> WriteHandoffConfig:
-        return WriteHandoffConfig(self._max_items, self._max_bytes)
+        return WriteHandoffConfig(self._admission.max_items, self._admission.max_bytes)
 
     @property
     def error(self) -> WriteIOError | None:
@@ -235,62 +259,36 @@ class WriteHandoff:
                     self._flush_waiters.remove(fut)
 
     # -- producers --------------------------------------------------------------------------
-
-    def _refusal(self, data: object, size: int) -> WriteBackpressure | None:
-        if self._closed:
-            return WriteBackpressure(BackpressureReason.CLOSED, data)  # type: ignore[arg-type]
-        items = len(self._chunks) + 1
-        if items > self._max_items:
-            return WriteBackpressure(
-                BackpressureReason.QUEUE_FULL,
-                data,  # type: ignore[arg-type]
-                attempted=items,
-                limit=self._max_items,
-            )
-        if self._pending + size > self._max_bytes:
-            return WriteBackpressure(
-                BackpressureReason.BYTE_BUDGET_EXCEEDED,
-                data,  # type: ignore[arg-type]
-                attempted=self._pending + size,
-                limit=self._max_bytes,
-            )
-        return None
+    #
+    # Each write method checks for room inline (the test of WriteAdmission.fits, spelled
+    # out): on these hot paths a method call would cost more than the check itself.
 
     def _enqueue(self, data: BytesLike, size: int, ticket: WriteTicket | None) -> None:
         # Hot path: two appends, a counter, and at most one wake-up per idle writer.
         self._chunks.append(data)
         self._tickets.append(ticket)
-        self._pending += size
+        self._admission.pending += size
         self._accepted += 1
         if ticket is not None:
             self._queued_tickets += 1
         if self._wakeup is not None and not self._flush_scheduled:
             self._schedule_flush()
 
-    def _write_through(self) -> None:
-        """The queue is full: if the writer is parked and can write at once, write now.
+    def _admit_now(self, data: BytesLike) -> tuple[BytesLike, int]:
+        """The owned form of ``data`` and its size if it fits now, else ``WriteBackpressure``.
 
-        Writing the queued batch here, instead of a loop turn later, frees the
-        room a producer needs without suspending it (or refusing it).
+        The one admission step of :meth:`try_write` and :meth:`try_write_fire_and_forget`.
         """
-        if self._write_nowait is not None and self._wakeup is not None:
-            self._flush_now()
-
-    def _admit_now(self, data: object) -> tuple[BytesLike, int]:
-        """The owned form of ``data`` and its size if it fits now, else ``WriteBackpressure``."""
         if type(data) is bytes:
             chunk: BytesLike = data
             size = len(data)
         else:
             chunk, size = _owned(data)
-        if (
-            self._closed
-            or len(self._chunks) >= self._max_items
-            or self._pending + size > self._max_bytes
-        ):
+        adm = self._admission
+        if self._closed or len(self._chunks) >= adm.max_items or adm.pending + size > adm.max_bytes:
             if not self._closed:
                 self._write_through()  # frees room without a refusal when the writer keeps up
-            refusal = self._refusal(data, size)
+            refusal = adm.refusal(data, size, len(self._chunks), self._closed)
             if refusal is not None:
                 raise refusal
         return chunk, size
@@ -305,15 +303,16 @@ class WriteHandoff:
     def try_write_fire_and_forget(self, data: BytesLike) -> None:
         """Enqueue ``data`` now without a ticket, or raise ``WriteBackpressure``."""
         # Hot path (a protocol's parse step): bytes that fit are queued inline.
+        adm = self._admission
         if (
             type(data) is bytes
             and not self._closed
-            and len(self._chunks) < self._max_items
-            and self._pending + len(data) <= self._max_bytes
+            and len(self._chunks) < adm.max_items
+            and adm.pending + len(data) <= adm.max_bytes
         ):
             self._chunks.append(data)
             self._tickets.append(None)
-            self._pending += len(data)
+            adm.pending += len(data)
             self._accepted += 1
             if self._wakeup is not None and not self._flush_scheduled:
                 self._schedule_flush()
@@ -322,22 +321,17 @@ class WriteHandoff:
         self._enqueue(chunk, size, None)
 
     async def _wait_for_room(self, size: int) -> None:
-        if size > self._max_bytes:
-            raise ByteBudgetExceeded(attempted=size, limit=self._max_bytes)
+        adm = self._admission
+        if size > adm.max_bytes:  # could never fit: refused at once
+            raise ByteBudgetExceeded(attempted=size, limit=adm.max_bytes)
         if not self._closed:
             self._write_through()
         while True:
             if self._closed:
                 raise WriteClosed()
-            if len(self._chunks) < self._max_items and self._pending + size <= self._max_bytes:
+            if adm.fits(len(self._chunks), size):
                 return
-            fut = self._loop.create_future()
-            self._space_waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if fut in self._space_waiters:
-                    self._space_waiters.remove(fut)
+            await adm.wait()
 
     async def write(self, data: BytesLike) -> WriteTicket:
         """Wait for queue room and byte budget, enqueue ``data`` and return its ticket.
@@ -346,11 +340,8 @@ class WriteHandoff:
         ``WriteClosed`` once the handoff is closed, also while waiting.
         """
         data, size = _owned(data)
-        if (
-            self._closed
-            or len(self._chunks) >= self._max_items
-            or self._pending + size > self._max_bytes
-        ):
+        adm = self._admission
+        if self._closed or len(self._chunks) >= adm.max_items or adm.pending + size > adm.max_bytes:
             await self._wait_for_room(size)
         ticket = WriteTicket()
         self._enqueue(data, size, ticket)
@@ -358,31 +349,20 @@ class WriteHandoff:
 
     async def write_fire_and_forget(self, data: BytesLike) -> None:
         """Like :meth:`write`, without a ticket."""
-        # Hot path: the checks and the enqueue inline, no helper calls when there is room.
+        # Hot path: the room check and the enqueue inline, no method call when there is room.
         if type(data) is bytes:
             size = len(data)
         else:
             data, size = _owned(data)
-        if (
-            self._closed
-            or len(self._chunks) >= self._max_items
-            or self._pending + size > self._max_bytes
-        ):
+        adm = self._admission
+        if self._closed or len(self._chunks) >= adm.max_items or adm.pending + size > adm.max_bytes:
             await self._wait_for_room(size)
         self._chunks.append(data)
         self._tickets.append(None)
-        self._pending += size
+        adm.pending += size
         self._accepted += 1
         if self._wakeup is not None and not self._flush_scheduled:
             self._schedule_flush()
-
-    def _wake_producers(self) -> None:
-        waiters = self._space_waiters
-        if waiters:
-            self._space_waiters = []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -391,7 +371,7 @@ class WriteHandoff:
         if self._closed:
             return
         self._closed = True
-        self._wake_producers()
+        self._admission.wake()
         self._wake_task()
 
     async def aclose(self) -> None:
@@ -440,83 +420,38 @@ class WriteHandoff:
         else:
             self.abort()
 
-    # -- the writer ------------------------------------------------------------------------------
-    #
-    # The batch being written lives in ``_batch`` (chunks, tickets, index of the
-    # first unfinished chunk, bytes left), shared by two drainers:
-    # * ``_flush_now``, a plain loop callback used when the writer can write
-    #   without waiting (``write_nowait``: sockets, the duplex): while the
-    #   writer keeps up, a batch costs one callback and one syscall, no task
-    #   switch;
-    # * the writer task, which takes over whenever a write would wait (a full
-    #   socket, an asyncio StreamWriter's drain) and does the shutdown at the end.
+    # -- draining -------------------------------------------------------------------------------
 
-    def _take_batch(self) -> None:
-        # Hot path: take <= 64 chunks / <= 1 MiB (at least one chunk).
-        chunks = self._chunks
-        tickets = self._tickets
-        if len(chunks) <= self._batch_items and self._pending <= BATCH_MAX_BYTES:
-            # The whole queue fits (the usual case): move it in one step.
-            batch = list(chunks)
-            batch_tickets = list(tickets)
-            chunks.clear()
-            tickets.clear()
-            size = self._pending
-            ticketed = self._queued_tickets
-        else:
-            batch = []
-            batch_tickets = []
-            size = 0
-            ticketed = 0
-            limit = self._batch_items
-            while chunks and len(batch) < limit and size < BATCH_MAX_BYTES:
-                data = chunks.popleft()
-                ticket = tickets.popleft()
-                batch.append(data)
-                batch_tickets.append(ticket)
-                size += len(data)
-                if ticket is not None:
-                    ticketed += 1
-        self._queued_tickets -= ticketed
-        self._batch = batch
-        self._in_flight = batch_tickets
-        self._in_flight_first = 0
-        self._batch_left = size
-        self._batch_ticketed = ticketed > 0
-        if self._space_waiters:  # queue room was freed
-            self._wake_producers()
+    def _next_batch(self) -> WriteBatch[WriteTicket] | None:
+        """The batch with bytes left to write (taking the next one off the queue), or ``None``."""
+        while True:
+            batch = self._batch
+            if batch is None:
+                if not self._chunks:
+                    return None
+                batch = self._batch = WriteBatch.take(
+                    self._chunks,
+                    self._tickets,
+                    queued_bytes=self._admission.pending,  # nothing is in flight
+                    queued_tickets=self._queued_tickets,
+                    max_items=self._batch_items,
+                    max_bytes=BATCH_MAX_BYTES,
+                )
+                self._queued_tickets -= batch.ticketed
+                self._admission.wake()  # queue room was freed
+            if batch.left:
+                return batch
+            self._advance(0)  # only empty chunks: complete them in order
 
     def _advance(self, n: int) -> None:
-        """Account ``n`` written bytes of the batch: finish its chunks, resume at the exact byte."""
+        """Account ``n`` bytes of the batch in flight as written; release what they free."""
+        # Hot path: once per write call.
         batch = self._batch
-        tickets = self._in_flight
-        assert batch is not None and tickets is not None
-        self._pending -= n
-        self._batch_left -= n
-        first = self._in_flight_first
-        if self._batch_left == 0:
-            # Hot path: the whole (rest of the) batch went out in one write.
-            done = count = len(batch)
-        else:
-            done = first
-            count = len(batch)
-            while done < count and n >= len(batch[done]):
-                n -= len(batch[done])
-                done += 1
-            if n:
-                batch[done] = memoryview(batch[done])[n:]
-        self._finished += done - first
-        if self._batch_ticketed:
-            for i in range(first, done):
-                ticket = tickets[i]
-                if ticket is not None:
-                    ticket._resolve(None)
-        if done == count:
-            self._batch = self._in_flight = None
-        else:
-            self._in_flight_first = done
-        if self._space_waiters:
-            self._wake_producers()
+        assert batch is not None
+        self._finished += batch.advance(n)
+        if not batch.left:
+            self._batch = None
+        self._admission.release(n)
         if self._flush_waiters:
             self._wake_flushers()
 
@@ -542,6 +477,15 @@ class WriteHandoff:
             if not wakeup.done():
                 wakeup.set_result(None)
 
+    def _write_through(self) -> None:
+        """The queue is full: if the writer is parked and can write at once, write now.
+
+        Writing the queued batch here, instead of a loop turn later, frees the
+        room a producer needs without suspending it (or refusing it).
+        """
+        if self._write_nowait is not None and self._wakeup is not None:
+            self._flush_now()
+
     def _flush_now(self) -> None:
         self._flush_scheduled = False
         write_nowait = self._write_nowait
@@ -549,10 +493,10 @@ class WriteHandoff:
         if write_nowait is None or self._wakeup is None:
             return
         try:
-            while (todo := self._unwritten()) is not None:
-                n = write_nowait(todo)
-                if type(n) is not int or n < 0 or n > self._batch_left:
-                    raise self._bad_count(n)
+            while (batch := self._next_batch()) is not None:
+                n = write_nowait(batch.unwritten())
+                if type(n) is not int or n < 0 or n > batch.left:
+                    raise self._bad_count(n, batch.left)
                 if n == 0:
                     break  # the writer is full: the task waits for room
                 self._advance(n)
@@ -577,41 +521,26 @@ class WriteHandoff:
             self._fail_queued(WriteClosed("writer task crashed"), None)
             raise
 
-    def _unwritten(self) -> list[BytesLike] | None:
-        """What is left of the batch being written (taking the next batch), or ``None``: idle."""
-        while True:
-            if self._batch is None:
-                if not self._chunks:
-                    return None
-                self._take_batch()
-            if self._batch_left == 0:
-                self._advance(0)  # only empty chunks: complete them in order
-                continue
-            batch = self._batch
-            assert batch is not None
-            first = self._in_flight_first
-            return batch[first:] if first else batch
-
     async def _drain(self) -> None:
         writer = self._writer
         while True:
-            todo = self._unwritten()
-            if todo is None:
+            batch = self._next_batch()
+            if batch is None:
                 if self._closed:
                     return
                 wakeup = self._loop.create_future()
                 self._wakeup = wakeup
                 await wakeup
                 continue
-            n = await writer.write_some(todo)
-            if type(n) is not int or n <= 0 or n > self._batch_left:
-                raise self._bad_count(n)
+            n = await writer.write_some(batch.unwritten())
+            if type(n) is not int or n <= 0 or n > batch.left:
+                raise self._bad_count(n, batch.left)
             self._advance(n)
 
-    def _bad_count(self, n: object) -> ValueError:
+    def _bad_count(self, n: object, offered: int) -> ValueError:
         return ValueError(
             f"writer {type(self._writer).__name__} reported {n!r} bytes written"
-            f" of {self._batch_left} offered"
+            f" of {offered} offered"
         )
 
     def _fail_queued(self, closed: WriteClosed, io_error: WriteIOError | None) -> None:
@@ -620,23 +549,15 @@ class WriteHandoff:
             self._error = io_error
         self._closed = True
         self._failed = True
-        in_flight = self._in_flight
-        self._in_flight = None
+        batch = self._batch
         self._batch = None
-        self._batch_left = 0
-        if in_flight is not None:
-            # The chunk being written gets the I/O error; everything after it WriteClosed.
-            first = self._in_flight_first
-            for i in range(first, len(in_flight)):
-                ticket = in_flight[i]
-                if ticket is not None:
-                    ticket._resolve(io_error if (i == first and io_error) else closed)
+        if batch is not None:
+            batch.fail(io_error, closed)
         for ticket in self._tickets:
             if ticket is not None:
                 ticket._resolve(closed)
         self._chunks.clear()
         self._tickets.clear()
         self._queued_tickets = 0
-        self._pending = 0
-        self._wake_producers()
+        self._admission.clear()
         self._wake_flushers()
