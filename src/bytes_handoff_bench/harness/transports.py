@@ -31,6 +31,7 @@ from .workload import StreamVerifier, Workload
 
 __all__ = [
     "BufferPool",
+    "ByteCount",
     "DuplexStreamFacade",
     "StreamReaderLike",
     "StreamWriterLike",
@@ -377,17 +378,26 @@ async def duplex_client(end: DuplexStream, wl: Workload, conn: int, fragment: in
     end.shutdown_write()
 
 
+class ByteCount:
+    """Bytes seen so far by a set of sinks (a progress signal for watchdogs)."""
+
+    __slots__ = ("bytes_seen",)
+
+    def __init__(self) -> None:
+        self.bytes_seen = 0
+
+
 async def duplex_sink(
-    end: DuplexStream, wl: Workload, conn: int, pool: BufferPool, progress: list[int]
+    end: DuplexStream, wl: Workload, conn: int, pool: BufferPool, seen: ByteCount
 ) -> StreamVerifier:
-    """Drain and verify stream ``conn``; ``progress[0]`` counts bytes seen."""
+    """Drain and verify stream ``conn``, adding each read's size to ``seen``."""
     verifier = StreamVerifier(wl, expected_conn=conn)
     buf = pool.get()
     view = memoryview(buf)
     try:
         # Hot path: read into the reused buffer, verify in place.
         while n := await end.read_into(view):
-            progress[0] += n
+            seen.bytes_seen += n
             verifier.feed(buf, n)
         verifier.finish()
     finally:

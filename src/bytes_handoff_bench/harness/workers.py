@@ -17,30 +17,52 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from ..errors import BenchError
+from ..names import Loop
 from .config import BenchConfig
 from .metrics import RssSampler, WorkerResult
 
-__all__ = ["Shared", "WorkerSpec", "run_loop", "run_workers"]
+__all__ = [
+    "ANOTHER_FAILED",
+    "Shared",
+    "WorkerSpec",
+    "early_stop_requested",
+    "first_error",
+    "install_early_stop",
+    "note_early_stop",
+    "run_loop",
+    "run_workers",
+]
 
 _FORK = multiprocessing.get_context("fork")
+_T = TypeVar("_T")
+
+#: The error of a worker that stopped only because another one failed.
+ANOTHER_FAILED = "aborted: another worker failed"
 
 #: Set by a SIGTERM/SIGINT that arrives before a worker's loop handles signals itself
 #: (between writing the ready file and starting the loop); the worker then stops at once.
-early_stop = [False]
+_early_stop = False
 
 
 def note_early_stop(signum: int, frame: object) -> None:
-    early_stop[0] = True
+    global _early_stop
+    _early_stop = True
+
+
+def early_stop_requested() -> bool:
+    """Whether a SIGTERM/SIGINT came while no loop handled the signals."""
+    return _early_stop
 
 
 def install_early_stop() -> Callable[[], None]:
     """Catch SIGTERM/SIGINT from now on; return a function that restores the old handlers."""
-    early_stop[0] = False
+    global _early_stop
+    _early_stop = False
     old = {sig: signal.signal(sig, note_early_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def restore() -> None:
@@ -121,10 +143,10 @@ def split_conns(connections: int, workers: int) -> list[range]:
     ]
 
 
-def run_loop(cfg: BenchConfig, main: Callable[[], Any]) -> Any:
+def run_loop(cfg: BenchConfig, main: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run ``main()`` on a fresh loop of the configured kind (``--loop``)."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if cfg.loop == "uvloop":
+    if cfg.loop == Loop.UVLOOP:
         import uvloop
 
         factory = uvloop.new_event_loop
@@ -192,7 +214,7 @@ def run_workers(
     # Ctrl-C reaches the whole process group, but a SIGINT sent to this process
     # alone must stop the workers too; a second one does them no harm.
     old_int = signal.signal(signal.SIGINT, forward)
-    if early_stop[0]:
+    if _early_stop:
         forward(signal.SIGTERM, None)
     results: dict[int, WorkerResult] = {}
     try:
@@ -229,7 +251,7 @@ def first_error(results: list[WorkerResult]) -> BenchError | None:
     errors = [r for r in results if r.error is not None]
     if not errors:
         return None
-    errors.sort(key=lambda r: "another worker failed" in (r.error or ""))
+    errors.sort(key=lambda r: ANOTHER_FAILED in (r.error or ""))
     err = BenchError(errors[0].error)
     err.exit_code = errors[0].error_exit_code
     return err
