@@ -3,12 +3,14 @@
 Runs ``bench/run-criterion-baseline.sh`` once over every family with tiny
 inputs (``BENCH_SMOKE=1``) and minimal settings, then reads the saved JSON:
 every family and case benches/README.md names must be there with a positive median and
-a positive throughput. Also checks ``--save`` then ``--compare`` and that bad
-input fails with one clear line.
+a positive throughput. Also checks ``--save`` then ``--compare``, that bad
+input fails with one clear line (exit 2), and that the families are the
+benchmark functions pytest collects (``micro.collect_families``).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bytes_handoff_bench.tools import micro
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "run-criterion-baseline.sh"
@@ -146,6 +150,26 @@ def test_save_then_compare(tmp_path: Path) -> None:
         ({"BENCH": "read_everything"}, (), "unknown BENCH family 'read_everything'"),
         ({}, ("--compare", "never_saved"), "no saved run 'never_saved'"),
         ({}, ("--frobnicate",), "unknown argument '--frobnicate'"),
+        # Not numbers, not finite, negative or too large: refused before anything runs.
+        ({"SAMPLE_SIZE": "NaN"}, (), "SAMPLE_SIZE must be a whole number >= 1, got 'NaN'"),
+        ({"SAMPLE_SIZE": "-5"}, (), "SAMPLE_SIZE must be a whole number >= 1, got '-5'"),
+        ({"SAMPLE_SIZE": "0"}, (), "SAMPLE_SIZE must be a whole number >= 1"),
+        ({"SAMPLE_SIZE": "9" * 5000}, (), "SAMPLE_SIZE must be at most 1000000"),
+        ({"MEASUREMENT_TIME": "nan"}, (), "MEASUREMENT_TIME must be a number of seconds > 0"),
+        ({"MEASUREMENT_TIME": "inf"}, (), "MEASUREMENT_TIME must be a number of seconds > 0"),
+        ({"MEASUREMENT_TIME": "-1"}, (), "MEASUREMENT_TIME must be a number of seconds > 0"),
+        ({"MEASUREMENT_TIME": "1" * 400}, (), "MEASUREMENT_TIME must be at most 3600 seconds"),
+        ({"WARM_UP_TIME": "-0.5"}, (), "WARM_UP_TIME must be a number of seconds >= 0"),
+        ({"WARM_UP_TIME": "NaN"}, (), "WARM_UP_TIME must be a number of seconds >= 0"),
+        ({"WARM_UP_TIME": "86400"}, (), "WARM_UP_TIME must be at most 3600 seconds"),
+        ({"PERF_STAT": "yes"}, (), "PERF_STAT must be 0 or 1, got 'yes'"),
+        ({"BENCH_LOOP": "trio"}, (), "BENCH_LOOP must be uvloop or asyncio, got 'trio'"),
+        ({"BENCH": " , "}, (), "BENCH is empty"),
+        ({"SAVE": "a/b"}, (), "SAVE name may use letters, digits"),
+        ({"COMPARE_FAIL": "median:5%"}, (), "COMPARE_FAIL needs COMPARE"),
+        ({}, ("--save",), "--save needs a NAME"),
+        ({}, ("--compare", "0042"), "no saved run '0042' under"),
+        ({}, ("--compare", "a/b"), "COMPARE must be a saved run name, a run number or a file"),
     ],
 )
 def test_bad_input_fails_with_one_clear_line(
@@ -153,8 +177,80 @@ def test_bad_input_fails_with_one_clear_line(
 ) -> None:
     proc = run_script(tmp_path, *args, **env)
     assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert message in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not saved_runs(tmp_path, "*")
+
+
+def test_compare_with_a_missing_baseline_names_the_saved_runs(tmp_path: Path) -> None:
+    saved = tmp_path / "Linux-CPython-3.11-64bit"
+    saved.mkdir()
+    (saved / "0001_before.json").write_text("{}")
+    proc = run_script(tmp_path, "--compare", "after", BENCH="take_tail_mode_switch")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        f"run-criterion-baseline.sh: error: no saved run 'after' under {tmp_path.resolve()} "
+        "(saved: 0001_before.json)"
+    )
+    assert proc.stdout == ""
+
+
+# -- the families come from the benchmarks themselves ------------------------------------------
+
+
+def bench_functions() -> list[str]:
+    """Every ``test_<family>`` function of ``benches/test_bench_*.py``, in file order."""
+    names = []
+    for path in sorted((ROOT / "benches").glob("test_bench_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names += [
+            node.name.removeprefix("test_")
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+        ]
+    return names
+
+
+def test_every_bench_function_is_a_family() -> None:
+    families = micro.collect_families(sys.executable, ROOT / "benches")
+    assert list(families) == bench_functions()
+    assert set(families) == set(EXPECTED)
+    # A family selects its function once, whatever its parameters.
+    assert families["take_tail_mode_switch"] == [
+        f"{ROOT / 'benches' / 'test_bench_read.py'}::test_take_tail_mode_switch"
+    ]
+    assert len(families["read_owned_lines"]) == 1
+
+
+def test_a_new_bench_function_is_a_new_family(tmp_path: Path) -> None:
+    benches = tmp_path / "benches"
+    benches.mkdir()
+    (benches / "test_bench_fake.py").write_text(
+        "import pytest\n\n\n"
+        "@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_fake_family(n):\n    pass\n\n\n"
+        "def test_other_fake(): pass\n"
+    )
+    families = micro.collect_families(sys.executable, benches)
+    assert families == {
+        "fake_family": [f"{benches / 'test_bench_fake.py'}::test_fake_family"],
+        "other_fake": [f"{benches / 'test_bench_fake.py'}::test_other_fake"],
+    }
+    assert micro.select("other_fake, fake_family,fake_family", families) == [
+        *families["other_fake"],
+        *families["fake_family"],
+    ]
+    (benches / "test_bench_fake.py").write_text("def test_broken(:\n")
+    with pytest.raises(micro.RunError, match="exited with status"):
+        micro.collect_families(sys.executable, benches)
+
+
+def test_help_lists_every_family(tmp_path: Path) -> None:
+    proc = run_script(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "SAMPLE_SIZE=100" in proc.stdout and "--compare NAME" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "Families: " + " ".join(bench_functions())

@@ -268,5 +268,10 @@ def test_criterion_script_names_the_micro_extra(hide_dir: Path) -> None:
         hide="pytest_benchmark uvloop",
         env={"BENCH_LOOP": "uvloop"},
     )
-    line = assert_one_line(proc, "missing pytest-benchmark, uvloop", "install the micro extra")
+    line = assert_one_line(
+        proc,
+        "missing pytest-benchmark, uvloop",
+        "install the micro extra",
+        "pip install 'bytes-handoff[micro]'",
+    )
     assert line.startswith("run-criterion-baseline.sh: error: "), line
