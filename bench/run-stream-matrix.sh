@@ -2,7 +2,8 @@
 # Decision matrix over implementation x scenario x connections x frame size,
 # configured by environment variables (defaults scaled to a
 # 2-core machine). --help lists them. Results: bench/results/matrix_<timestamp>/
-# (one folder per cell, matrix.csv, matrix.md) and a printed table. The logic
+# (one folder per cell, matrix.csv, matrix.md, per-scenario PNGs: ratio heatmap
+# and ns/B against frame size) and a printed table. The logic
 # lives in src/bytes_handoff_bench/tools/matrix.py.
 set -euo pipefail
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -242,6 +243,12 @@ def test_all_implementations_write_comparison(tmp_path: Path) -> None:
         assert f"stream duplex {impl} coalesced ticket runs=1 " in proc.stdout
     assert (base / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert "comparison=" in proc.stdout
+    # For people: what ran in the title, one run's stdev is n/a, no exponent.
+    title = comparison.splitlines()[0]
+    assert title.startswith("# Comparison: in-memory duplex, one process, asyncio, ticket")
+    assert "2 connections, each 4 frames of 33 B + 4 KiB tunnel" in title
+    assert "± n/a" in comparison and "Lower is better" in comparison
+    assert not re.search(r"\d[eE][+-]?\d", comparison.split("Run folders:")[0])
 
 
 def test_matrix_tiny_grid(tmp_path: Path) -> None:
@@ -275,6 +282,20 @@ def test_matrix_tiny_grid(tmp_path: Path) -> None:
     md = (base / "matrix.md").read_text()
     assert md.count("| coalesced |") == 4
     assert "stream matrix" in proc.stdout and "matrix_csv=" in proc.stdout
+    # The ratio column, the plots beside matrix.md, each cell's result as it finished.
+    handoff_rows = [line for line in md.splitlines() if "| handoff |" in line]
+    other_rows = [line for line in md.splitlines() if "| manual_vec |" in line]
+    assert len(handoff_rows) == len(other_rows) == 2
+    assert all(" | 1.00x | " in line for line in handoff_rows)
+    assert all(re.search(r" \| \d+\.\d\dx \| ", line) for line in other_rows), md
+    for name in ("ratio_heatmap_coalesced.png", "ns_per_byte_coalesced.png"):
+        assert (base / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({name})" in md
+    assert "plots=" in proc.stdout
+    done = [line for line in proc.stderr.splitlines() if line.startswith("done coalesced, ")]
+    assert len(done) == 4 and any("x handoff)" in line for line in done), proc.stderr
+    # No terminal here: the table keeps one line per row (its natural width).
+    assert any(line.split()[:1] == ["manual_vec"] for line in proc.stdout.splitlines())
 
 
 @pytest.mark.parametrize(

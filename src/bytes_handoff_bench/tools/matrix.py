@@ -35,7 +35,18 @@ Cells of one shape run interleaved per run index (run 1 of every
 implementation, then run 2, ...). Output: ``<RESULTS_DIR>/matrix_<timestamp>/``
 with one folder per cell (run files, ``runs.csv``, ``summary.csv``),
 ``matrix.csv`` (one row per cell: mean and sample stdev of the key metrics),
-``matrix.md`` and a printed table.
+``matrix.md`` (the table, with each cell's ns/B relative to ``handoff`` in
+the same shape, and the plots), and per scenario two PNGs:
+``ratio_heatmap_<scenario>.png`` (each implementation's ns/B over
+``handoff``'s, connections x frame size; blue below 1.00x, red above) and
+``ns_per_byte_<scenario>.png`` (ns/B against frame size, one line per
+implementation, one panel per connection count). Without ``handoff`` the
+ratios are to the first implementation.
+
+While it runs: a progress bar with elapsed time and ETA, and each cell's
+result printed above it as the cell finishes (without a terminal, one line
+per run instead of the bar). At the end, a table sized to the terminal
+(without one: its natural width, or ``COLUMNS``).
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bytes_handoff_bench.cli_common import UsageError, prog_and_args, run_main
 from bytes_handoff_bench.extras import require_loop
@@ -61,6 +73,20 @@ from bytes_handoff_bench.names import (
 )
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import Stat, format_number, write_cell_artifacts
+from bytes_handoff_bench.tools.report import (
+    GroupedTable,
+    format_bytes,
+    format_ratio,
+    format_tick,
+    format_value,
+    implementation_color,
+    output_console,
+    ratio,
+    rich_table,
+    run_headline,
+    run_shape,
+    single_run,
+)
 from bytes_handoff_bench.tools.wrapper import (
     Plan,
     check_cells,
@@ -70,6 +96,9 @@ from bytes_handoff_bench.tools.wrapper import (
     new_run_dir,
     run_cell_once,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
 
 DEFAULTS: dict[str, str] = {
     "TRANSPORT": Transport.DUPLEX,
@@ -330,66 +359,518 @@ def write_matrix_csv(path: Path, cells: Sequence[Cell], split: bool) -> None:
             )
 
 
-def table(cells: Sequence[Cell], split: bool) -> tuple[list[str], list[list[str]]]:
-    ns = "service_cpu_ns_per_byte" if split else "cpu_ns_per_byte"
+def ns_metric(split: bool) -> str:
+    """The ns/B the matrix compares: the service's own in split runs, else the whole process."""
+    return "service_cpu_ns_per_byte" if split else "cpu_ns_per_byte"
+
+
+def ns_label(split: bool) -> str:
+    return "service CPU ns/B" if split else "CPU ns/B (whole process)"
+
+
+def reference_of(implementations: Sequence[str]) -> str:
+    """What the ratios are relative to: ``handoff`` when it ran, else the first implementation."""
+    if Implementation.HANDOFF in implementations:
+        return Implementation.HANDOFF
+    return implementations[0] if implementations else ""
+
+
+def shape_of(cell: Cell) -> tuple[str, int, int, int | None]:
+    """The cells that compare with each other share this (one per implementation)."""
+    return (cell.scenario, cell.connections, cell.frame_size, cell.input_fragment)
+
+
+def ns_ratios(cells: Sequence[Cell], split: bool, reference: str) -> dict[str, float | None]:
+    """Per cell name: its ns/B divided by ``reference``'s in the same shape (``None``: n/a)."""
+    metric = ns_metric(split)
+    refs = {shape_of(c): c.stats.get(metric) for c in cells if c.implementation == reference}
+    return {c.name: ratio(c.stats.get(metric), refs.get(shape_of(c))) for c in cells}
+
+
+def ratio_grid(
+    cells: Sequence[Cell],
+    implementation: str,
+    scenario: str,
+    connections: Sequence[int],
+    frame_sizes: Sequence[int],
+    *,
+    split: bool,
+    reference: str,
+    input_fragment: int | None = None,
+) -> list[list[float | None]]:
+    """``grid[i][j]``: ``implementation``'s ns/B over ``reference``'s at ``connections[i]``
+    and ``frame_sizes[j]``; ``None`` where either cell is missing or has no ns/B."""
+    metric = ns_metric(split)
+    stats = {
+        (c.implementation, c.connections, c.frame_size): c.stats.get(metric)
+        for c in cells
+        if c.scenario == scenario and c.input_fragment == input_fragment
+    }
+    return [
+        [
+            ratio(stats.get((implementation, conns, size)), stats.get((reference, conns, size)))
+            for size in frame_sizes
+        ]
+        for conns in connections
+    ]
+
+
+def table(
+    cells: Sequence[Cell], split: bool, reference: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the matrix table: means, and ns/B relative to ``reference``
+    (default: :func:`reference_of` the cells) in the same shape."""
+    ref = reference if reference is not None else reference_of([c.implementation for c in cells])
+    ratios = ns_ratios(cells, split, ref)
     cores = "service_cpu_avg_cores" if split else "cpu_avg_cores"
+    fragments = any(c.input_fragment for c in cells)
     headers = [
         "scenario",
         "conns",
         "frame",
+        *(["client write"] if fragments else []),
         "implementation",
         "MiB/s",
         "service ns/B" if split else "ns/B (whole process)",
+        f"ns/B vs {ref}",
         "service cores" if split else "CPU cores",
-        "p99 µs",
+        "p99 ms",
         "max RSS MiB",
     ]
     rows = []
     for cell in cells:
 
-        def fmt(
-            key: str, digits: int, scale: float = 1.0, stats: Mapping[str, Stat] = cell.stats
-        ) -> str:
+        def fmt(key: str, scale: float = 1.0, stats: Mapping[str, Stat] = cell.stats) -> str:
             stat = stats.get(key)
-            return "n/a" if stat is None else f"{stat.mean / scale:.{digits}f}"
+            return format_value(None if stat is None else stat.mean * scale)
 
         rows.append(
             [
                 cell.scenario,
                 str(cell.connections),
-                str(cell.frame_size),
+                format_bytes(cell.frame_size),
+                *([format_bytes(cell.input_fragment) if cell.input_fragment else ""] * fragments),
                 cell.implementation,
-                fmt("mib_per_sec", 2),
-                fmt(ns, 3),
-                fmt(cores, 3),
-                fmt("latency_p99_micros", 1),
-                fmt("service_max_rss_bytes" if split else "max_rss_bytes", 1, 1024 * 1024),
+                fmt("mib_per_sec"),
+                fmt(ns_metric(split)),
+                format_ratio(ratios.get(cell.name)),
+                fmt(cores),
+                fmt("latency_p99_micros", 0.001),
+                fmt("service_max_rss_bytes" if split else "max_rss_bytes", 1 / (1024 * 1024)),
             ]
         )
     return headers, rows
 
 
-def write_matrix_md(path: Path, cells: Sequence[Cell], cfg: MatrixConfig) -> None:
+def matrix_legend(split: bool, reference: str) -> str:
+    return (
+        f"Higher is better: MiB/s. Lower is better: {ns_label(split)}, CPU cores, p99 latency,"
+        f" max RSS, and ns/B vs {reference} (below 1.00x: less CPU per byte than {reference}"
+        " in the same cell)."
+    )
+
+
+def group_label(cell: Cell) -> str:
+    """A shape in words: ``coalesced, 4 connections, 1 KiB frames``."""
+    words = [
+        cell.scenario,
+        f"{cell.connections} connection{'' if cell.connections == 1 else 's'}",
+        f"{format_bytes(cell.frame_size)} frames",
+    ]
+    if cell.input_fragment:
+        words.append(f"{format_bytes(cell.input_fragment)} client writes")
+    return ", ".join(words)
+
+
+def matrix_table(cells: Sequence[Cell], split: bool, title: str, caption: str = "") -> GroupedTable:
+    """The printed table: one group per shape, so it needs no shape columns and fits 80 columns."""
+    headers, rows = table(cells, split)
+    first = headers.index("implementation")
+    return rich_table(
+        headers[first:],
+        [row[first:] for row in rows],
+        title=title,
+        caption=caption,
+        groups=[group_label(cell) for cell in cells],
+    )
+
+
+def cell_result_line(cell: Cell, split: bool, reference: str, ratio_value: float | None) -> str:
+    """One finished cell, printed above the progress bar."""
+    stats = cell.stats
+    mib = stats.get("mib_per_sec")
+    ns = stats.get(ns_metric(split))
+    p99 = stats.get("latency_p99_micros")
+    parts = [
+        f"{format_value(mib.mean if mib else None)} MiB/s",
+        f"{format_value(ns.mean if ns else None)} ns/B"
+        + (
+            f" ({format_ratio(ratio_value)} {reference})"
+            if ratio_value is not None and cell.implementation != reference
+            else ""
+        ),
+        f"p99 {format_value(p99.mean / 1000 if p99 else None)} ms",
+    ]
+    return f"done {group_label(cell)}: {cell.implementation}: {', '.join(parts)}"
+
+
+def first_row(cells: Sequence[Cell]) -> dict[str, str]:
+    return next((dict(c.rows[0]) for c in cells if c.rows), {})
+
+
+def matrix_title(cells: Sequence[Cell], cfg: MatrixConfig) -> tuple[str, str]:
+    """(headline, workload): transport and mode, loop, completion; what every cell runs."""
+    plan = cfg.plan
+    row = first_row(cells) or {
+        "transport": plan.transport,
+        "completion": plan.completion,
+        **({"loop": plan.loop} if plan.loop else {}),
+    }
+    if plan.split:
+        row = {**row, "role": row.get("role") or "tcp-driver"}
+    headline = run_headline(row)
+    if plan.split:
+        headline += f" (service cores {plan.service_cores}, driver cores {plan.driver_cores})"
+    shape_row = {
+        "route_frames": plan.shape.get("--route-frames", ""),
+        "tunnel_bytes": plan.shape.get("--tunnel-bytes", ""),
+        "worker_threads": plan.shape.get("--worker-threads", ""),
+        "duration_seconds_target": plan.shape.get("--duration-seconds", ""),
+    }
+    workload = run_shape(shape_row, per_connection_only=True)
+    runs = f"{plan.runs} run{'' if plan.runs == 1 else 's'} per cell"
+    return headline, f"{workload}; {runs}" if workload else runs
+
+
+def axes_text(cfg: MatrixConfig) -> str:
+    """What the matrix varies, in words."""
+    return (
+        f"connections {', '.join(str(c) for c in cfg.connections)}; frame sizes"
+        f" {', '.join(format_bytes(s) for s in cfg.frame_sizes)} (a frame's size includes"
+        " its newline)"
+    )
+
+
+def write_matrix_md(
+    path: Path, cells: Sequence[Cell], cfg: MatrixConfig, plots: Sequence[Path] = ()
+) -> None:
     headers, rows = table(cells, cfg.plan.split)
     plan = cfg.plan
+    headline, workload = matrix_title(cells, cfg)
+    reference = reference_of([c.implementation for c in cells] or cfg.implementations)
     lines = [
-        f"# Stream matrix: {path.parent.name}",
+        f"# Stream matrix: {headline}",
         "",
-        f"transport={plan.transport} completion={plan.completion} runs={plan.runs} "
+        f"Run: `{path.parent.name}`",
+        "",
+        f"Workload: {workload}; {axes_text(cfg)}.",
+        "",
+        f"Harness settings: `transport={plan.transport} completion={plan.completion}"
+        f" runs={plan.runs} "
         + " ".join(f"{k[2:]}={v}" for k, v in plan.shape.items())
         + (
             f" service_cores={plan.service_cores} driver_cores={plan.driver_cores}"
             if plan.split
             else ""
-        ),
+        )
+        + "`",
         "",
-        "Means over the runs; matrix.csv has the sample stdevs.",
+        "Means over the runs; matrix.csv has the sample stdevs. "
+        + matrix_legend(plan.split, reference),
         "",
         "| " + " | ".join(headers) + " |",
-        "|" + "|".join(["---"] * 4 + ["---:"] * (len(headers) - 4)) + "|",
+        "|"
+        + "|".join("---" if h in ("scenario", "implementation") else "---:" for h in headers)
+        + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if plots:
+        lines += ["", "## Plots", ""]
+        for plot in plots:
+            lines += [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""]
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+
+
+# -- plots ---------------------------------------------------------------------------
+
+
+def _suffix(scenario: str, fragment: int | None) -> str:
+    return f"{scenario}_i{fragment}" if fragment else scenario
+
+
+def write_plots(
+    directory: Path,
+    cells: Sequence[Cell],
+    *,
+    split: bool,
+    headline: str,
+    workload: str,
+    implementations: Sequence[str] = (),
+    connections: Sequence[int] = (),
+    frame_sizes: Sequence[int] = (),
+) -> list[Path]:
+    """Per scenario (and client write size): ``ratio_heatmap_<scenario>.png`` (each
+    implementation's ns/B relative to the reference over connections x frame size; none
+    when only the reference ran) and ``ns_per_byte_<scenario>.png`` (ns/B against frame
+    size, one line per implementation, one panel per connection count).
+
+    The axes default to what the cells have. Without matplotlib: no plots.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+    matplotlib.use("Agg")
+    impls = list(dict.fromkeys([*implementations, *(c.implementation for c in cells)]))
+    conns = list(connections) or sorted({c.connections for c in cells})
+    sizes = list(frame_sizes) or sorted({c.frame_size for c in cells})
+    reference = reference_of(impls)
+    written: list[Path] = []
+    shapes = list(dict.fromkeys((c.scenario, c.input_fragment) for c in cells))
+    for scenario, fragment in shapes:
+        label = scenario + (f", {format_bytes(fragment)} client writes" if fragment else "")
+        others = [i for i in impls if i != reference]
+        if others:
+            path = directory / f"ratio_heatmap_{_suffix(scenario, fragment)}.png"
+            grids = {
+                impl: ratio_grid(
+                    cells,
+                    impl,
+                    scenario,
+                    conns,
+                    sizes,
+                    split=split,
+                    reference=reference,
+                    input_fragment=fragment,
+                )
+                for impl in others
+            }
+            title = (
+                f"{ns_label(split)} relative to {reference}, {label}: lower is better"
+                f"\n{headline}\n{workload}"
+            )
+            written.append(write_heatmap(path, grids, conns, sizes, reference, title, split))
+        path = directory / f"ns_per_byte_{_suffix(scenario, fragment)}.png"
+        series = {
+            impl: {
+                (c.connections, c.frame_size): c.stats.get(ns_metric(split))
+                for c in cells
+                if c.implementation == impl
+                and c.scenario == scenario
+                and c.input_fragment == fragment
+            }
+            for impl in impls
+        }
+        title = (
+            f"{ns_label(split)} against frame size, {label}: lower is better"
+            f"\n{headline}\n{workload}"
+        )
+        written.append(write_lines(path, series, conns, sizes, impls, title, split, reference))
+    return written
+
+
+def _wrap_title(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, width=width, break_long_words=False)) or line
+        for line in text.split("\n")
+    )
+
+
+def write_heatmap(
+    path: Path,
+    grids: Mapping[str, list[list[float | None]]],
+    connections: Sequence[int],
+    frame_sizes: Sequence[int],
+    reference: str,
+    title: str,
+    split: bool,
+) -> Path:
+    """One panel per implementation: its ns/B over ``reference``'s, cell by cell.
+
+    A diverging scale, log-symmetric about 1.00x and shared by the panels: blue
+    cells cost less CPU per byte than ``reference``, red ones more; grey is n/a.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    values = [v for grid in grids.values() for row in grid for v in row if v]
+    spread = max([1.25, *(max(v, 1 / v) for v in values)])
+    norm = LogNorm(vmin=1 / spread, vmax=spread)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")  # grey: n/a
+    ncols = min(3 if len(frame_sizes) <= 4 else 2, len(grids))
+    nrows = math.ceil(len(grids) / ncols)
+    cell_w, cell_h = 0.8, 0.5
+    width = ncols * max(3.4, cell_w * len(frame_sizes) + 1.6) + 1.4
+    height = nrows * max(2.6, cell_h * len(connections) + 1.5) + 1.6
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained"
+    )
+    image = None
+    for index, (impl, grid) in enumerate(grids.items()):
+        ax = axes[index // ncols][index % ncols]
+        data = np.ma.masked_invalid(
+            np.array([[math.nan if v is None else v for v in row] for row in grid], dtype=float)
+        )
+        image = ax.imshow(data, cmap=cmap, norm=norm, origin="lower", aspect="auto")
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                strong = value is not None and abs(math.log(value)) > 0.55 * math.log(spread)
+                ax.text(
+                    j,
+                    i,
+                    format_ratio(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if strong else "black",
+                )
+        ax.set_xticks(range(len(frame_sizes)), [format_bytes(s) for s in frame_sizes])
+        ax.set_yticks(range(len(connections)), [str(c) for c in connections])
+        ax.set_xlabel("frame size (bytes, incl. newline)", fontsize=9)
+        ax.set_ylabel("connections", fontsize=9)
+        ax.set_title(f"{impl} ÷ {reference}", fontsize=10)
+        ax.tick_params(labelsize=8)
+    for index in range(len(grids), nrows * ncols):
+        axes[index // ncols][index % ncols].set_visible(False)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, shrink=0.9)
+        bar.set_label(
+            f"{'service ' if split else ''}ns/B relative to {reference}\n(below 1.00x: less CPU"
+            f" per byte than {reference})",
+            fontsize=9,
+        )
+        ticks = [
+            t for t in (0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0) if 1 / spread <= t <= spread
+        ]
+        bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
+        bar.ax.yaxis.set_minor_locator(NullLocator())
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_ratio(v)))
+    fig.suptitle(_wrap_title(title, int(width * 11)), fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_lines(
+    path: Path,
+    series: Mapping[str, Mapping[tuple[int, int], Stat | None]],
+    connections: Sequence[int],
+    frame_sizes: Sequence[int],
+    implementations: Sequence[str],
+    title: str,
+    split: bool,
+    reference: str = "",
+) -> Path:
+    """ns/B against frame size: one panel per connection count, one line per implementation.
+
+    A log-2 frame-size axis; a log ns/B axis where the values span more than 20x.
+    Error bars (sample stdev) where a cell had more than one run. ``reference``'s
+    line is drawn thicker, on top.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ncols = min(3, len(connections))
+    nrows = math.ceil(len(connections) / ncols)
+    width = ncols * max(3.8, 0.7 * len(frame_sizes) + 2.4) + 0.6
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, 3.3 * nrows + 2.0), squeeze=False, layout="constrained"
+    )
+    handles: dict[str, Any] = {}  # errorbar containers: legend takes them
+    spread_bars = False
+    for index, conns in enumerate(connections):
+        ax = axes[index // ncols][index % ncols]
+        means: list[float] = []
+        for k, impl in enumerate(implementations):
+            # Each implementation a hair to the side, so error bars at one size stay apart.
+            dodge = 2 ** (0.03 * (k - (len(implementations) - 1) / 2))
+            points = [
+                (size, stat)
+                for size in frame_sizes
+                if (stat := series.get(impl, {}).get((conns, size))) is not None
+            ]
+            if not points:
+                continue
+            xs = [size * dodge for size, _ in points]
+            ys = [stat.mean for _, stat in points]
+            errs = [0.0 if single_run(stat) else stat.stdev for _, stat in points]
+            spread_bars = spread_bars or any(errs)
+            means += ys
+            line = ax.errorbar(
+                xs,
+                ys,
+                yerr=errs if any(errs) else None,
+                marker="o",
+                markersize=4,
+                capsize=3,
+                elinewidth=1.0,
+                linewidth=2.6 if impl == reference else 1.4,
+                zorder=3 if impl == reference else 2,
+                color=implementation_color(impl),
+                label=impl,
+            )
+            handles.setdefault(impl, line)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(list(frame_sizes)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(round(v))))
+        positive = [m for m in means if m > 0]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
+        ax.set_title(f"{conns} connection{'' if conns == 1 else 's'}", fontsize=10)
+        ax.set_xlabel("frame size (bytes, incl. newline)", fontsize=9)
+        ax.set_ylabel(f"{ns_label(split)}\n(lower is better)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for index in range(len(connections), nrows * ncols):
+        axes[index // ncols][index % ncols].set_visible(False)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            fontsize=8,
+            title="implementation",
+            title_fontsize=8,
+        )
+    if spread_bars:
+        title += ", error bars: sample stdev"
+    fig.suptitle(_wrap_title(title, int(width * 11)), fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def progress_columns() -> list[ProgressColumn]:
+    """The progress line: current cell and run, bar, runs done, elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,8 +903,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
     supported = probe.supported_flags
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
+    from rich.progress import Progress
 
     err = Console(stderr=True)
     raise_on_termination()
@@ -446,14 +926,12 @@ def run(prog: str, argv: Sequence[str]) -> int:
     )
     failure: str | None = None
     done_runs = 0
-    ns_name = "service_cpu_ns_per_byte" if plan.split else "cpu_ns_per_byte"
+    ns_name = ns_metric(plan.split)
+    reference = reference_of(cfg.implementations)
+    # The ETA averages over the whole matrix so far (rich's default is the last 30 s,
+    # which holds no finished run at all once a run takes longer).
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
+        *progress_columns(), console=err, transient=False, speed_estimate_period=7 * 24 * 3600
     ) as progress:
         task = progress.add_task("matrix", total=len(cells) * plan.runs)
         try:
@@ -467,7 +945,20 @@ def run(prog: str, argv: Sequence[str]) -> int:
                         cell.rows.append(row)
                         progress.advance(task)
                         done_runs += 1
-                        if not err.is_terminal:
+                        if n == plan.runs:
+                            cell.stats = write_cell_artifacts(cell.path, cell.rows)
+                            finished = [c for c in group if c.stats]
+                            ratios = ns_ratios(finished, plan.split, reference)
+                            # Printed above the live bar (or in order, without a terminal).
+                            progress.console.print(
+                                cell_result_line(
+                                    cell, plan.split, reference, ratios.get(cell.name)
+                                ),
+                                highlight=False,
+                                markup=False,
+                                soft_wrap=True,
+                            )
+                        elif not err.is_terminal:
                             # No live bar without a terminal (CI logs): one line per run.
                             err.print(
                                 f"[{done_runs}/{len(cells) * plan.runs}] {cell.name} run {n}: "
@@ -477,24 +968,39 @@ def run(prog: str, argv: Sequence[str]) -> int:
                                 markup=False,
                                 soft_wrap=True,
                             )
-                for cell in group:
-                    cell.stats = write_cell_artifacts(cell.path, cell.rows)
         except RunError as exc:
             failure = str(exc)
         except KeyboardInterrupt:
             failure = "interrupted"
     done = [c for c in cells if c.stats]
+    headline, workload = matrix_title(done, cfg)
+    plots = (
+        write_plots(
+            base,
+            done,
+            split=plan.split,
+            headline=headline,
+            workload=workload,
+            implementations=cfg.implementations,
+            connections=cfg.connections,
+            frame_sizes=cfg.frame_sizes,
+        )
+        if done
+        else []
+    )
     write_matrix_csv(base / "matrix.csv", done, plan.split)
-    write_matrix_md(base / "matrix.md", done, cfg)
-    headers, table_body = table(done, plan.split)
-    out = Table(title=f"stream matrix ({plan.transport}, {plan.completion}, runs={plan.runs})")
-    for i, header in enumerate(headers):
-        out.add_column(header, justify="left" if i in (0, 3) else "right")
-    for line in table_body:
-        out.add_row(*line)
-    Console(width=160).print(out)
+    write_matrix_md(base / "matrix.md", done, cfg, plots)
+    out = matrix_table(
+        done,
+        plan.split,
+        title=f"stream matrix: {headline}",
+        caption=f"{workload}. Means over the runs. {matrix_legend(plan.split, reference)}",
+    )
+    output_console(out).print(out)
     csv_path, md_path = display_path(base / "matrix.csv"), display_path(base / "matrix.md")
     print(f"matrix_csv={csv_path} matrix_md={md_path}")
+    if plots:
+        print("plots=" + " ".join(display_path(p) for p in plots))
     if failure is not None:
         print(f"{prog}: error: {failure}", file=sys.stderr)
         return 130 if failure == "interrupted" else 1

@@ -1,15 +1,24 @@
 """Comparison table and chart: implementations side by side per scenario.
 
-Columns (mean ± sample stdev over the runs):
+Columns (mean ± sample stdev over the runs; ``± n/a`` after a single run):
 
-* ``driver MiB/s``: end-to-end throughput seen by the driver (split runs) or
-  by the integrated process;
+* ``driver MiB/s`` (split runs) or ``MiB/s`` (integrated): end-to-end
+  throughput; higher is better;
 * ``service MiB/s``, ``service CPU cores``, ``service ns/B``: the proxy
   service's own figures in split runs. Integrated runs have no separate
-  service, so these columns show the whole process (client, proxy and sink),
-  marked ``(whole process)`` in the header;
-* ``driver p99 µs``: per-stream latency p99;
-* ``ns/B vs <first>``: service ns/B relative to the first implementation.
+  service, so they show ``CPU cores`` and ``ns/B`` of the whole process
+  (client, proxy and sink), marked ``(whole process)``, and no second MiB/s
+  column (it would repeat the first); CPU figures are lower-is-better;
+* ``driver p99 ms`` / ``p99 ms``: per-stream latency p99 in milliseconds;
+  lower is better;
+* ``ns/B vs <first>``: ns/B relative to the first implementation (``handoff``
+  when it ran): below ``1.00x`` costs less CPU per byte than it.
+
+Numbers are formatted for people (:func:`format_value`): fixed decimals chosen
+by magnitude, thousands separators from 1,000 up, never an exponent. The CSV
+files keep the full values. Titles come from the runs themselves
+(:func:`run_headline`, :func:`run_shape`): transport and mode, loop,
+completion, and the workload's shape.
 
 As a program, ``python -m bytes_handoff_bench.tools.report DIR`` rebuilds
 ``comparison.md`` and ``comparison.png`` in DIR from the ``summary.csv`` and
@@ -19,13 +28,21 @@ As a program, ``python -m bytes_handoff_bench.tools.report DIR`` rebuilds
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bytes_handoff_bench.names import REPORT_ORDER, Scenario
 from bytes_handoff_bench.tools.artifacts import Stat, read_runs_csv, read_summary_csv
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.measure import Measurement
+    from rich.table import Table
 
 
 @dataclass(frozen=True)
@@ -40,8 +57,10 @@ class CellSummary:
 class Column:
     header: str
     key: str
-    fallback: str | None
-    digits: int
+    #: The value shown is the stored one times this (µs -> ms: 0.001).
+    scale: float = 1.0
+    #: ``True``: higher is better; ``False``: lower is better; ``None``: neither.
+    higher_is_better: bool | None = None
 
 
 def is_split(cells: Sequence[CellSummary]) -> bool:
@@ -49,20 +68,20 @@ def is_split(cells: Sequence[CellSummary]) -> bool:
 
 
 def columns(split: bool) -> list[Column]:
+    """The metric columns; no two share a key (integrated runs have one MiB/s)."""
     if split:
         return [
-            Column("driver MiB/s", "mib_per_sec", None, 2),
-            Column("service MiB/s", "service_mib_per_sec", None, 2),
-            Column("service CPU cores", "service_cpu_avg_cores", None, 3),
-            Column("service ns/B", "service_cpu_ns_per_byte", None, 3),
-            Column("driver p99 µs", "latency_p99_micros", None, 1),
+            Column("driver MiB/s", "mib_per_sec", higher_is_better=True),
+            Column("service MiB/s", "service_mib_per_sec", higher_is_better=True),
+            Column("service CPU cores", "service_cpu_avg_cores", higher_is_better=False),
+            Column("service ns/B", "service_cpu_ns_per_byte", higher_is_better=False),
+            Column("driver p99 ms", "latency_p99_micros", 0.001, higher_is_better=False),
         ]
     return [
-        Column("MiB/s", "mib_per_sec", None, 2),
-        Column("service MiB/s (whole process)", "mib_per_sec", None, 2),
-        Column("service CPU cores (whole process)", "cpu_avg_cores", None, 3),
-        Column("service ns/B (whole process)", "cpu_ns_per_byte", None, 3),
-        Column("p99 µs", "latency_p99_micros", None, 1),
+        Column("MiB/s", "mib_per_sec", higher_is_better=True),
+        Column("CPU cores (whole process)", "cpu_avg_cores", higher_is_better=False),
+        Column("ns/B (whole process)", "cpu_ns_per_byte", higher_is_better=False),
+        Column("p99 ms", "latency_p99_micros", 0.001, higher_is_better=False),
     ]
 
 
@@ -76,13 +95,181 @@ def _order(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
     return sorted(unique, key=lambda v: (rank.get(v, len(rank)), unique.index(v)))
 
 
-def cell_value(stats: Mapping[str, Stat], key: str, digits: int) -> str:
-    stat = stats.get(key)
+# -- numbers and words for people ----------------------------------------------------
+
+
+def decimals_for(value: float) -> int:
+    """Decimals that show a value to about three or four significant digits.
+
+    None from 1,000 up (thousands separators instead), one from 100, two from 1,
+    and three significant digits below 1 (0.651, 0.0123, 0.000123).
+    """
+    magnitude = abs(value)
+    if not math.isfinite(magnitude) or magnitude == 0 or magnitude >= 1000:
+        return 0
+    if magnitude >= 100:
+        return 1
+    if magnitude >= 1:
+        return 2
+    return min(2 - math.floor(math.log10(magnitude)), 15)
+
+
+def format_value(value: float | None, decimals: int | None = None) -> str:
+    """A number for a table or a chart label: ``1130.0`` -> ``1,130``, ``1.609`` -> ``1.61``.
+
+    Fixed-point with thousands separators, never an exponent; ``n/a`` for
+    ``None`` and non-finite values. ``decimals`` overrides :func:`decimals_for`.
+    """
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    places = decimals_for(value) if decimals is None else decimals
+    if decimals is None and decimals_for(round(value, places)) < places:
+        places = decimals_for(round(value, places))  # 99.996 -> 100.0, not 100.00
+    text = f"{value:,.{places}f}"
+    return "0" if text.strip("-0.,") == "" else text  # no "-0" or "0.00" for a zero
+
+
+def format_tick(value: float) -> str:
+    """An axis tick: as few decimals as the value needs (``80``, ``2.5``, ``1,000``)."""
+    if not math.isfinite(value):
+        return ""
+    text = f"{value:,.{decimals_for(value) + 1}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text.strip("-0.,") == "" else text
+
+
+def single_run(stat: Stat) -> bool:
+    """Whether ``stat`` comes from one run (so it has no sample stdev).
+
+    ``n == 0`` means the count is unknown (a ``summary.csv`` read alone); there a
+    stdev of 0 is what ``summary.csv`` writes for one run.
+    """
+    return stat.n == 1 or (stat.n == 0 and stat.stdev == 0)
+
+
+def format_stat(stat: Stat | None, scale: float = 1.0) -> str:
+    """``mean ± stdev`` formatted for people; ``mean ± n/a`` after one run; ``n/a`` if missing.
+
+    The stdev takes the mean's decimals, or its own when those would round it to 0.
+    """
     if stat is None:
         return "n/a"
-    if stat.stdev:
-        return f"{stat.mean:.{digits}f} ± {stat.stdev:.{digits}f}"
-    return f"{stat.mean:.{digits}f}"
+    mean = format_value(stat.mean * scale)
+    if single_run(stat):
+        return f"{mean} ± n/a"
+    places = len(mean.partition(".")[2])
+    stdev = stat.stdev * scale
+    if stdev and round(stdev, places) == 0:
+        places = -math.floor(math.log10(stdev))  # one significant digit: below the mean's
+    return f"{mean} ± {format_value(stdev, places)}"
+
+
+def format_ratio(value: float | None) -> str:
+    """A ratio to the reference implementation: ``0.93x``; ``n/a`` when there is none."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:,.2f}x"
+
+
+def ratio(value: Stat | None, reference: Stat | None) -> float | None:
+    """``value.mean / reference.mean``, or ``None`` when either is missing or the reference 0."""
+    if value is None or reference is None or not reference.mean:
+        return None
+    return value.mean / reference.mean
+
+
+def format_bytes(count: int) -> str:
+    """A byte count for people: ``64 B``, ``16 KiB`` (16384), ``1 MiB``, ``1,000 B``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size:,} {unit}"
+    if count < 10 << 20:
+        return f"{count:,} B"
+    return f"{count / (1 << 20):,.2f} MiB"
+
+
+COMPLETION_WORDS = {"fire_and_forget": "fire-and-forget", "ticket": "ticket per frame"}
+
+
+def run_headline(row: Mapping[str, str]) -> str:
+    """Transport and mode, loop and completion of a run: ``split-process TCP, uvloop, ...``."""
+    transport = row.get("transport", "")
+    role = row.get("role", "")
+    if role.startswith("tcp-"):
+        mode = "split-process TCP"
+    elif transport == "tcp":
+        mode = "localhost TCP, one process"
+    elif transport == "duplex":
+        mode = "in-memory duplex, one process"
+    else:
+        mode = transport or "unknown transport"
+    parts = [mode]
+    if row.get("loop"):
+        parts.append(row["loop"])
+    if row.get("completion"):
+        parts.append(COMPLETION_WORDS.get(row["completion"], row["completion"]))
+    return ", ".join(parts)
+
+
+def _count(row: Mapping[str, str], key: str) -> int | None:
+    text = row.get(key, "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def run_shape(row: Mapping[str, str], *, per_connection_only: bool = False) -> str:
+    """The workload in words: ``16 connections, each 64 frames of 64 B + 1 MiB tunnel``.
+
+    A frame's size includes its newline (``frame_len + 1``). ``per_connection_only``
+    leaves out the connection count and the frame size (a matrix varies them).
+    """
+    frames = _count(row, "route_frames")
+    frame_len = _count(row, "frame_len")
+    tunnel = _count(row, "tunnel_bytes")
+    per_conn: list[str] = []
+    if frames is not None:
+        if frame_len is not None and not per_connection_only:
+            per_conn.append(f"{_plural(frames, 'frame')} of {format_bytes(frame_len + 1)}")
+        else:
+            per_conn.append(_plural(frames, "frame"))
+    if tunnel is not None:
+        per_conn.append(f"{format_bytes(tunnel)} tunnel")
+    workload = " + ".join(per_conn)
+    connections = _count(row, "connections")
+    if per_connection_only or connections is None:
+        text = f"{workload} per connection" if workload else ""
+    else:
+        text = f"{_plural(connections, 'connection')}, each {workload}" if workload else ""
+    extras = []
+    workers = _count(row, "worker_threads")
+    if workers is not None:
+        extras.append(_plural(workers, "worker process"))
+    duration = row.get("duration_seconds_target", "").strip()
+    try:
+        seconds = float(duration) if duration else 0.0
+    except ValueError:
+        seconds = 0.0
+    if seconds > 0:
+        extras.append(f"{format_tick(seconds)} s sustained runs")
+    return ", ".join(p for p in [text, *extras] if p)
+
+
+def legend(cols: Sequence[Column], reference: str) -> str:
+    """Which columns are better high and which low, in one line."""
+    higher = [c.header for c in cols if c.higher_is_better is True]
+    lower = [c.header for c in cols if c.higher_is_better is False]
+    parts = []
+    if higher:
+        parts.append(f"Higher is better: {', '.join(higher)}.")
+    if lower:
+        parts.append(f"Lower is better: {', '.join(lower)}.")
+    if reference:
+        parts.append(f"ns/B vs {reference}: below 1.00x costs less CPU per byte than {reference}.")
+    return " ".join(parts)
 
 
 def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -102,11 +289,29 @@ def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str,
             cell = by_key.get((scenario, impl))
             if cell is None:
                 continue
-            values = [cell_value(cell.stats, col.key, col.digits) for col in cols]
-            ns = cell.stats.get(ns_key(split))
-            ratio = f"{ns.mean / base_ns.mean:.2f}x" if ns and base_ns and base_ns.mean else "n/a"
-            rows.append((scenario, [scenario, impl, *values, ratio]))
+            values = [format_stat(cell.stats.get(col.key), col.scale) for col in cols]
+            relative = format_ratio(ratio(cell.stats.get(ns_key(split)), base_ns))
+            rows.append((scenario, [scenario, impl, *values, relative]))
     return headers, rows
+
+
+def reference_name(cells: Sequence[CellSummary]) -> str:
+    """The implementation the ratios are relative to (``handoff`` when it ran)."""
+    impls = _order([c.implementation for c in cells], REPORT_ORDER)
+    return impls[0] if impls else ""
+
+
+def run_count(cells: Sequence[CellSummary]) -> int:
+    """The most runs behind any figure (0: unknown)."""
+    return max((stat.n for c in cells for stat in c.stats.values()), default=0)
+
+
+def runs_note(cells: Sequence[CellSummary]) -> str:
+    runs = run_count(cells)
+    if runs == 1 or (runs == 0 and all(single_run(s) for c in cells for s in c.stats.values())):
+        return "One run each: values are that run's, with no standard deviation (± n/a)."
+    count = f"{runs} runs" if runs else "the runs"
+    return f"Values are mean ± sample standard deviation over {count}."
 
 
 SHAPE_KEYS = (
@@ -125,22 +330,50 @@ SHAPE_KEYS = (
 )
 
 
-def shape_line(cells: Sequence[CellSummary]) -> str:
-    """The run shape shared by the cells, from the first cell's ``runs.csv``."""
+def first_run(cells: Sequence[CellSummary]) -> dict[str, str]:
+    """The first run's ``runs.csv`` row of the first cell that has one (``{}`` if none)."""
     for cell in cells:
         runs = cell.path / "runs.csv"
         if runs.exists():
             rows = read_runs_csv(runs)
             if rows:
-                first = rows[0]
-                return " ".join(f"{k}={first[k]}" for k in SHAPE_KEYS if first.get(k))
-    return ""
+                return rows[0]
+    return {}
 
 
-def markdown(cells: Sequence[CellSummary], title: str = "", relative_to: Path | None = None) -> str:
+def shape_line(cells: Sequence[CellSummary]) -> str:
+    """The run shape shared by the cells as ``key=value`` pairs, from the first ``runs.csv``."""
+    first = first_run(cells)
+    return " ".join(f"{k}={first[k]}" for k in SHAPE_KEYS if first.get(k))
+
+
+def report_title(cells: Sequence[CellSummary], fallback: str = "") -> str:
+    """The human title: transport and mode, loop, completion, then the shape in words."""
+    first = first_run(cells)
+    if not first:
+        return fallback
+    shape = run_shape(first)
+    return run_headline(first) + (f": {shape}" if shape else "")
+
+
+def markdown(
+    cells: Sequence[CellSummary],
+    title: str = "",
+    relative_to: Path | None = None,
+    chart: str | None = None,
+) -> str:
+    """``comparison.md``: a human title, how to read it, the table, the run folders.
+
+    ``title`` names the run (the wrapper passes its folder's name); the heading
+    says what ran, from the first ``runs.csv`` (``title`` alone when there is none).
+    ``chart``: the chart's file name, shown below the table.
+    """
     headers, rows = table_rows(cells)
     split = is_split(cells)
-    lines = [f"# Comparison{': ' + title if title else ''}", ""]
+    heading = report_title(cells)
+    lines = [f"# Comparison: {heading or title}" if heading or title else "# Comparison", ""]
+    if heading and title:
+        lines += [f"Run: `{title}`", ""]
     if split:
         lines.append(
             "Split-process TCP: the service (proxy) and the driver (client + sink) ran as "
@@ -154,13 +387,15 @@ def markdown(cells: Sequence[CellSummary], title: str = "", relative_to: Path | 
         )
     shape = shape_line(cells)
     if shape:
-        lines += ["", f"Shape: {shape}"]
-    lines += ["", "Values are mean ± sample stdev over the runs.", ""]
+        lines += ["", f"Harness settings: `{shape}`"]
+    lines += ["", runs_note(cells), "", legend(columns(split), reference_name(cells)), ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(headers) - 2)) + "|")
     for _scenario, row in rows:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if chart:
+        lines += [f"![comparison chart]({chart})", ""]
     lines.append("Run folders:")
     lines.append("")
     for cell in cells:
@@ -174,85 +409,295 @@ def markdown(cells: Sequence[CellSummary], title: str = "", relative_to: Path | 
     return "\n".join(lines) + "\n"
 
 
+def implementation_color(name: str) -> str:
+    """One matplotlib color per implementation, the same in every chart."""
+    order: list[str] = list(REPORT_ORDER)
+    index = order.index(name) if name in order else len(order) + sum(map(ord, name))
+    return f"C{index % 10}"
+
+
+def chart_panels(split: bool) -> list[tuple[str, str, str]]:
+    """``(metric, panel title, y-axis label)`` of each chart column."""
+    return [
+        (
+            ns_key(split),
+            ("service CPU ns/B" if split else "CPU ns/B (whole process)") + ", lower is better",
+            "CPU time per byte (ns/B)",
+        ),
+        (
+            "mib_per_sec",
+            ("driver MiB/s" if split else "MiB/s") + " end to end, higher is better",
+            "throughput (MiB/s)",
+        ),
+    ]
+
+
 def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Path:
     """Bars of ns/B and throughput per implementation; one row per scenario.
 
     Each scenario gets its own axes: fragmented and coalesced differ by an order
-    of magnitude, and a shared scale would flatten one of them.
+    of magnitude, and a shared scale would flatten one of them. The ns/B bars
+    carry their ratio to the reference implementation, whose level is a dashed
+    line. Error bars (sample stdev) only where there was more than one run.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     split = is_split(cells)
     scenarios = _order([c.scenario for c in cells], tuple(Scenario))
     impls = _order([c.implementation for c in cells], REPORT_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
-    panels = [
-        (ns_key(split), "service CPU ns/B" if split else "CPU ns/B (whole process)"),
-        ("mib_per_sec", "driver MiB/s (end to end)" if split else "MiB/s (end to end)"),
-    ]
-    colors = [f"C{i}" for i in range(len(impls))]
+    reference = reference_name(cells)
+    panels = chart_panels(split)
+    colors = [implementation_color(impl) for impl in impls]
     fig, axes = plt.subplots(
         len(scenarios),
         len(panels),
-        figsize=(5.2 * len(panels), 3.2 * len(scenarios)),
+        figsize=(6.0 * len(panels), 3.6 * len(scenarios) + 1.2),
         squeeze=False,
     )
     for row, scenario in enumerate(scenarios):
-        for col, (key, label) in enumerate(panels):
+        base = by_key.get((scenario, reference))
+        base_stat = base.stats.get(ns_key(split)) if base else None
+        for col, (key, label, ylabel) in enumerate(panels):
             ax = axes[row][col]
-            means: list[float] = []
-            errs: list[float] = []
-            for impl in impls:
-                cell = by_key.get((scenario, impl))
-                stat = cell.stats.get(key) if cell else None
-                means.append(stat.mean if stat else 0.0)
-                errs.append(stat.stdev if stat else 0.0)
-            bars = ax.bar(range(len(impls)), means, yerr=errs, capsize=4, color=colors)
-            ax.bar_label(bars, labels=[f"{m:.3g}" for m in means], fontsize=8)
+            stats = [
+                cell.stats.get(key) if (cell := by_key.get((scenario, impl))) else None
+                for impl in impls
+            ]
+            means = [s.mean if s else 0.0 for s in stats]
+            errs = [0.0 if s is None or single_run(s) else s.stdev for s in stats]
+            bars = ax.bar(
+                range(len(impls)),
+                means,
+                yerr=errs if any(errs) else None,
+                capsize=4,
+                color=colors,
+            )
+            labels = [format_value(s.mean) if s else "n/a" for s in stats]
+            if key == ns_key(split):
+                labels = [
+                    f"{text}\n{format_ratio(ratio(s, base_stat))}" if s else text
+                    for text, s in zip(labels, stats, strict=True)
+                ]
+                if base_stat is not None:
+                    ax.axhline(base_stat.mean, color="0.4", linestyle="--", linewidth=0.8)
+            for x, (bar, text, err) in enumerate(zip(bars, labels, errs, strict=True)):
+                ax.annotate(  # above the error bar, not under it
+                    text,
+                    (x, bar.get_height() + err),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7.5,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
+                )
             ax.set_xticks(range(len(impls)))
-            ax.set_xticklabels(impls, rotation=30, ha="right")  # seven names do not fit flat
+            ax.set_xticklabels(impls, rotation=25, ha="right")  # seven names do not fit flat
             ax.set_title(f"{scenario}: {label}", fontsize=10)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
             ax.grid(axis="y", alpha=0.3)
-            ax.margins(y=0.15)
-    if title:
-        fig.suptitle(f"{title} (mean, error bar = sample stdev)", fontsize=9)
+            ax.margins(y=0.25)
+    heading = report_title(cells) or title
+    runs = run_count(cells)
+    if runs == 1 or (runs == 0 and all(single_run(s) for c in cells for s in c.stats.values())):
+        how = "one run each, no error bars"
+    else:
+        how = f"mean of {runs or 'the'} runs, error bars: sample stdev"
+    ratio_note = f"ns/B labels: value, then ratio to {reference} (dashed line)" if reference else ""
+    sub = " · ".join(p for p in (how, ratio_note, title if heading != title else "") if p)
+    fig.suptitle(_wrap(heading, 110) + "\n" + sub, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _wrap(text: str, width: int) -> str:
+    """Break a long title at ``, `` or ``: `` so it stays inside the figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
 def write_comparison(
     directory: Path, cells: Sequence[CellSummary], title: str = ""
 ) -> tuple[Path, Path | None]:
-    """Write ``comparison.md`` and ``comparison.png`` into ``directory``."""
-    md = directory / "comparison.md"
-    md.write_text(markdown(cells, title, relative_to=directory), encoding="utf-8")
+    """Write ``comparison.png`` (without matplotlib: none) and ``comparison.md``, which
+    shows the chart when there is one, into ``directory``."""
+    png: Path | None
     try:
         png = write_chart(directory / "comparison.png", cells, title)
     except ImportError:
-        return md, None
+        png = None
+    md = directory / "comparison.md"
+    md.write_text(
+        markdown(cells, title, relative_to=directory, chart=png.name if png else None),
+        encoding="utf-8",
+    )
     return md, png
 
 
-def print_table(cells: Sequence[CellSummary], title: str = "") -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _any_terminal() -> bool:
+    for fd in (0, 1, 2):
+        try:
+            os.get_terminal_size(fd)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
 
+
+def output_console(renderable: GroupedTable | None = None) -> Console:
+    """A stdout ``Console`` for a table, as wide as rich detects.
+
+    On a terminal (or with ``COLUMNS`` set) that is rich's own width detection,
+    and tables fit it. With neither (CI logs, a pipe into a file) rich would
+    assume 80 columns; the table is printed at its natural width instead, so
+    its rows stay one line each in the log.
+    """
+    from rich.console import Console
+
+    console = Console()
+    if renderable is None or "COLUMNS" in os.environ or _any_terminal():
+        return console
+    natural = console.measure(renderable, options=console.options.update_width(10_000))
+    return Console(width=max(natural.maximum, 1))
+
+
+class GroupedTable:
+    """A rich renderable table: text columns left, numbers right, rows in labelled groups.
+
+    ``groups[i]`` labels row ``i``'s group: where it changes, a rule and a bold
+    label row in the first column, so a label takes no column of its own. A
+    label is one line where the table fits the console that way; otherwise it
+    breaks at its ``, `` into lines no wider than the first column's names, to
+    keep the table inside an 80-column terminal. Names are never broken; the
+    numbers' columns wrap at spaces (headers, ``mean ± stdev``).
+    """
+
+    def __init__(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        *,
+        title: str,
+        caption: str = "",
+        left_columns: Sequence[int] = (0,),
+        groups: Sequence[str] = (),
+    ) -> None:
+        self.headers = list(headers)
+        self.rows = [list(row) for row in rows]
+        self.title = title
+        self.caption = caption
+        self.left_columns = tuple(left_columns)
+        self.groups = list(groups)
+
+    def table(self, label_width: int | None = None) -> Table:
+        """The rich ``Table``; labels broken to ``label_width`` columns when it is given."""
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(
+            title=self.title,
+            caption=self.caption or None,
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+            title_justify="left",
+            caption_justify="left",
+        )
+        for i, header in enumerate(self.headers):
+            if i in self.left_columns:
+                table.add_column(header, justify="left", no_wrap=True)
+            else:
+                table.add_column(header, justify="right")
+        previous: str | None = None
+        for i, row in enumerate(self.rows):
+            group = self.groups[i] if i < len(self.groups) else None
+            if group is not None and group != previous:
+                if i:
+                    table.add_section()
+                label = group if label_width is None else _break_label(group, label_width)
+                table.add_row(Text(label, style="bold"), *[""] * (len(self.headers) - 1))
+                previous = group
+            table.add_row(*(Text(cell) for cell in row))
+        return table
+
+    def narrow_label_width(self) -> int:
+        """The first column's width without the labels: its header's words and its names."""
+        words = [w for w in self.headers[0].split()] if self.headers else []
+        cells = [row[0] for row in self.rows if row]
+        return max([len(w) for w in words + cells] or [1])
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table()
+        wide = console.measure(table, options=options.update_width(10_000)).maximum
+        if self.groups and wide > options.max_width:
+            table = self.table(self.narrow_label_width())
+        yield table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options, self.table())
+
+
+def _break_label(label: str, width: int) -> str:
+    """``label``'s ``, ``-separated parts, packed into lines of at most ``width`` (a longer
+    part keeps a line of its own)."""
+    lines: list[str] = []
+    for part in label.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def rich_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str,
+    caption: str = "",
+    left_columns: Sequence[int] = (0,),
+    groups: Sequence[str] = (),
+) -> GroupedTable:
+    """A :class:`GroupedTable` (a rich renderable: print it, measure it)."""
+    return GroupedTable(
+        headers, rows, title=title, caption=caption, left_columns=left_columns, groups=groups
+    )
+
+
+def comparison_table(cells: Sequence[CellSummary], title: str = "") -> GroupedTable:
+    """The comparison as a rich table: one group per scenario, the human title, the legend."""
     headers, rows = table_rows(cells)
-    table = Table(title=title or "comparison", show_lines=False)
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 2 else "right")
-    previous = None
-    for scenario, row in rows:
-        if previous is not None and scenario != previous:
-            table.add_section()
-        table.add_row(*row)
-        previous = scenario
-    Console(width=200).print(table)
+    heading = report_title(cells) or title or "comparison"
+    caption = " ".join(
+        [runs_note(cells), legend(columns(is_split(cells)), reference_name(cells))]
+        + ([f"Run: {title}."] if title and title != heading else [])
+    )
+    return rich_table(
+        headers[1:],
+        [row[1:] for _scenario, row in rows],
+        title=heading,
+        caption=caption,
+        groups=[scenario for scenario, _row in rows],
+    )
+
+
+def print_table(cells: Sequence[CellSummary], title: str = "") -> None:
+    table = comparison_table(cells, title)
+    output_console(table).print(table)
 
 
 def cells_from_directory(directory: Path) -> list[CellSummary]:
@@ -260,10 +705,17 @@ def cells_from_directory(directory: Path) -> list[CellSummary]:
     cells: list[CellSummary] = []
     for summary in sorted(directory.rglob("summary.csv")):
         runs = summary.with_name("runs.csv")
-        first = read_runs_csv(runs)[0] if runs.exists() else {}
+        rows = read_runs_csv(runs) if runs.exists() else []
+        first = rows[0] if rows else {}
         impl = first.get("implementation") or summary.parent.name
         scenario = first.get("scenario") or "?"
-        cells.append(CellSummary(impl, scenario, read_summary_csv(summary), summary.parent))
+        stats = read_summary_csv(summary)
+        if rows:  # summary.csv does not say how many runs; runs.csv does
+            stats = {
+                metric: Stat(stat.mean, stat.stdev, sum(1 for r in rows if r.get(metric, "")))
+                for metric, stat in stats.items()
+            }
+        cells.append(CellSummary(impl, scenario, stats, summary.parent))
     return cells
 
 
