@@ -3,9 +3,16 @@
 The service starts first (optionally under a command prefix, and pinned with
 ``taskset -c`` to the service cores), the run waits for its ready file, then
 optional profilers attach to the service's processes, then the driver starts
-pinned to the driver cores. Both must exit 0 within their timeouts. Every child
-runs in its own process group; on any failure, timeout or interrupt every group
-still alive is terminated (SIGTERM, then SIGKILL), so nothing leaks or hangs.
+(optionally under its own command prefix) pinned to the driver cores. Both must
+exit 0 within their timeouts. Every child runs in its own process group; on any
+failure, timeout or interrupt every group still alive is terminated (SIGTERM,
+then SIGKILL), so nothing leaks or hangs.
+
+A prefix such as ``ip netns exec NAME`` runs a role elsewhere (``taskset`` and
+the harness run inside it). Only the addresses left out are reserved here (a
+free port on ``host``, locked and checked bindable); given ones are passed on
+as they are and never bound here, so an address that exists only where a
+prefix puts its role works.
 
 Files written into the run's folder (``N`` is the run index):
 
@@ -146,6 +153,7 @@ class SplitConfig:
     startup_timeout_seconds: float = 60.0
     run_timeout_seconds: float = 600.0
     service_prefix: list[str] = field(default_factory=list)
+    driver_prefix: list[str] = field(default_factory=list)
     service_extra_args: list[str] = field(default_factory=list)
     driver_extra_args: list[str] = field(default_factory=list)
     attachers: list[Attacher] = field(default_factory=list)
@@ -248,6 +256,7 @@ def run_split(cfg: SplitConfig) -> SplitResult:
         driver = Child(
             "driver",
             [
+                *cfg.driver_prefix,
                 *driver_pin,
                 *harness_command(cfg.python),
                 *cfg.harness_args,

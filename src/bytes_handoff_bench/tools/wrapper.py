@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,9 @@ Examples:
   PROG --scenario all --runs 5           # both scenarios, one subfolder each
   PROG --transport tcp --implementation all --scenario all --runs 3
   PROG --service-cores 0 --driver-cores 1 --connections 16   # split-process TCP
+  PROG --service-cores 0 --driver-cores 1 --service-prefix 'ip netns exec ns1' \\
+       --driver-prefix 'ip netns exec ns2' --service-addr 10.203.0.1:7001 \\
+       --sink-addr 10.203.0.2:7002   # each role in its own network namespace
   PROG --duration-seconds 60 --runs 1    # sustained: RSS samples beside the run
 """
 
@@ -137,6 +142,21 @@ def check_results_dir(path: Path, name: str) -> None:
         ) from None
 
 
+def command_prefix(text: str) -> list[str]:
+    """Shell words (``shlex``) to run a split role under; the command must exist."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot parse {text!r}: {exc}") from None
+    if not words:
+        raise argparse.ArgumentTypeError(
+            f"expected a command like 'ip netns exec NAME', got {text!r}"
+        )
+    if shutil.which(words[0]) is None:
+        raise argparse.ArgumentTypeError(f"command not found: {words[0]!r}")
+    return words
+
+
 def host_port(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -197,6 +217,9 @@ def build_parser(prog: str) -> OneLineParser:
             "  --service-cores); split service idle timeout 1000 ms; --loop: the harness's.\n"
             "split-process TCP: give both --service-cores and --driver-cores (implies\n"
             "  --transport tcp); the service and the driver are pinned with taskset.\n"
+            "  On two hosts or network namespaces: --service-prefix/--driver-prefix run a\n"
+            "  role under a command (taskset inside it), with --service-addr (where the\n"
+            "  service binds) and --sink-addr (where the driver's sink binds) given.\n"
             "--scenario all: one subfolder per scenario. --implementation all: every\n"
             "  implementation that runs on the transport, handoff first, interleaved per\n"
             f"  run index (duplex: {' '.join(implementations_for(Transport.DUPLEX))};\n"
@@ -258,6 +281,21 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument("--service-addr", type=host_port, help="HOST:PORT (default: free port)")
     parser.add_argument("--sink-addr", type=host_port, help="HOST:PORT (default: free port)")
     parser.add_argument(
+        "--service-prefix",
+        type=command_prefix,
+        metavar="COMMAND",
+        help="split TCP: run the service under this command, e.g. 'ip netns exec ns1'"
+        " (shell words; taskset and the harness run inside it); needs --service-addr and"
+        " --sink-addr, addresses where the roles run (given addresses are never bound here)",
+    )
+    parser.add_argument(
+        "--driver-prefix",
+        type=command_prefix,
+        metavar="COMMAND",
+        help="split TCP: run the driver (clients and sink) under this command, e.g."
+        " 'ip netns exec ns2' (as --service-prefix)",
+    )
+    parser.add_argument(
         "--results-dir", type=folder, help="where run folders go (default: bench/results)"
     )
     parser.add_argument(
@@ -289,6 +327,8 @@ class Plan:
     results_dir: Path
     python: str
     supported_flags: frozenset[str] = frozenset()
+    service_prefix: list[str] = field(default_factory=list)
+    driver_prefix: list[str] = field(default_factory=list)
 
     def harness_args(self, implementation: str, scenario: str) -> list[str]:
         args = [
@@ -372,6 +412,19 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
     transport = transport or Transport.DUPLEX
     if (args.service_addr or args.sink_addr) and transport != Transport.TCP:
         raise UsageError("--service-addr/--sink-addr need --transport tcp")
+    if args.service_prefix or args.driver_prefix:
+        if not split:
+            raise UsageError(
+                "--service-prefix/--driver-prefix need split mode:"
+                " pass --service-cores and --driver-cores"
+            )
+        if not (args.service_addr and args.sink_addr):
+            # A prefixed role may run in another network (a namespace, a host), where
+            # no port picked and checked here means anything, and 127.0.0.1 is its own.
+            raise UsageError(
+                "--service-prefix/--driver-prefix need --service-addr and --sink-addr"
+                " (HOST:PORT where the service and the driver's sink can bind)"
+            )
     frame_len = args.frame_len
     if frame_len is not None and frame_len < 16:
         raise UsageError(f"--frame-len must be >= 16, got {frame_len}")
@@ -429,6 +482,8 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
+        service_prefix=args.service_prefix or [],
+        driver_prefix=args.driver_prefix or [],
     )
 
 
@@ -519,6 +574,8 @@ def run_cell_once(
             idle_timeout_millis=plan.idle_timeout_millis,
             startup_timeout_seconds=float(plan.shape.get("--startup-timeout-seconds", "60")),
             run_timeout_seconds=plan.run_timeout_seconds,
+            service_prefix=plan.service_prefix,
+            driver_prefix=plan.driver_prefix,
             service_extra_args=service_extra,
             driver_extra_args=driver_extra,
             label=label,
@@ -583,6 +640,9 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
         if plan.split
         else Role.INTEGRATED
     )
+    for name, prefix in (("service", plan.service_prefix), ("driver", plan.driver_prefix)):
+        if prefix:
+            mode += f" {name}_prefix={shlex.quote(shlex.join(prefix))}"
     log(f"results={display_path(base)} transport={plan.transport} mode={mode} runs={plan.runs}")
     for n in range(1, plan.runs + 1):
         for scenario in plan.scenarios:
