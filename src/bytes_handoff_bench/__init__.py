@@ -8,13 +8,17 @@ modules both share:
   ``workload`` (stream bytes, sink verification), ``implementations`` (the
   proxies, by name), ``transports`` (sockets, duplex pipes, lean client and
   sink), ``workers`` (event-loop worker processes), ``roles`` (integrated,
-  tcp-service, tcp-driver), ``metrics`` (CPU, latency, RSS), ``output`` (the
+  tcp-service, tcp-driver: one function each), ``supervisor`` (a role's
+  tasks, failures, signals and shutdown), ``metrics`` (CPU, latency, RSS),
+  ``output`` (the
   key=value report), ``soak`` (the fault soak), ``cli``. Run it as
   ``python -m bytes_handoff_bench`` or ``bytes-handoff-bench``.
 * :mod:`.tools` -- what drives runs from outside, behind the ``bench/*.sh``
   scripts: ``wrapper`` (repeated runs, split processes, artifacts),
   ``split``, ``artifacts``, ``report`` (comparison table and plot),
-  ``matrix``, ``profilers``, ``targets``. They never import :mod:`.harness`
+  ``matrix`` (table, ratio heatmaps, ns/B plots), ``profilers``, ``targets``,
+  ``two_hosts`` (the split roles in two network namespaces), ``micro`` (the
+  micro-benchmark baseline). They never import :mod:`.harness`
   (nor it them): they start it as a program, ask it before any run with its
   ``--preflight`` (its flags, and what it says of each cell's arguments), and
   read its key=value files.
