@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import selectors
@@ -25,13 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from bytes_handoff_bench.cli_common import (
+    HelpFormatter,
+    OneLineParser,
+    UsageError,
+    prog_and_args,
+    run_main,
+)
+from bytes_handoff_bench.errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = ROOT / "examples" / "http_proxy.py"
 STARTUP_SECONDS = 15.0
+LOOPS = ("asyncio", "uvloop")
 
 # -- the upstream -------------------------------------------------------------------------------
 
@@ -116,7 +127,9 @@ def started(argv: list[str], pattern: str) -> Iterator[tuple[subprocess.Popen[st
             line = proc.stdout.readline() if sel.select(STARTUP_SECONDS) else ""
         match = re.search(pattern, line)
         if match is None:
-            raise SystemExit(f"{shlex.join(argv)} did not start: {line!r}")
+            raise BenchError(
+                f"{shlex.join(argv)} did not start within {STARTUP_SECONDS:g} s: {line!r}"
+            )
         yield proc, int(match[1])
     finally:
         proc.terminate()
@@ -140,8 +153,16 @@ def to_ms(text: str) -> float:
     return float(match[1]) * scale
 
 
+def requests_per_s(pattern: str, out: str, tool: str) -> float:
+    match = re.search(pattern, out)
+    if match is None:
+        tail = out.strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchError(f"no requests/s in {tool}'s output (last line: {tail[0][:200]!r})")
+    return float(match[1])
+
+
 def parse_wrk(out: str) -> tuple[float, dict[str, float], int, int]:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    rps = requests_per_s(r"Requests/sec:\s+([\d.]+)", out, "wrk")
     pct = {m[1] + "%": to_ms(m[2]) for m in re.finditer(r"^\s+(\d+)%\s+(\S+)$", out, re.M)}
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -154,7 +175,7 @@ def parse_wrk(out: str) -> tuple[float, dict[str, float], int, int]:
 
 
 def parse_ab(out: str) -> tuple[float, dict[str, float], int, int]:
-    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    rps = requests_per_s(r"Requests per second:\s+([\d.]+)", out, "ab")
     pct = {m[1] + "%": float(m[2]) for m in re.finditer(r"^\s+(\d+)%\s+(\d+)", out, re.M)}
     non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", out)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
@@ -183,9 +204,14 @@ def load(
             argv += ["-X", f"127.0.0.1:{via_proxy}"]
         argv.append(target)
     argv = pinned(args.load_core, argv)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60)
+    limit = args.duration + 60
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{shlex.join(argv)} did not finish within {limit} s") from None
     if done.returncode != 0:
-        raise SystemExit(f"{shlex.join(argv)} failed:\n{done.stdout}{done.stderr}")
+        why = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise BenchError(f"{shlex.join(argv)} failed (exit {done.returncode}): {why[:200]}")
     return argv, done.stdout
 
 
@@ -246,34 +272,95 @@ def medians(results: list[Result]) -> list[Result]:
     return out
 
 
-def main(argv: list[str]) -> None:
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\d{1,9}", text.strip()) or not low <= int(text) <= high:
+            shown = text if len(text) <= 40 else f"{text[:40]}..."
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {shown!r}"
+            )
+        return int(text)
+
+    return parse
+
+
+def loop_names(text: str) -> list[str]:
+    """A comma-separated list of event loops, each available here."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LOOPS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected loops from {', '.join(LOOPS)}, comma separated, got {text!r}"
+        )
+    if "uvloop" in names and importlib.util.find_spec("uvloop") is None:
+        raise argparse.ArgumentTypeError("uvloop is not installed (pip install uvloop)")
+    return names
+
+
+def core_list(text: str) -> str:
+    """A ``taskset -c`` core list of cores this process may run on ('' = unpinned)."""
+    allowed = os.sched_getaffinity(0)
+    cores: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or not (high or low).isdigit() or int(low) > int(high or low):
+            raise argparse.ArgumentTypeError(f"expected a core list like 0 or 0-1,3, got {text!r}")
+        cores.update(range(int(low), int(high or low) + 1))
+    if not cores <= allowed:
+        raise argparse.ArgumentTypeError(
+            f"cores {sorted(cores - allowed)} are not available here (allowed: {sorted(allowed)})"
+        )
+    return text
+
+
+def build_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--tool", choices=("wrk", "ab"), default="wrk", help="the load tool")
+    parser.add_argument("--duration", type=bounded(1, 3600), default=10, help="seconds per run")
+    parser.add_argument(
+        "--connections", type=bounded(1, 10_000), default=32, help="open connections"
+    )
+    parser.add_argument("--threads", type=bounded(1, 256), default=1, help="wrk threads")
+    parser.add_argument(
+        "--body-size", type=bounded(0, 64 << 20), default=1024, help="upstream response bytes"
+    )
+    parser.add_argument(
+        "--loops",
+        type=loop_names,
+        default="asyncio,uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="proxy event loops, in order",
+    )
+    parser.add_argument(
+        "--runs", type=bounded(1, 100), default=1, help="rounds of direct + each loop"
+    )
+    parser.add_argument(
+        "--proxy-core", type=core_list, default="0", help="taskset core list ('' = unpinned)"
+    )
+    parser.add_argument(
+        "--load-core", type=core_list, default="1", help="for the load tool and the upstream"
+    )
+    parser.add_argument("--verbose", action="store_true", help="print the load tool's output")
+    return parser
+
+
+def main(argv: list[str]) -> int:
     if argv[:1] == ["upstream"]:
         upstream_main(argv[1:])
-        return
-    prog = Path(sys.argv[0]).name
-    if argv[:1] == ["--prog"]:  # the shell wrapper names itself
-        prog, argv = argv[1], argv[2:]
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tool", choices=("wrk", "ab"), default="wrk")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--body-size", type=int, default=1024, help="upstream response bytes")
-    parser.add_argument("--loops", default="asyncio,uvloop", help="proxy event loops, in order")
-    parser.add_argument("--runs", type=int, default=1, help="rounds of direct + each loop")
-    parser.add_argument("--proxy-core", default="0", help="taskset core list ('' = unpinned)")
-    parser.add_argument("--load-core", default="1", help="for the load tool and the upstream")
-    parser.add_argument("--verbose", action="store_true", help="print the load tool's output")
-    args = parser.parse_args(argv)
+        return 0
+    prog, argv = prog_and_args(argv, Path(sys.argv[0]).name)
+    return run_main(prog, lambda: run(build_parser(prog).parse_args(argv), prog), bench_extra=None)
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
     if shutil.which(args.tool) is None:
-        parser.exit(
-            2, f"{prog}: error: {args.tool} not found (apt-get install wrk apache2-utils)\n"
-        )
+        raise UsageError(f"{args.tool} not found (apt-get install wrk apache2-utils)")
     if (args.proxy_core or args.load_core) and shutil.which("taskset") is None:
-        parser.exit(
-            2, f"{prog}: error: taskset not found (or pass --proxy-core '' --load-core '')\n"
-        )
-    loops = [name for name in args.loops.split(",") if name]
+        raise UsageError("taskset not found (or pass --proxy-core '' --load-core '')")
+    loops: list[str] = args.loops
 
     py = sys.executable
     upstream_argv = pinned(
@@ -304,7 +391,8 @@ def main(argv: list[str]) -> None:
     print()
     for r in results:
         print(f"{r.name} {r.loop}: {r.command}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -12,9 +12,10 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,profile]'
 
 # System packages the tests drive: strace (the strace profiler), curl and
-# openssl (the HTTP proxy example, TLS tests), iproute2 (the two-hosts test).
+# openssl (the HTTP proxy example, TLS tests), wrk and ab (the proxy's load
+# script), iproute2 (the two-hosts test).
 missing=()
-for tool in strace:strace curl:curl openssl:openssl ip:iproute2; do
+for tool in strace:strace curl:curl openssl:openssl wrk:wrk ab:apache2-utils ip:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if ((${#missing[@]})); then
