@@ -54,6 +54,7 @@ ENTRY_POINTS: list[tuple[str, list[str]]] = [
         "run-split-service-strace.sh --help",
         ["bash", str(BENCH / "run-split-service-strace.sh"), "--help"],
     ),
+    ("run-two-hosts.sh --help", ["bash", str(BENCH / "run-two-hosts.sh"), "--help"]),
 ]
 PACKAGES = {"hdrh": "hdrhistogram", "rich": "rich", "matplotlib": "matplotlib"}
 
