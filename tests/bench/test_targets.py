@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
+
+from bytes_handoff_bench.processes import RunError
 from bytes_handoff_bench.tools.targets import cpu_checks
 
 #: service ns/B per implementation and scenario: three runs each, medians as noted.
@@ -41,3 +45,28 @@ def test_protocol_targets_use_medians_and_the_issue_limits(tmp_path: Path) -> No
     assert checks["6c coalesced handoff <= 1.2 x raw_protocol"].passed  # 1.1 / 1.0
     assert checks["6d coalesced handoff_splice <= 0.75 x raw_protocol"].passed  # 0.5
     assert not checks["2 fragmented handoff <= manual_vec"].passed  # 55 / 50
+
+
+def test_every_ratio_target_and_the_saturation_rows_are_checked(tmp_path: Path) -> None:
+    _write(tmp_path)
+    names = [c.target for c in cpu_checks(tmp_path, "asyncio")]
+    tags = [name.split()[0] for name in names]
+    assert tags == ["1a", "1b", "2", "5", "6a", "6b", "6c", "6d", *["3"] * 6], names
+    assert "1b coalesced handoff <= 1.15 x raw_copy" in names
+    assert "3 coalesced service saturated: raw_protocol" in names
+
+
+def test_targets_of_implementations_that_did_not_run_are_left_out(tmp_path: Path) -> None:
+    # No splice (not Linux) and no protocol baselines: targets 5 and 6 are not checked.
+    _write(tmp_path)
+    for impl in ("handoff_splice", "manual_protocol", "raw_protocol"):
+        shutil.rmtree(tmp_path / impl)
+    tags = [c.target.split()[0] for c in cpu_checks(tmp_path, "asyncio")]
+    assert tags == ["1a", "1b", "2", "3", "3", "3"]  # handoff, manual_vec, raw_copy
+
+
+def test_a_missing_headline_baseline_is_a_failed_run_not_a_pass(tmp_path: Path) -> None:
+    _write(tmp_path)
+    shutil.rmtree(tmp_path / "manual_vec")
+    with pytest.raises(RunError, match=r"manual_vec/coalesced/runs\.csv"):
+        cpu_checks(tmp_path, "asyncio")

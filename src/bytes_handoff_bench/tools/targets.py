@@ -80,6 +80,8 @@ def _run_wrapper(args: list[str], results_dir: Path) -> Path:
 
 
 def _median(folder: Path, key: str) -> float:
+    if not (folder / "runs.csv").is_file():
+        raise RunError(f"no {folder / 'runs.csv'}: that implementation or scenario did not run")
     rows = read_runs_csv(folder / "runs.csv")
     values = [v for row in rows if (v := as_number(row.get(key, ""))) is not None]
     if not values:
@@ -87,91 +89,59 @@ def _median(folder: Path, key: str) -> float:
     return statistics.median(values)
 
 
-def _ratio_check(
-    target: str, loop: str, num: tuple[str, float], den: tuple[str, float], limit: float
-) -> Check:
-    ratio = num[1] / den[1]
-    measured = f"{num[0]} {num[1]:.3f} / {den[0]} {den[1]:.3f} ns/B"
-    return Check(target, loop, measured, ratio, limit, ratio <= limit)
+@dataclass(frozen=True)
+class RatioTarget:
+    """``implementation``'s service ns/B at most ``limit`` times ``baseline``'s in ``scenario``."""
+
+    tag: str
+    scenario: Scenario
+    implementation: Implementation
+    baseline: Implementation
+    limit: float
+    #: Checked only when both implementations ran (splice: Linux; protocol baselines: TCP).
+    optional: bool = False
+
+    @property
+    def name(self) -> str:
+        times = "" if self.limit == 1 else f"{self.limit:g} x "
+        return f"{self.tag} {self.scenario} {self.implementation} <= {times}{self.baseline}"
+
+
+_I, _S = Implementation, Scenario
+RATIO_TARGETS = (
+    RatioTarget("1a", _S.COALESCED, _I.HANDOFF, _I.MANUAL_VEC, 0.6),
+    RatioTarget("1b", _S.COALESCED, _I.HANDOFF, _I.RAW_COPY, 1.15),
+    RatioTarget("2", _S.FRAGMENTED, _I.HANDOFF, _I.MANUAL_VEC, 1.0),
+    RatioTarget("5", _S.COALESCED, _I.HANDOFF_SPLICE, _I.RAW_COPY, 0.75, optional=True),
+    # Against the loop's fastest hand-written paths (asyncio.BufferedProtocol).
+    RatioTarget("6a", _S.COALESCED, _I.HANDOFF, _I.MANUAL_PROTOCOL, 1.05, optional=True),
+    RatioTarget("6b", _S.FRAGMENTED, _I.HANDOFF, _I.MANUAL_PROTOCOL, 1.05, optional=True),
+    RatioTarget("6c", _S.COALESCED, _I.HANDOFF, _I.RAW_PROTOCOL, 1.2, optional=True),
+    RatioTarget("6d", _S.COALESCED, _I.HANDOFF_SPLICE, _I.RAW_PROTOCOL, 0.75, optional=True),
+)
 
 
 def cpu_checks(base: Path, loop: str) -> list[Check]:
     """Targets 1, 2, 3, 5 and 6 from one ``--implementation all --scenario all`` folder."""
-
-    def ns(impl: str, scenario: str) -> tuple[str, float]:
-        return impl, _median(base / impl / scenario, "service_cpu_ns_per_byte")
-
-    checks = [
-        _ratio_check(
-            "1a coalesced handoff <= 0.6 x manual_vec",
-            loop,
-            ns(Implementation.HANDOFF, Scenario.COALESCED),
-            ns(Implementation.MANUAL_VEC, Scenario.COALESCED),
-            0.6,
-        ),
-        _ratio_check(
-            "1b coalesced handoff <= 1.15 x raw_copy",
-            loop,
-            ns(Implementation.HANDOFF, Scenario.COALESCED),
-            ns(Implementation.RAW_COPY, Scenario.COALESCED),
-            1.15,
-        ),
-        _ratio_check(
-            "2 fragmented handoff <= manual_vec",
-            loop,
-            ns(Implementation.HANDOFF, Scenario.FRAGMENTED),
-            ns(Implementation.MANUAL_VEC, Scenario.FRAGMENTED),
-            1.0,
-        ),
-    ]
-    if (base / Implementation.HANDOFF_SPLICE).is_dir():
+    checks = []
+    for target in RATIO_TARGETS:
+        impl, other = target.implementation, target.baseline
+        if target.optional and not all(
+            (base / i / target.scenario).is_dir() for i in (impl, other)
+        ):
+            continue
+        mine = _median(base / impl / target.scenario, "service_cpu_ns_per_byte")
+        theirs = _median(base / other / target.scenario, "service_cpu_ns_per_byte")
+        ratio = mine / theirs
+        measured = f"{impl} {mine:.3f} / {other} {theirs:.3f} ns/B"
         checks.append(
-            _ratio_check(
-                "5 coalesced handoff_splice <= 0.75 x raw_copy",
-                loop,
-                ns(Implementation.HANDOFF_SPLICE, Scenario.COALESCED),
-                ns(Implementation.RAW_COPY, Scenario.COALESCED),
-                0.75,
-            )
+            Check(target.name, loop, measured, ratio, target.limit, ratio <= target.limit)
         )
-    if (base / Implementation.MANUAL_PROTOCOL).is_dir() and (
-        base / Implementation.RAW_PROTOCOL
-    ).is_dir():
-        # Against the loop's fastest hand-written path (asyncio.BufferedProtocol).
-        checks += [
-            _ratio_check(
-                f"6{tag} {scenario} handoff <= 1.05 x manual_protocol",
-                loop,
-                ns(Implementation.HANDOFF, scenario),
-                ns(Implementation.MANUAL_PROTOCOL, scenario),
-                1.05,
-            )
-            for tag, scenario in (("a", Scenario.COALESCED), ("b", Scenario.FRAGMENTED))
-        ]
-        checks.append(
-            _ratio_check(
-                "6c coalesced handoff <= 1.2 x raw_protocol",
-                loop,
-                ns(Implementation.HANDOFF, Scenario.COALESCED),
-                ns(Implementation.RAW_PROTOCOL, Scenario.COALESCED),
-                1.2,
-            )
-        )
-        if (base / Implementation.HANDOFF_SPLICE).is_dir():
-            checks.append(
-                _ratio_check(
-                    "6d coalesced handoff_splice <= 0.75 x raw_protocol",
-                    loop,
-                    ns(Implementation.HANDOFF_SPLICE, Scenario.COALESCED),
-                    ns(Implementation.RAW_PROTOCOL, Scenario.COALESCED),
-                    0.75,
-                )
-            )
-    for impl in sorted(p.name for p in base.iterdir() if (p / Scenario.COALESCED).is_dir()):
-        cores = _median(base / impl / Scenario.COALESCED, "service_cpu_avg_cores")
+    for name in sorted(p.name for p in base.iterdir() if (p / Scenario.COALESCED).is_dir()):
+        cores = _median(base / name / Scenario.COALESCED, "service_cpu_avg_cores")
         checks.append(
             Check(
-                f"3 coalesced service saturated: {impl}",
+                f"3 coalesced service saturated: {name}",
                 loop,
                 f"{cores:.3f} cores",
                 None,
