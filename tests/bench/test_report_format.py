@@ -278,7 +278,7 @@ def test_comparison_table_fits_80_columns() -> None:
 def test_output_console_without_a_terminal_uses_the_natural_width(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    wide = report.rich_table(
+    wide = report.GroupedTable(
         ["implementation", *[f"a rather long header {i}" for i in range(8)]],
         [["handoff", *["1,234.5 ± 12.3"] * 8]],
         title="t",

@@ -82,7 +82,6 @@ from bytes_handoff_bench.tools.report import (
     implementation_color,
     output_console,
     ratio,
-    rich_table,
     run_headline,
     run_shape,
     single_run,
@@ -486,7 +485,7 @@ def matrix_table(cells: Sequence[Cell], split: bool, title: str, caption: str = 
     """The printed table: one group per shape, so it needs no shape columns and fits 80 columns."""
     headers, rows = table(cells, split)
     first = headers.index("implementation")
-    return rich_table(
+    return GroupedTable(
         headers[first:],
         [row[first:] for row in rows],
         title=title,

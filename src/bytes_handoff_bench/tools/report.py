@@ -663,21 +663,6 @@ def _break_label(label: str, width: int) -> str:
     return "\n".join(lines)
 
 
-def rich_table(
-    headers: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    *,
-    title: str,
-    caption: str = "",
-    left_columns: Sequence[int] = (0,),
-    groups: Sequence[str] = (),
-) -> GroupedTable:
-    """A :class:`GroupedTable` (a rich renderable: print it, measure it)."""
-    return GroupedTable(
-        headers, rows, title=title, caption=caption, left_columns=left_columns, groups=groups
-    )
-
-
 def comparison_table(cells: Sequence[CellSummary], title: str = "") -> GroupedTable:
     """The comparison as a rich table: one group per scenario, the human title, the legend."""
     headers, rows = table_rows(cells)
@@ -686,7 +671,7 @@ def comparison_table(cells: Sequence[CellSummary], title: str = "") -> GroupedTa
         [runs_note(cells), legend(columns(is_split(cells)), reference_name(cells))]
         + ([f"Run: {title}."] if title and title != heading else [])
     )
-    return rich_table(
+    return GroupedTable(
         headers[1:],
         [row[1:] for _scenario, row in rows],
         title=heading,
