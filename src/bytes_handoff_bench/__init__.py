@@ -18,7 +18,8 @@ modules both share:
   ``split``, ``artifacts``, ``report`` (comparison table and plot),
   ``matrix`` (table, ratio heatmaps, ns/B plots), ``profilers``, ``targets``,
   ``two_hosts`` (the split roles in two network namespaces), ``micro`` (the
-  micro-benchmark baseline). They never import :mod:`.harness`
+  micro-benchmark baseline), ``library_ab`` (two library revisions side by
+  side in one process). They never import :mod:`.harness`
   (nor it them): they start it as a program, ask it before any run with its
   ``--preflight`` (its flags, and what it says of each cell's arguments), and
   read its key=value files.

@@ -32,6 +32,9 @@ Settings (environment), and how each maps onto pytest-benchmark:
   COMPARE=NAME / --compare NAME  compare with the latest run saved as NAME (or a run number
                                like 0003, or a path to a saved JSON): pytest-benchmark shows
                                both rows and the summary table gives the median change.
+                               Saved runs are separate processes: on a shared machine they
+                               can differ by 2x. For a change of a few percent use
+                               bench/run-library-ab.sh REV (both libraries in one process).
   COMPARE_FAIL=EXPR      with COMPARE, fail on a regression, e.g. COMPARE_FAIL=median:10%.
   BENCH_LOOP=uvloop      event loop for async cases: uvloop or asyncio.
   BENCH_SMOKE=1          tiny inputs, for a quick check that every case runs (CI).
