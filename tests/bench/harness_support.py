@@ -104,6 +104,25 @@ def bench_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "bytes_handoff_bench", *args]
 
 
+def run_script(
+    script: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    cwd: Path = ROOT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``bench/*.sh`` script with this interpreter (``PYTHON``), capturing its output."""
+    return subprocess.run(
+        ["bash", str(script), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_cli(*args: str, timeout: float = 60) -> Run:
     proc = subprocess.run(
         bench_cmd(*args),

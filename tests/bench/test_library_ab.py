@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from harness_support import run_script
 
 from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.tools import library_ab
@@ -32,16 +32,7 @@ needs_git = pytest.mark.skipif(
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHON": sys.executable, "BENCH_SMOKE": "1"}
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_script(SCRIPT, *args, env={"BENCH_SMOKE": "1"}, timeout=timeout)
 
 
 # -- renaming the library's imports ---------------------------------------------------------

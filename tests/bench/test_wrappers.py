@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness_support import processes_mentioning
+from harness_support import run_script as run
 
 from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv, read_summary_csv
 
@@ -37,25 +38,6 @@ TINY = [
     "--worker-threads",
     "1",
 ]
-
-
-def run(
-    script: Path,
-    *args: str,
-    env: dict[str, str] | None = None,
-    timeout: float = 180,
-    cwd: Path = ROOT,
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return subprocess.run(
-        ["bash", str(script), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def one_run_folder(results: Path) -> Path:
