@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from bytes_handoff_bench.cli_common import (
     UsageError,
     prog_and_args,
     run_main,
+    whole_number,
 )
 from bytes_handoff_bench.errors import BenchError
 
@@ -272,20 +273,6 @@ def medians(results: list[Result]) -> list[Result]:
     return out
 
 
-def bounded(low: int, high: int) -> Callable[[str], int]:
-    """An argument type: a whole number from ``low`` to ``high``."""
-
-    def parse(text: str) -> int:
-        if not re.fullmatch(r"\d{1,9}", text.strip()) or not low <= int(text) <= high:
-            shown = text if len(text) <= 40 else f"{text[:40]}..."
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number from {low} to {high}, got {shown!r}"
-            )
-        return int(text)
-
-    return parse
-
-
 def loop_names(text: str) -> list[str]:
     """A comma-separated list of event loops, each available here."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -320,13 +307,15 @@ def build_parser(prog: str) -> OneLineParser:
         prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     parser.add_argument("--tool", choices=("wrk", "ab"), default="wrk", help="the load tool")
-    parser.add_argument("--duration", type=bounded(1, 3600), default=10, help="seconds per run")
     parser.add_argument(
-        "--connections", type=bounded(1, 10_000), default=32, help="open connections"
+        "--duration", type=whole_number(1, 3600), default=10, help="seconds per run"
     )
-    parser.add_argument("--threads", type=bounded(1, 256), default=1, help="wrk threads")
     parser.add_argument(
-        "--body-size", type=bounded(0, 64 << 20), default=1024, help="upstream response bytes"
+        "--connections", type=whole_number(1, 10_000), default=32, help="open connections"
+    )
+    parser.add_argument("--threads", type=whole_number(1, 256), default=1, help="wrk threads")
+    parser.add_argument(
+        "--body-size", type=whole_number(0, 64 << 20), default=1024, help="upstream response bytes"
     )
     parser.add_argument(
         "--loops",
@@ -335,7 +324,7 @@ def build_parser(prog: str) -> OneLineParser:
         help="proxy event loops, in order",
     )
     parser.add_argument(
-        "--runs", type=bounded(1, 100), default=1, help="rounds of direct + each loop"
+        "--runs", type=whole_number(1, 100), default=1, help="rounds of direct + each loop"
     )
     parser.add_argument(
         "--proxy-core", type=core_list, default="0", help="taskset core list ('' = unpinned)"

@@ -43,6 +43,7 @@ __all__ = [
     "prog_and_args",
     "run_main",
     "version_text",
+    "whole_number",
 ]
 
 
@@ -96,6 +97,22 @@ def positive_int(text: str) -> int:
     if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: digits only, from ``low`` to ``high`` (NaN, 1e9, 1.5 and huge refused)."""
+
+    def parse(text: str) -> int:
+        digits = text.strip()
+        if not re.fullmatch(r"\d{1,18}", digits) or not low <= int(digits) <= high:
+            shown = text if len(text) <= 40 else f"{text[:40]}..."
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {shown!r}"
+            )
+        return int(digits)
+
+    parse.__name__ = "whole number"
+    return parse
 
 
 def non_negative_int(text: str) -> int:

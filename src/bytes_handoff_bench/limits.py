@@ -15,6 +15,7 @@ __all__ = [
     "MAX_FRAME_LEN",
     "MAX_ITERATIONS",
     "MAX_ROUTE_FRAMES",
+    "MAX_RUNS",
     "MAX_RUN_MEMORY",
     "MAX_TIMEOUT_SECONDS",
     "MAX_TUNNEL_BYTES",
@@ -42,6 +43,8 @@ MAX_TUNNEL_BYTES = 1 * GiB
 MAX_BUFFER_BYTES = 64 * MiB
 MAX_WRITE_PENDING_BYTES = 2 * MAX_BUFFER_BYTES
 MAX_ITERATIONS = 1_000_000
+#: Runs per cell of the wrapper, the matrix and the two-hosts check.
+MAX_RUNS = 10_000
 MAX_DURATION_SECONDS = 24 * 3600
 #: --startup-timeout-seconds and --idle-timeout-millis: every wait of a run ends.
 MAX_TIMEOUT_SECONDS = 3600

@@ -77,6 +77,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 
         (["--runs", "two"], "--runs"),
         (["--connections", "-3"], "--connections"),
         (["--runs"], "--runs"),
+        (
+            ["--runs", "99999999999999999999"],
+            "argument --runs: expected a whole number from 1 to 10000",
+        ),
+        (["--runs", "1e3"], "argument --runs: expected a whole number from 1 to 10000"),
         (["--scenario", "sideways"], "--scenario"),
         (["--service-cores", "0"], "--driver-cores"),
         (["--transport", "tcp", "--driver-cores", "1"], "--service-cores"),
@@ -286,6 +291,11 @@ def test_matrix_tiny_grid(tmp_path: Path) -> None:
         ({"CONNECTIONS": "1 x"}, "CONNECTIONS"),
         ({"IMPLEMENTATIONS": "handoff nope"}, "IMPLEMENTATIONS"),
         ({"RUNS": "0"}, "RUNS"),
+        # A run count with no end would start runs that never finish.
+        ({"RUNS": "99999999999999999999"}, "RUNS: expected integers >= 1"),
+        ({"RUNS": "10001"}, "RUNS: at most 10000, got 10001"),
+        ({"RUNS": "9" * 5000}, "RUNS: expected integers >= 1"),
+        ({"RUNS": "nan"}, "RUNS: expected integers >= 1, got 'nan'"),
         ({"SERVICE_CORES": "0"}, "DRIVER_CORES"),
     ],
 )

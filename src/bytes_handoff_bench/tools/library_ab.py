@@ -55,6 +55,7 @@ from bytes_handoff_bench.cli_common import (
     UsageError,
     prog_and_args,
     run_main,
+    whole_number,
 )
 from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.extras import missing_packages
@@ -281,16 +282,6 @@ def worker(argv: Sequence[str]) -> int:
 # -- the command ------------------------------------------------------------------------------
 
 
-def whole(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not re.fullmatch(r"\d{1,7}", text.strip()) or not low <= int(text) <= high:
-            shown = text if len(text) <= 40 else f"{text[:40]}..."
-            raise argparse.ArgumentTypeError(f"expected a whole number {low}-{high}, got {shown!r}")
-        return int(text)
-
-    return parse
-
-
 def core_list(text: str) -> str:
     if shutil.which("taskset") is None:
         raise argparse.ArgumentTypeError("needs taskset (util-linux), which is not installed")
@@ -317,10 +308,10 @@ def build_parser(prog: str) -> OneLineParser:
         help="families, comma separated (test_<family> in benches/), or all",
     )
     parser.add_argument(
-        "--blocks", type=whole(1, MAX_BLOCKS), default=20, help="blocks per case and variant"
+        "--blocks", type=whole_number(1, MAX_BLOCKS), default=20, help="blocks per case and variant"
     )
     parser.add_argument(
-        "--rounds", type=whole(1, MAX_ROUNDS), default=5, help="timed rounds per block"
+        "--rounds", type=whole_number(1, MAX_ROUNDS), default=5, help="timed rounds per block"
     )
     parser.add_argument(
         "--loop",

@@ -54,6 +54,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from bytes_handoff_bench.cli_common import UsageError, prog_and_args, run_main
 from bytes_handoff_bench.extras import require_loop
-from bytes_handoff_bench.limits import MAX_FRAME_LEN, MIN_FRAME_LEN
+from bytes_handoff_bench.limits import MAX_FRAME_LEN, MAX_RUNS, MIN_FRAME_LEN
 from bytes_handoff_bench.names import (
     Completion,
     Implementation,
@@ -159,17 +160,23 @@ def env(name: str, environ: Mapping[str, str]) -> str:
     return environ.get(name, "").strip() or DEFAULTS[name]
 
 
-def int_list(name: str, environ: Mapping[str, str], low: int = 1) -> list[int]:
+def int_list(
+    name: str, environ: Mapping[str, str], low: int = 1, high: int | None = None
+) -> list[int]:
+    """Whole numbers, space separated; ``high`` bounds what the harness would not check first."""
     values = []
     for word in env(name, environ).split():
-        if not word.isdigit() or int(word) < low:
-            raise UsageError(f"{name}: expected integers >= {low}, got {word!r}")
+        # 18 digits: int() refuses very long digit strings with a ValueError of its own.
+        if not re.fullmatch(r"\d{1,18}", word) or int(word) < low:
+            raise UsageError(f"{name}: expected integers >= {low}, got {word[:40]!r}")
+        if high is not None and int(word) > high:
+            raise UsageError(f"{name}: at most {high}, got {word}")
         values.append(int(word))
     return values
 
 
-def one_int(name: str, environ: Mapping[str, str], low: int = 1) -> int:
-    values = int_list(name, environ, low)
+def one_int(name: str, environ: Mapping[str, str], low: int = 1, high: int | None = None) -> int:
+    values = int_list(name, environ, low, high)
     if len(values) != 1:
         raise UsageError(f"{name}: expected one integer, got {env(name, environ)!r}")
     return values[0]
@@ -250,7 +257,7 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
         implementations=[],
         scenarios=[],
         completion=Completion(completion[0]),
-        runs=one_int("RUNS", environ),
+        runs=one_int("RUNS", environ, high=MAX_RUNS),
         shape=shape,
         loop=Loop(loop) if loop else None,
         split=split,

@@ -47,7 +47,9 @@ from bytes_handoff_bench.cli_common import (
     positive_int,
     prog_and_args,
     run_main,
+    whole_number,
 )
+from bytes_handoff_bench.limits import MAX_RUNS
 from bytes_handoff_bench.names import Implementation, Scenario, Transport, implementations_for
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import parse_kv_file, read_runs_csv, read_summary_csv
@@ -429,7 +431,7 @@ def build_parser(prog: str) -> OneLineParser:
         default=Scenario.FRAGMENTED,
         help="client write pattern",
     )
-    parser.add_argument("--runs", type=positive_int, default=1, help="runs")
+    parser.add_argument("--runs", type=whole_number(1, MAX_RUNS), default=1, help="runs")
     parser.add_argument("--connections", type=positive_int, default=4, help="connections per wave")
     parser.add_argument(
         "--duration-seconds",

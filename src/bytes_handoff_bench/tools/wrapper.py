@@ -48,8 +48,9 @@ from bytes_handoff_bench.cli_common import (
     prog_and_args,
     run_main,
     version_text,
+    whole_number,
 )
-from bytes_handoff_bench.limits import MAX_WORKER_THREADS
+from bytes_handoff_bench.limits import MAX_RUNS, MAX_WORKER_THREADS
 from bytes_handoff_bench.names import (
     Completion,
     Implementation,
@@ -260,7 +261,7 @@ def build_parser(prog: str) -> OneLineParser:
         choices=[m.value for m in Loop],
         help="event loop (default: uvloop if installed, else asyncio)",
     )
-    parser.add_argument("--runs", type=positive_int, default=3, help="runs per cell")
+    parser.add_argument("--runs", type=whole_number(1, MAX_RUNS), default=3, help="runs per cell")
     for flag, kind, text in SHAPE_FLAGS:
         parser.add_argument(flag, type=kind, help=text)
     parser.add_argument(
