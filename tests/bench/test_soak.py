@@ -66,6 +66,13 @@ def test_smoke_run_injects_faults_and_passes(tmp_path: Path) -> None:
         ["--service-cores", "0"],
         ["--duration-seconds", "soon"],
         ["--no-such-flag"],
+        # Values that would never end or fork without limit: refused before anything runs.
+        ["--duration-seconds", "1e300"],
+        ["--hang-seconds", "inf"],
+        ["--kill-interval-seconds", "nan"],
+        ["--services", "99999999"],
+        ["--seed", "9" * 30],
+        ["--rss-limit-mib-per-min", "inf"],
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:

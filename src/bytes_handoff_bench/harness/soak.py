@@ -66,6 +66,7 @@ from bytes_handoff.adapters import wait_writable
 from ..cli_common import OneLineParser, prog_and_args, run_main
 from ..errors import BenchError, ProtocolError, UsageError, VerificationError
 from ..extras import default_loop, require_loop
+from ..limits import MAX_DURATION_SECONDS, MAX_TIMEOUT_SECONDS, MAX_WORKER_THREADS
 from ..names import Completion, Implementation, Loop, Transport
 from ..ports import PortError, reserve_ports
 from ..processes import Child, RunError, last_line, raise_on_termination, taskset_prefix
@@ -90,6 +91,8 @@ SOCKET_BUFFER = 16 * 1024
 #: Stream ids cycle through the 4-digit space; ids of consecutive waves never collide
 #: as long as a wave is at most a quarter of it.
 MAX_CONNECTIONS = 2500
+#: --rss-limit-mib-per-min above this checks nothing (a GiB a second).
+MAX_RSS_SLOPE_MIB_PER_MIN = 60 * 1024
 #: Named categories; the last three fail the soak whenever they occur.
 CATEGORIES = (
     "verified",
@@ -957,18 +960,20 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
     """Validate the flags; ``UsageError`` naming the first bad one."""
-    for flag, value, low in (
-        ("--duration-seconds", args.duration_seconds, 0.001),
-        ("--hang-seconds", args.hang_seconds, 0.001),
-        ("--rss-limit-mib-per-min", args.rss_limit_mib_per_min, 0.0),
-        ("--kill-interval-seconds", args.kill_interval_seconds, 0.0),
-        ("--services", args.services, 2),
-        ("--connections", args.connections, 1),
+    for flag, value, low, high in (
+        ("--duration-seconds", args.duration_seconds, 0.001, MAX_DURATION_SECONDS),
+        ("--hang-seconds", args.hang_seconds, 0.001, MAX_TIMEOUT_SECONDS),
+        ("--rss-limit-mib-per-min", args.rss_limit_mib_per_min, 0.0, MAX_RSS_SLOPE_MIB_PER_MIN),
+        ("--kill-interval-seconds", args.kill_interval_seconds, 0.0, MAX_DURATION_SECONDS),
+        ("--services", args.services, 2, MAX_WORKER_THREADS),
+        ("--connections", args.connections, 1, MAX_CONNECTIONS),
     ):
         if not value >= low:  # also rejects nan
             raise UsageError(f"{flag} must be at least {low:g}, got {value}")
-    if args.connections > MAX_CONNECTIONS:
-        raise UsageError(f"--connections must be at most {MAX_CONNECTIONS}, got {args.connections}")
+        if value > high:  # inf too: every soak and every wait in it ends
+            raise UsageError(f"{flag} must be at most {high:g}, got {value}")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise UsageError(f"--seed must be from 0 to 2**64 - 1, got {args.seed}")
     for flag, rate in (
         ("--client-reset-rate", args.client_reset_rate),
         ("--sink-reset-rate", args.sink_reset_rate),
