@@ -34,6 +34,7 @@ from bytes_handoff_bench.cli_common import (
     HelpFormatter,
     OneLineParser,
     UsageError,
+    cpuset,
     prog_and_args,
     run_main,
     whole_number,
@@ -287,19 +288,8 @@ def loop_names(text: str) -> list[str]:
 
 
 def core_list(text: str) -> str:
-    """A ``taskset -c`` core list of cores this process may run on ('' = unpinned)."""
-    allowed = os.sched_getaffinity(0)
-    cores: set[int] = set()
-    for part in filter(None, text.split(",")):
-        low, _, high = part.partition("-")
-        if not low.isdigit() or not (high or low).isdigit() or int(low) > int(high or low):
-            raise argparse.ArgumentTypeError(f"expected a core list like 0 or 0-1,3, got {text!r}")
-        cores.update(range(int(low), int(high or low) + 1))
-    if not cores <= allowed:
-        raise argparse.ArgumentTypeError(
-            f"cores {sorted(cores - allowed)} are not available here (allowed: {sorted(allowed)})"
-        )
-    return text
+    """A ``taskset -c`` CPU list ('' = unpinned)."""
+    return cpuset(text) if text.strip() else ""
 
 
 def build_parser(prog: str) -> OneLineParser:

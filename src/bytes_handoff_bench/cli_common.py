@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "HelpFormatter",
     "OneLineParser",
     "UsageError",
+    "cpuset",
     "finite_number",
     "non_negative_int",
     "non_negative_number",
@@ -42,6 +44,7 @@ __all__ = [
     "positive_int",
     "prog_and_args",
     "run_main",
+    "seconds",
     "version_text",
     "whole_number",
 ]
@@ -92,6 +95,29 @@ def finite_number(kind: type[int] | type[float]) -> Callable[[str], int | float]
     return parse
 
 
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def cpuset(text: str) -> str:
+    """A ``taskset -c`` CPU list of CPUs this process may use."""
+    text = text.strip()
+    if not _CPUSET.match(text):
+        raise argparse.ArgumentTypeError(f"expected a CPU list like 0 or 0-3,8, got {text!r}")
+    available = os.sched_getaffinity(0)
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if first > last:
+            raise argparse.ArgumentTypeError(f"bad CPU range {part!r}")
+        missing = [c for c in range(first, last + 1) if c not in available]
+        if missing:
+            cpus = ",".join(str(c) for c in sorted(available))
+            raise argparse.ArgumentTypeError(
+                f"CPU {missing[0]} in {text!r} is not available here (CPUs: {cpus})"
+            )
+    return text
+
+
 def positive_int(text: str) -> int:
     """Digits only, at least 1."""
     if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
@@ -131,6 +157,25 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def seconds(high: float) -> Callable[[str], float]:
+    """An argument type: a number of seconds above 0 and at most ``high`` (NaN, inf refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 < value <= high:
+            shown = text if len(text) <= 40 else f"{text[:40]}..."
+            raise argparse.ArgumentTypeError(
+                f"expected seconds above 0 and at most {high:g}, got {shown!r}"
+            )
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
 
 
 def non_negative_number(text: str) -> str:

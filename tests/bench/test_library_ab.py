@@ -232,8 +232,8 @@ def test_a_small_real_comparison_against_head(tmp_path: Path) -> None:
             "argument --rounds: expected a whole number from 1 to 1000",
         ),
         (("HEAD", "--loop", "trio"), "argument --loop: invalid choice: 'trio'"),
-        (("HEAD", "--cores", "4096"), "argument --cores: cores '4096' are not usable here"),
-        (("HEAD", "--cores", "x"), "argument --cores: expected a core list"),
+        (("HEAD", "--cores", "4096"), "argument --cores: CPU 4096 in '4096' is not available here"),
+        (("HEAD", "--cores", "x"), "argument --cores: expected a CPU list like 0 or 0-3,8"),
         ((), "the following arguments are required: rev"),
     ],
 )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bytes_handoff_bench.processes import RunError
 from bytes_handoff_bench.tools.targets import cpu_checks
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: service ns/B per implementation and scenario: three runs each, medians as noted.
 NS = {
@@ -70,3 +75,35 @@ def test_a_missing_headline_baseline_is_a_failed_run_not_a_pass(tmp_path: Path) 
     shutil.rmtree(tmp_path / "manual_vec")
     with pytest.raises(RunError, match=r"manual_vec/coalesced/runs\.csv"):
         cpu_checks(tmp_path, "asyncio")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--runs", "2"], "argument --runs: expected a whole number from 3 to 10000, got '2'"),
+        (["--runs", "9" * 30], "argument --runs: expected a whole number from 3 to 10000"),
+        (["--duration-seconds", "inf"], "argument --duration-seconds: expected seconds above 0"),
+        (["--duration-seconds", "nan"], "argument --duration-seconds: expected seconds above 0"),
+        (["--sustained-seconds", "1e300"], "argument --sustained-seconds: expected seconds"),
+        (["--connections", "0"], "argument --connections: expected a whole number from 1"),
+        (["--service-cores", "4096"], "argument --service-cores: CPU 4096 in '4096' is not"),
+        (["--loops", "trio"], "--loops takes uvloop and/or asyncio, got 'trio'"),
+    ],
+)
+def test_bad_flags_are_one_line_before_any_run(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "check-targets.sh"), *args, "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("check-targets.sh: error: "), proc.stderr
+    assert needle in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -34,7 +34,6 @@ import inspect
 import io
 import itertools
 import json
-import os
 import re
 import shutil
 import statistics
@@ -53,6 +52,7 @@ from bytes_handoff_bench.cli_common import (
     HelpFormatter,
     OneLineParser,
     UsageError,
+    cpuset,
     prog_and_args,
     run_main,
     whole_number,
@@ -283,15 +283,10 @@ def worker(argv: Sequence[str]) -> int:
 
 
 def core_list(text: str) -> str:
+    """A CPU list for ``taskset -c`` (which must be installed)."""
     if shutil.which("taskset") is None:
         raise argparse.ArgumentTypeError("needs taskset (util-linux), which is not installed")
-    if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
-        raise argparse.ArgumentTypeError(f"expected a core list like 1 or 0-3,6, got {text!r}")
-    probe = subprocess.run(["taskset", "-c", text, "true"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        allowed = sorted(os.sched_getaffinity(0))
-        raise argparse.ArgumentTypeError(f"cores {text!r} are not usable here (have {allowed})")
-    return text
+    return cpuset(text)
 
 
 def build_parser(prog: str) -> OneLineParser:

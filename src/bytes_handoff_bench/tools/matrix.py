@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bytes_handoff_bench.cli_common import UsageError, prog_and_args, run_main
+from bytes_handoff_bench.cli_common import UsageError, cpuset, prog_and_args, run_main
 from bytes_handoff_bench.extras import require_loop
 from bytes_handoff_bench.limits import MAX_FRAME_LEN, MAX_RUNS, MIN_FRAME_LEN
 from bytes_handoff_bench.names import (
@@ -91,7 +91,6 @@ from bytes_handoff_bench.tools.wrapper import (
     Plan,
     check_cells,
     check_results_dir,
-    cpuset,
     display_path,
     new_run_dir,
     run_cell_once,

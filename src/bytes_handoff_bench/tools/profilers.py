@@ -39,6 +39,7 @@ from pathlib import Path
 from bytes_handoff_bench.cli_common import (
     OneLineParser,
     UsageError,
+    cpuset,
     non_negative_int,
     non_negative_number,
     positive_int,
@@ -57,7 +58,7 @@ from bytes_handoff_bench.names import (
 )
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
-from bytes_handoff_bench.tools.wrapper import cpu_count, cpuset, display_path, harness_flags
+from bytes_handoff_bench.tools.wrapper import cpu_count, display_path, harness_flags
 
 # Seed defaults, scaled to a 2-core machine: one service core, one driver core.
 PERF_DEFAULTS = {

@@ -21,8 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytes_handoff_bench.cli_common import OneLineParser, UsageError, run_main
+from bytes_handoff_bench.cli_common import (
+    OneLineParser,
+    UsageError,
+    cpuset,
+    run_main,
+    seconds,
+    whole_number,
+)
 from bytes_handoff_bench.extras import default_loop, require_loop
+from bytes_handoff_bench.limits import MAX_CONNECTIONS, MAX_DURATION_SECONDS, MAX_RUNS
 from bytes_handoff_bench.names import Completion, Implementation, Loop, Scenario, Transport
 from bytes_handoff_bench.processes import RunError
 from bytes_handoff_bench.tools import wrapper
@@ -208,13 +216,33 @@ def check(prog: str, argv: Sequence[str] | None) -> int:
     parser.add_argument(
         "--loops", default=both, help="comma list (default: both; asyncio without uvloop)"
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs per cell; medians (default 3)")
-    parser.add_argument("--duration-seconds", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--sustained-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--runs",
+        type=whole_number(3, MAX_RUNS),
+        default=3,
+        help="runs per cell, at least 3: targets are medians (default 3)",
+    )
+    parser.add_argument(
+        "--duration-seconds",
+        type=seconds(MAX_DURATION_SECONDS),
+        default=5.0,
+        help="each CPU-cost run (default 5)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=whole_number(1, MAX_CONNECTIONS),
+        default=16,
+        help="connections per wave (default 16)",
+    )
+    parser.add_argument(
+        "--sustained-seconds",
+        type=seconds(MAX_DURATION_SECONDS),
+        default=60.0,
+        help="the sustained memory run (default 60)",
+    )
     parser.add_argument("--skip-memory", action="store_true", help="only the CPU-cost targets")
-    parser.add_argument("--service-cores", default="0")
-    parser.add_argument("--driver-cores", default="1")
+    parser.add_argument("--service-cores", type=cpuset, default="0", help="(default 0)")
+    parser.add_argument("--driver-cores", type=cpuset, default="1", help="(default 1)")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
@@ -222,8 +250,6 @@ def check(prog: str, argv: Sequence[str] | None) -> int:
         raise UsageError(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
     for loop in loops:
         require_loop(loop, "--loops")
-    if args.runs < 3:
-        raise UsageError("--runs must be at least 3 (targets are medians of at least 3 runs)")
 
     stamp = time.strftime("%Y%m%d_%H%M%S")
     default_root = Path(__file__).resolve().parents[3] / "bench" / "results"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ from bytes_handoff_bench.cli_common import (
     HelpFormatter,
     OneLineParser,
     UsageError,
+    cpuset,
     non_negative_int,
     non_negative_number,
     positive_float,
@@ -84,8 +84,6 @@ Examples:
   PROG --duration-seconds 60 --runs 1    # sustained: RSS samples beside the run
 """
 
-_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-
 
 def cpu_count(cores: str) -> int:
     """How many CPUs a validated CPU list names."""
@@ -94,25 +92,6 @@ def cpu_count(cores: str) -> int:
         lo, _, hi = part.partition("-")
         total += int(hi or lo) - int(lo) + 1
     return total
-
-
-def cpuset(text: str) -> str:
-    text = text.strip()
-    if not _CPUSET.match(text):
-        raise argparse.ArgumentTypeError(f"expected a CPU list like 0 or 0-3,8, got {text!r}")
-    available = os.sched_getaffinity(0)
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        first, last = int(lo), int(hi or lo)
-        if first > last:
-            raise argparse.ArgumentTypeError(f"bad CPU range {part!r}")
-        missing = [c for c in range(first, last + 1) if c not in available]
-        if missing:
-            cpus = ",".join(str(c) for c in sorted(available))
-            raise argparse.ArgumentTypeError(
-                f"CPU {missing[0]} in {text!r} is not available here (CPUs: {cpus})"
-            )
-    return text
 
 
 def folder(text: str) -> Path:
