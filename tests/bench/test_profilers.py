@@ -103,12 +103,25 @@ def test_strace_script_counts_service_syscalls(tmp_path: Path) -> None:
         assert f"{scenario}: strace_summary=" in proc.stdout
 
 
-def test_profiler_bad_input() -> None:
-    for script in ("run-split-service-perf.sh", "run-split-service-strace.sh"):
-        proc = run(script, "--connections", "many", timeout=60)
-        assert proc.returncode == 2
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "--connections" in lines[0] and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("script", ["run-split-service-perf.sh", "run-split-service-strace.sh"])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--connections", "many"], "--connections"),
+        # Refused by the harness's own check before anything starts (no service, no folder).
+        (["--connections", "9" * 20], "--connections must be at most 10000"),
+        (["--tunnel-bytes", "99999999999"], "--tunnel-bytes must be at most 1073741824"),
+        (["--scenario", "all", "--frame-len", "1048577"], "--frame-len must be at most"),
+    ],
+)
+def test_profiler_bad_input(tmp_path: Path, script: str, args: list[str], needle: str) -> None:
+    out = tmp_path / "out"
+    proc = run(script, *args, "--out-dir", str(out), timeout=60)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert needle in lines[0], lines[0]
+    assert not out.exists()
 
 
 def test_perf_failure_leaves_a_note_and_the_python_profile(tmp_path: Path) -> None:

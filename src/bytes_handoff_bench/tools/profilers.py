@@ -58,7 +58,7 @@ from bytes_handoff_bench.names import (
 )
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
-from bytes_handoff_bench.tools.wrapper import cpu_count, display_path, harness_flags
+from bytes_handoff_bench.tools.wrapper import cpu_count, display_path, preflight
 
 # Seed defaults, scaled to a 2-core machine: one service core, one driver core.
 PERF_DEFAULTS = {
@@ -471,13 +471,17 @@ def profile(prog: str, mode: str, argv: Sequence[str]) -> int:
         raise UsageError(f"--frame-len must be >= {MIN_FRAME_LEN}, got {args.frame_len}")
     if shutil.which("taskset") is None:
         raise UsageError("taskset is required to pin the service and the driver")
-    supported = harness_flags()  # also: the harness starts at all
-    if args.loop and "--loop" not in supported:
+    scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
+    # The harness checks every scenario's flags before anything starts (and that it starts).
+    answer = preflight([harness_args(args, scenario) for scenario in scenarios])
+    if args.loop and "--loop" not in answer.flags:
         raise UsageError("--loop is not supported by this harness")
+    for error in answer.errors:
+        if error is not None:
+            raise UsageError(error)
     require_loop(args.loop)
 
     base: Path = args.out_dir or default_out_dir(mode, args)
-    scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
     print(
         f"{mode}: implementation={args.implementation} scenario={args.scenario} "
         f"service_cores={args.service_cores} driver_cores={args.driver_cores} "

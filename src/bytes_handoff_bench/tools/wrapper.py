@@ -374,11 +374,6 @@ def preflight(arg_lists: Sequence[Sequence[str]] = ()) -> Preflight:
         raise RunError(f"the harness gave no preflight answer ({python}): {exc}") from exc
 
 
-def harness_flags() -> frozenset[str]:
-    """The long flags the harness has."""
-    return preflight().flags
-
-
 def make_plan(args: argparse.Namespace, python: str) -> Plan:
     if (args.service_cores is None) != (args.driver_cores is None):
         given = "--service-cores" if args.service_cores is not None else "--driver-cores"
