@@ -309,6 +309,17 @@ def test_two_hosts_help_and_bad_flags() -> None:
         "run-two-hosts.sh: error: argument --netns-name: expected up to 40 letters, digits,"
         " '_', '.', '-', got 'a b'"
     )
+    # Refused at the call, before any namespace exists (a run would otherwise start first).
+    for args, needle in (
+        (["--connections", "9" * 20], "argument --connections: expected a whole number from 1"),
+        (["--runs", "0"], "argument --runs: expected a whole number from 1 to 10000"),
+        (["--duration-seconds", "1e9"], "argument --duration-seconds: expected at most 86400"),
+        (["--duration-seconds", "nan"], "argument --duration-seconds: expected a non-negative"),
+        (["--timeout-seconds", "inf"], "argument --timeout-seconds: expected seconds above 0"),
+    ):
+        proc = run_script(["bash", str(SCRIPT), *args], timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().startswith(f"run-two-hosts.sh: error: {needle}"), proc.stderr
 
 
 # -- the wrapper's role prefixes, without privilege -------------------------------------------

@@ -43,13 +43,17 @@ from bytes_handoff_bench.cli_common import (
     OneLineParser,
     UsageError,
     non_negative_number,
-    positive_float,
-    positive_int,
     prog_and_args,
     run_main,
+    seconds,
     whole_number,
 )
-from bytes_handoff_bench.limits import MAX_RUNS
+from bytes_handoff_bench.limits import (
+    MAX_CONNECTIONS,
+    MAX_DURATION_SECONDS,
+    MAX_RUNS,
+    MAX_TIMEOUT_SECONDS,
+)
 from bytes_handoff_bench.names import Implementation, Scenario, Transport, implementations_for
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import parse_kv_file, read_runs_csv, read_summary_csv
@@ -78,6 +82,16 @@ BYTES_PER_CONNECTION = ROUTE_FRAMES * (FRAME_LEN + 1) + len(b"TUNNEL\n") + TUNNE
 IP_TIMEOUT_SECONDS = 15.0
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+def non_negative_seconds(text: str) -> str:
+    """Seconds from 0 (one wave) to a day, kept as written: it is passed on as a flag value."""
+    value = non_negative_number(text)
+    if float(value) > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_DURATION_SECONDS} seconds, got {value!r}"
+        )
+    return value
 
 
 def netns_name(text: str) -> str:
@@ -432,10 +446,15 @@ def build_parser(prog: str) -> OneLineParser:
         help="client write pattern",
     )
     parser.add_argument("--runs", type=whole_number(1, MAX_RUNS), default=1, help="runs")
-    parser.add_argument("--connections", type=positive_int, default=4, help="connections per wave")
+    parser.add_argument(
+        "--connections",
+        type=whole_number(1, MAX_CONNECTIONS),
+        default=4,
+        help="connections per wave",
+    )
     parser.add_argument(
         "--duration-seconds",
-        type=non_negative_number,
+        type=non_negative_seconds,
         default="0",
         help="repeat waves this long (0: one wave)",
     )
@@ -452,7 +471,7 @@ def build_parser(prog: str) -> OneLineParser:
     )
     parser.add_argument(
         "--timeout-seconds",
-        type=positive_float,
+        type=seconds(MAX_DURATION_SECONDS + MAX_TIMEOUT_SECONDS),
         default=300.0,
         help="limit for the whole wrapper run",
     )
