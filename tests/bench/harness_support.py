@@ -123,6 +123,17 @@ def run_script(
     )
 
 
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess[str], prog: str = "", status: int = 2
+) -> str:
+    """``proc`` failed with ``status`` and one line on stderr (``prog: error: ...``); that line."""
+    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"{prog}: error: ") if prog else "error:" in lines[0], lines[0]
+    return lines[0]
+
+
 def run_cli(*args: str, timeout: float = 60) -> Run:
     proc = subprocess.run(
         bench_cmd(*args),

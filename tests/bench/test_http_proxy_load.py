@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness_support import run_script
+from harness_support import assert_one_line_error, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "run-http-proxy-load.sh"
@@ -43,11 +43,8 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_flags_are_one_line_and_exit_2(args: tuple[str, ...], needle: str) -> None:
     proc = run(*args)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("run-http-proxy-load.sh: error: "), lines[0]
-    assert needle in lines[0], lines[0]
+    line = assert_one_line_error(proc, "run-http-proxy-load.sh")
+    assert needle in line, line
     assert proc.stdout == ""
 
 

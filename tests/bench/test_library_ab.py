@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from harness_support import run_script
+from harness_support import assert_one_line_error, run_script
 
 from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.tools import library_ab
@@ -240,12 +240,8 @@ def test_a_small_real_comparison_against_head(tmp_path: Path) -> None:
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], needle: str) -> None:
     if any("HEAD" in a or "rev" in a for a in args) and not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout")
-    proc = run(*args)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("run-library-ab.sh: error: "), lines[0]
-    assert needle in lines[0], lines[0]
+    line = assert_one_line_error(run(*args), "run-library-ab.sh")
+    assert needle in line, line
 
 
 def test_help_explains_the_comparison() -> None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness_support import processes_mentioning
+from harness_support import assert_one_line_error, processes_mentioning
 from harness_support import run_script as run
 
 from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv, read_summary_csv
@@ -59,15 +59,6 @@ def assert_summary_matches_runs(cell: Path, runs: int) -> None:
         assert math.isclose(stat.mean, statistics.fmean(numbers), rel_tol=1e-9, abs_tol=1e-9)
         expected = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
         assert math.isclose(stat.stdev, expected, rel_tol=1e-6, abs_tol=1e-9), metric
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 2) -> str:
-    assert proc.returncode == status, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "error:" in lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(
