@@ -40,11 +40,12 @@ from bytes_handoff_bench.cli_common import (
     whole_number,
 )
 from bytes_handoff_bench.errors import BenchError
+from bytes_handoff_bench.extras import default_loop
+from bytes_handoff_bench.names import Loop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY = ROOT / "examples" / "http_proxy.py"
 STARTUP_SECONDS = 15.0
-LOOPS = ("asyncio", "uvloop")
 
 # -- the upstream -------------------------------------------------------------------------------
 
@@ -277,10 +278,10 @@ def medians(results: list[Result]) -> list[Result]:
 def loop_names(text: str) -> list[str]:
     """A comma-separated list of event loops, each available here."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LOOPS]
+    unknown = [name for name in names if name not in tuple(Loop)]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"expected loops from {', '.join(LOOPS)}, comma separated, got {text!r}"
+            f"expected loops from {', '.join(Loop)}, comma separated, got {text!r}"
         )
     if "uvloop" in names and importlib.util.find_spec("uvloop") is None:
         raise argparse.ArgumentTypeError("uvloop is not installed (pip install uvloop)")
@@ -310,7 +311,7 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument(
         "--loops",
         type=loop_names,
-        default="asyncio,uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        default=f"{Loop.ASYNCIO},{Loop.UVLOOP}" if default_loop() == Loop.UVLOOP else Loop.ASYNCIO,
         help="proxy event loops, in order",
     )
     parser.add_argument(

@@ -28,6 +28,7 @@ from .names import Loop
 __all__ = [
     "BENCH_EXTRA_HINT",
     "EXIT_MISSING",
+    "MICRO_EXTRA_HINT",
     "REQUIRED",
     "check_bench_extra",
     "default_loop",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 BENCH_EXTRA_HINT = "install the bench extra: pip install 'bytes-handoff[bench]'"
+#: What the micro-benchmark tools (the criterion script, the library A/B) need.
+MICRO_EXTRA_HINT = "install the micro extra: pip install 'bytes-handoff[micro]'"
 EXIT_MISSING = 2
 
 #: (module, package name as pip knows it) that every entry point needs.

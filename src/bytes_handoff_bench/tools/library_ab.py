@@ -58,7 +58,8 @@ from bytes_handoff_bench.cli_common import (
     whole_number,
 )
 from bytes_handoff_bench.errors import BenchError
-from bytes_handoff_bench.extras import missing_packages
+from bytes_handoff_bench.extras import MICRO_EXTRA_HINT, missing_packages
+from bytes_handoff_bench.names import Loop
 from bytes_handoff_bench.processes import RunError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -68,7 +69,6 @@ BENCHES = ROOT / "benches"
 VARIANTS = ("base", "tree", "tree2")
 MAX_BLOCKS = 1000
 MAX_ROUNDS = 1000
-MICRO_HINT = "install the micro extra: pip install 'bytes-handoff[micro]'"
 
 #: An import of the library at the start of a line (absolute, so it must be renamed).
 _IMPORT = re.compile(r"^(\s*)(from|import) bytes_handoff(?=[\s.])", re.M)
@@ -192,7 +192,7 @@ def find_cases(stems: Sequence[str], families: Sequence[str] | None) -> list[Cas
 
 
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:
-    if name == "uvloop":
+    if name == Loop.UVLOOP:
         import uvloop
 
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -310,8 +310,8 @@ def build_parser(prog: str) -> OneLineParser:
     )
     parser.add_argument(
         "--loop",
-        choices=("uvloop", "asyncio"),
-        default="uvloop",
+        choices=[m.value for m in Loop],
+        default=Loop.UVLOOP,
         help="event loop for the async cases",
     )
     parser.add_argument("--cores", type=core_list, help="pin the run with taskset -c CORES")
@@ -346,10 +346,10 @@ def table(results: Sequence[Result], title: str) -> str:
 
 def run(prog: str, argv: Sequence[str]) -> int:
     args = build_parser(prog).parse_args(argv)
-    needed = [("pytest", "pytest")] + [("uvloop", "uvloop")] * (args.loop == "uvloop")
+    needed = [("pytest", "pytest")] + [("uvloop", "uvloop")] * (args.loop == Loop.UVLOOP)
     missing = missing_packages(needed)
     if missing:
-        raise UsageError(f"missing {', '.join(missing)}: {MICRO_HINT}")
+        raise UsageError(f"missing {', '.join(missing)}: {MICRO_EXTRA_HINT}")
     commit = resolve(args.rev)
     try:
         args.results_dir.mkdir(parents=True, exist_ok=True)

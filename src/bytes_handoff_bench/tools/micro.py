@@ -60,12 +60,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bytes_handoff_bench.cli_common import OneLineParser, UsageError, prog_and_args, run_main
-from bytes_handoff_bench.extras import missing_packages
+from bytes_handoff_bench.extras import MICRO_EXTRA_HINT, missing_packages
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCHES = ROOT / "benches"
-MICRO_HINT = "install the micro extra: pip install 'bytes-handoff[micro]'"
 MAX_SAMPLE_SIZE = 1_000_000
 MAX_SECONDS = 3600
 DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
@@ -268,7 +267,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
     if loop == "uvloop":
         needed.append(("uvloop", "uvloop"))
     missing = missing_packages(needed)
-    missing_line = f"missing {', '.join(missing)}: {MICRO_HINT} ({python})"
+    missing_line = f"missing {', '.join(missing)}: {MICRO_EXTRA_HINT} ({python})"
     if args.help:
         families = "unknown (" + missing_line + ")" if missing else ""
         families = families or " ".join(collect_families(python, BENCHES))
