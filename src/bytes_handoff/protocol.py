@@ -27,6 +27,7 @@ could not send at once never sees reused storage.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,6 +43,8 @@ __all__ = [
     "open_handoff_connection",
     "start_handoff_server",
 ]
+
+logger = logging.getLogger("bytes_handoff")
 
 #: Read bounds when none are given: 64 KiB buffered, 16 KiB per read.
 DEFAULT_CONFIG = HandoffBufferConfig(max_len=64 * 1024)
@@ -318,13 +321,14 @@ class TransportWriter:
 
     def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
         """Hand the batch to the transport; ``0`` while it asks to pause writing."""
-        # Hot path: one writelines per batch.
+        # Hot path: one writelines per batch. "Closed" is looked at before "paused": a
+        # transport lost while paused never resumes, and answering 0 then would spin.
         proto = self._proto
-        if proto._write_paused:
-            return 0
         transport = proto.transport
         if proto.closed or transport is None or transport.is_closing():
             raise _broken(proto)
+        if proto._write_paused:
+            return 0
         transport.writelines(chunks)
         return sum(map(len, chunks))
 
@@ -365,8 +369,12 @@ async def start_handoff_server(
 ) -> asyncio.Server:
     """``asyncio.start_server`` for the protocol path: ``handler(proto)`` runs per connection.
 
-    The transport is closed when the handler returns or fails. ``ssl=`` and
-    the other keyword arguments go to ``loop.create_server``.
+    Each connection reads into a buffer bounded by ``config`` (default:
+    ``max_len`` 64 KiB, 16 KiB per read). The transport is closed when the
+    handler returns or fails; a handler that raises is logged in one line
+    (logger ``bytes_handoff``, with the traceback at DEBUG level) and only
+    its connection is closed. ``ssl=`` and the other keyword arguments go to
+    ``loop.create_server``.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -374,6 +382,17 @@ async def start_handoff_server(
     async def run(proto: HandoffProtocol) -> None:
         try:
             await handler(proto)
+        except Exception as exc:
+            # One line per failed connection, as asyncio.start_server reports its callback's
+            # failures through logging; never "Task exception was never retrieved".
+            peer = proto.transport.get_extra_info("peername") if proto.transport else None
+            logger.error(
+                "connection from %s: handler failed: %s: %s",
+                _address(peer),
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
         finally:
             if proto.transport is not None:
                 proto.transport.close()
@@ -390,6 +409,13 @@ async def start_handoff_server(
         return proto
 
     return await loop.create_server(factory, host, port, ssl=ssl, **kwargs)
+
+
+def _address(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer) if peer else "an unnamed peer"
 
 
 class _ConnectingProtocol(HandoffProtocol):
