@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import errno
 import random
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -67,27 +65,6 @@ async def tcp_pair() -> AsyncIterator[tuple[Any, Any]]:
     finally:
         for stream in (client, server):
             await anyio.aclose_forcefully(stream)
-
-
-@pytest.fixture(scope="session")
-def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(client, server) contexts for a self-signed ``localhost`` certificate made now."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    # fmt: off
-    command = [
-        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]
-    # fmt: on
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert, key)
-    client = ssl.create_default_context(cafile=str(cert))
-    return client, server
 
 
 @contextlib.asynccontextmanager

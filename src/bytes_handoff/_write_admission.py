@@ -56,10 +56,15 @@ class WriteAdmission:
             )
         return None
 
-    async def wait(self) -> None:
-        """Park until room may have been freed (or the queue closed); then check again."""
+    def next_wake(self) -> asyncio.Future[None]:
+        """A future resolved at the next wake-up (room may have been freed, or the queue closed)."""
         fut = self._loop.create_future()
         self._waiters.append(fut)
+        return fut
+
+    async def wait(self) -> None:
+        """Park until room may have been freed (or the queue closed); then check again."""
+        fut = self.next_wake()
         try:
             await fut
         finally:

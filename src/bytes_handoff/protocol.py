@@ -30,12 +30,15 @@ import asyncio
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._types import BytesLike
 from .adapters import register_writer
 from .errors import BufferIOError, LimitExceeded
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
+
+if TYPE_CHECKING:
+    from .write_queue import WriteHandoff
 
 __all__ = [
     "HandoffProtocol",
@@ -73,10 +76,14 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         self.closed = False
         #: Why the connection was lost, ``None`` for a clean close.
         self.exception: Exception | None = None
-        self._unseen = 0  # bytes arrived since read_available last returned
+        #: Bytes arrived since read_available last returned; the ones still buffered
+        #: (the last ``min(_unseen, len(buffer))``) are what it has not reported yet.
+        self._unseen = 0
         self._reader_waiting: asyncio.Future[None] | None = None
-        self._paused_full = False  # reading paused because the buffer is full
-        self._paused_by_user = False
+        # Why reading is paused; the transport reads only while none of these holds.
+        self._paused_full = False  # the buffer is full
+        self._paused_by_user = False  # pause_reading()
+        self._paused_for_room = False  # pause_until_room(): a write queue is full
         self._write_paused = False
         self._write_shut = False  # a WriteHandoff shut our write side
         self._tls = False
@@ -156,27 +163,67 @@ class HandoffProtocol(asyncio.BufferedProtocol):
 
     def pause_reading(self) -> None:
         """Stop reading from the transport until :meth:`resume_reading` (for write backpressure)."""
-        if not self._paused_by_user:
-            self._paused_by_user = True
-            if not self._paused_full and self.transport is not None:
-                self.transport.pause_reading()
+        self._paused_by_user = True
+        self._pause_transport()
 
     def resume_reading(self) -> None:
-        """Undo :meth:`pause_reading`; reading stays paused while the buffer is full."""
-        if self._paused_by_user:
-            self._paused_by_user = False
-            self._resume_transport()
+        """Undo :meth:`pause_reading`, and read again if the buffer has room.
+
+        Call it after taking bytes out of a full buffer outside ``on_data``
+        (the awaitable readers resume by themselves): reading paused on a full
+        buffer resumes as soon as there is room and nothing else holds it.
+        """
+        self._paused_by_user = False
+        self._resume_transport()
+
+    def pause_until_room(self, out: WriteHandoff, size: int = 1) -> None:
+        """Back-pressure for the callback style: stop reading until ``out`` has room for ``size``.
+
+        Call it from ``on_data`` when the next frame does not fit ``out``
+        (``out.fits(size)`` is false) and return, leaving the frame buffered.
+        Once a ``size``-byte chunk fits (or ``out`` closes), ``on_data`` runs
+        again, so the step goes on with what is buffered, and then reading
+        resumes unless something else still holds it. No task is involved.
+        ``ByteBudgetExceeded`` at once if ``size`` could never fit;
+        ``WriteClosed`` if ``out`` is closed (nothing will make room).
+        """
+        out.call_when_fits(size, self._room_ready)  # checks its arguments first
+        self._paused_for_room = True
+        self._pause_transport()
+
+    def _room_ready(self) -> None:
+        self._paused_for_room = False
+        on_data = self.on_data
+        if on_data is not None and not self.closed:
+            try:
+                on_data(self)  # it may pause again for the next frame
+            except Exception as exc:
+                # Raised outside the transport's own callbacks: fail the connection as
+                # the transport does when buffer_updated raises, in one log line.
+                logger.error("on_data failed after room was freed: %s: %s", type(exc).__name__, exc)
+                self.exception = exc
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+        self._resume_transport()
+
+    def _pause_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed and transport.is_reading():
+            transport.pause_reading()
 
     def _resume_transport(self) -> None:
         if self._paused_full:
             if len(self.buffer) >= self.buffer.max_len:
                 return
             self._paused_full = False
+        if self._paused_by_user or self._paused_for_room:
+            return
         transport = self.transport
         if (
-            not self._paused_by_user
-            and transport is not None
+            transport is not None
             and not self.closed
+            and not transport.is_closing()
             and not transport.is_reading()
         ):
             transport.resume_reading()
@@ -209,22 +256,29 @@ class HandoffProtocol(asyncio.BufferedProtocol):
             raise BufferIOError(exc) from exc
 
     async def read_available(self) -> int:
-        """Wait for bytes that arrived since the last call; their count, ``0`` at end of stream.
+        """Wait for bytes it has not reported yet; their count, ``0`` at end of stream.
 
-        The bytes are in :attr:`buffer`. A full buffer raises
-        ``LimitExceeded(attempted=len + 1, limit=max_len)`` (take bytes out
-        first); a connection lost with an error raises ``BufferIOError``.
+        The bytes are in :attr:`buffer`: the last ``n`` buffered ones. Bytes
+        left buffered by ``read_until`` / ``read_exactly`` count as not
+        reported, so reading a head with ``read_until`` and then the body with
+        ``read_available`` returns at once. A full buffer whose bytes were all
+        reported raises ``LimitExceeded(attempted=len + 1, limit=max_len)``
+        (take bytes out first); a connection lost with an error raises
+        ``BufferIOError``.
         """
         buf = self.buffer
-        while self._unseen == 0:
+        while True:
+            length = buf._end - buf._start
+            n = self._unseen if self._unseen < length else length
+            if n:
+                self._unseen = 0
+                return n
             if self.at_eof:
                 self._raise_if_failed()
                 return 0
-            if len(buf) >= buf.max_len:
-                raise LimitExceeded(attempted=len(buf) + 1, limit=buf.max_len)
+            if length >= buf._max_len:
+                raise LimitExceeded(attempted=length + 1, limit=buf._max_len)
             await self._wait()
-        n, self._unseen = self._unseen, 0
-        return n
 
     async def read_until(self, sep: bytes = b"\n", max_bytes: int | None = None) -> bytes:
         """The next frame up to and with ``sep``, as owned ``bytes`` (``StreamReader.readuntil``).
@@ -232,12 +286,26 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         ``asyncio.LimitOverrunError`` if no ``sep`` ends within ``max_bytes``
         (default ``max_len``; the bytes stay buffered);
         ``asyncio.IncompleteReadError`` carrying the rest at end of stream.
-        The search resumes where the previous one stopped.
+        The search resumes where the previous one stopped. A full buffer
+        without ``sep`` raises ``LimitOverrunError`` too, whatever
+        ``max_bytes`` says: nothing more can arrive until bytes are taken out.
         """
+        if type(sep) is not bytes:
+            try:
+                sep = bytes(memoryview(sep))  # one copy: the resumed search needs bytes
+            except TypeError:
+                raise TypeError(
+                    f"sep must be a bytes-like object, got {type(sep).__name__}"
+                ) from None
         if not sep:
             raise ValueError("sep must not be empty")
         buf = self.buffer
-        limit = buf.max_len if max_bytes is None else max_bytes
+        if max_bytes is None:
+            limit = buf.max_len
+        elif type(max_bytes) is not int:
+            raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+        else:
+            limit = max_bytes
         while True:
             pos = buf.find(sep)
             if pos >= 0:
@@ -246,11 +314,16 @@ class HandoffProtocol(asyncio.BufferedProtocol):
                     raise asyncio.LimitOverrunError(
                         f"separator found at byte {end}, past the limit of {limit}", pos
                     )
-                self._unseen = 0
                 return buf.split_prefix(end)
             if len(buf) >= limit:
                 raise asyncio.LimitOverrunError(
                     f"separator not found within {limit} bytes", len(buf)
+                )
+            if len(buf) >= buf.max_len:
+                raise asyncio.LimitOverrunError(
+                    f"separator not found in a full buffer ({len(buf)} bytes, max_len"
+                    f" {buf.max_len}; max_bytes {limit})",
+                    len(buf),
                 )
             if self.at_eof:
                 self._raise_if_failed()
@@ -276,7 +349,6 @@ class HandoffProtocol(asyncio.BufferedProtocol):
                 self._raise_if_failed()
                 raise asyncio.IncompleteReadError(buf.freeze_all(), n)
             await self._wait()
-        self._unseen = 0
         return buf.split_prefix(n)
 
     # -- the write side -------------------------------------------------------------------------

@@ -174,6 +174,12 @@ def _owned(data: object) -> tuple[BytesLike, int]:
     return out, len(out)
 
 
+def _bad_size(size: object) -> Exception:
+    if type(size) is int:
+        return ValueError(f"size must be >= 0, got {size}")
+    return TypeError(f"size must be an int, got {type(size).__name__}")
+
+
 class WriteHandoff:
     """A bounded write queue drained by one writer task. Create it with :meth:`spawn`."""
 
@@ -257,6 +263,52 @@ class WriteHandoff:
             finally:
                 if fut in self._flush_waiters:
                     self._flush_waiters.remove(fut)
+
+    def fits(self, size: int) -> bool:
+        """Whether a ``size``-byte chunk would be accepted now (``try_write`` would not refuse it).
+
+        ``False`` once the handoff is closed.
+        """
+        if type(size) is not int or size < 0:
+            raise _bad_size(size)
+        adm = self._admission
+        if self._closed:
+            return False
+        if len(self._chunks) < adm.max_items and adm.pending + size <= adm.max_bytes:
+            return True
+        self._write_through()  # frees room at once when the writer keeps up
+        return not self._closed and adm.fits(len(self._chunks), size)
+
+    def call_when_fits(self, size: int, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` on the loop, once, when ``size`` bytes fit or the handoff closes.
+
+        The callback-style way to wait for room (no task): see
+        ``HandoffProtocol.pause_until_room``. ``ByteBudgetExceeded`` at once
+        if ``size`` is over the whole byte budget, ``WriteClosed`` if the
+        handoff is closed already: neither would ever change.
+        """
+        if type(size) is not int or size < 0:
+            raise _bad_size(size)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if size > self._admission.max_bytes:
+            raise ByteBudgetExceeded(attempted=size, limit=self._admission.max_bytes)
+        if self._closed:
+            raise WriteClosed() from self._error
+        if self.fits(size):
+            self._loop.call_soon(callback)
+        else:
+            self._call_on_room(size, callback)
+
+    def _call_on_room(self, size: int, callback: Callable[[], object]) -> None:
+        def woken(_: asyncio.Future[None]) -> None:
+            # A wake-up says room may have been freed; another producer may have taken it.
+            if self._closed or self.fits(size):
+                callback()
+            else:
+                self._call_on_room(size, callback)
+
+        self._admission.next_wake().add_done_callback(woken)
 
     # -- producers --------------------------------------------------------------------------
     #
