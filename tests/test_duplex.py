@@ -33,9 +33,7 @@ async def started(coro: Awaitable[Any]) -> asyncio.Task[Any]:
 @pytest.mark.parametrize("capacity", [0, -1])
 async def test_duplex_pair_needs_a_positive_capacity(capacity: int) -> None:
     async with asyncio.timeout(WAIT):
-        with pytest.raises(
-            ValueError, match=f"duplex capacity must be at least 1 byte, got {capacity}"
-        ):
+        with pytest.raises(ValueError, match=f"duplex capacity must be at least 1, got {capacity}"):
             duplex_pair(capacity)
 
 

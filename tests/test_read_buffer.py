@@ -532,11 +532,13 @@ def test_split_through_takes_each_complete_frame_and_leaves_the_partial_one() ->
     assert frame == b"GE" and len(buf) == 0 and buf.split_through(b"\n") is None
 
 
-def test_split_through_returns_owned_bytes_and_ignores_an_empty_separator() -> None:
+def test_split_through_returns_owned_bytes_and_refuses_an_empty_separator() -> None:
     buf = HandoffBuffer.from_tail(bytearray(b"ab\ncd\n"), HandoffBufferConfig(64))
     first = buf.split_through(b"\n")
     assert type(first) is bytes
     buf.reserve_read_capacity(50)  # may move or grow the storage
     assert first == b"ab\n"
-    assert buf.split_through(b"") is None
+    for call in (buf.split_through, buf.find):
+        with pytest.raises(ValueError, match="must not be empty"):
+            call(b"")  # as find(b"") would be 0 and split_through(b"") b"": agree by refusing
     assert len(buf) == 3

@@ -663,3 +663,56 @@ def test_closing_a_socket_right_after_abort_is_safe(loop_name: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "survived"
+
+
+# -- bounds are ints, checked at construction ------------------------------------------------
+
+BOUNDS = {
+    "HandoffBufferConfig.max_len": lambda v: HandoffBufferConfig(max_len=v),
+    "HandoffBufferConfig.read_reserve": lambda v: HandoffBufferConfig(64, read_reserve=v),
+    "HandoffBuffer(max_len)": lambda v: HandoffBuffer(v),
+    "HandoffBuffer(read_reserve)": lambda v: HandoffBuffer(64, v),
+    "WriteHandoffConfig.max_items": lambda v: WriteHandoffConfig(max_items=v),
+    "WriteHandoffConfig.max_pending_bytes": lambda v: WriteHandoffConfig(max_pending_bytes=v),
+    "duplex_pair(capacity)": lambda v: duplex_pair(v),
+}
+
+
+@pytest.mark.parametrize("bound", sorted(BOUNDS))
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (1.5, TypeError),
+        (float("nan"), TypeError),
+        (float("inf"), TypeError),
+        ("64k", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        (0, ValueError),
+        (-1, ValueError),
+        (2**64, ValueError),
+    ],
+    ids=["float", "nan", "inf", "str", "bool", "none", "zero", "negative", "huge"],
+)
+def test_every_bound_refuses_what_is_not_a_positive_int_and_names_itself(
+    bound: str, value: object, error: type[Exception]
+) -> None:
+    field = bound.split("(")[-1].rstrip(")").split(".")[-1]
+    field = "duplex capacity" if field == "capacity" else field
+    with pytest.raises(error, match=field):
+        BOUNDS[bound](value)
+
+
+class Index:
+    """An integer type of someone else's (numpy's int64, say): it has ``__index__``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __index__(self) -> int:
+        return self.n
+
+
+def test_a_bound_given_as_an_index_type_is_stored_as_an_int() -> None:
+    cfg = HandoffBufferConfig(max_len=Index(4096), read_reserve=Index(512))  # type: ignore[arg-type]
+    assert (type(cfg.max_len), cfg.max_len, type(cfg.read_reserve)) == (int, 4096, int)

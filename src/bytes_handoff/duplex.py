@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from ._checks import positive_int
 from ._types import BytesLike
 
 __all__ = ["DuplexStream", "duplex_pair"]
@@ -186,8 +187,7 @@ class DuplexStream:
 
 def duplex_pair(capacity: int = 64 * 1024) -> tuple[DuplexStream, DuplexStream]:
     """Return two connected endpoints; each direction buffers at most ``capacity`` bytes."""
-    if capacity < 1:
-        raise ValueError(f"duplex capacity must be at least 1 byte, got {capacity}")
+    capacity = positive_int(capacity, "duplex capacity")
     a_to_b = _Pipe(capacity)
     b_to_a = _Pipe(capacity)
     return DuplexStream(b_to_a, a_to_b), DuplexStream(a_to_b, b_to_a)

@@ -11,10 +11,11 @@ One buffer belongs to one task at a time: it is parser state, not a channel.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._checks import count as _count
+from ._checks import positive_int
 from .adapters import ByteReader, as_reader
 from .errors import BufferIOError, LimitExceeded, SplitOutOfBounds
 
@@ -24,14 +25,6 @@ DEFAULT_READ_RESERVE = 16 * 1024
 
 #: ``read_available``'s reader before the first read: never a real reader.
 _NO_READER = object()
-
-
-def _count(n: object, name: str) -> int:
-    """``n`` as an ``int`` (anything with ``__index__``), else ``TypeError`` naming its type."""
-    try:
-        return operator.index(n)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +39,20 @@ class HandoffBufferConfig:
     read_reserve: int = DEFAULT_READ_RESERVE
 
     def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ValueError(f"max_len must be at least 1, got {self.max_len}")
-        if self.read_reserve < 1:
-            raise ValueError(f"read_reserve must be at least 1, got {self.read_reserve}")
+        object.__setattr__(self, "max_len", positive_int(self.max_len, "max_len"))
+        object.__setattr__(self, "read_reserve", positive_int(self.read_reserve, "read_reserve"))
+
+
+def _separator(sub: object) -> bytes:
+    """A separator as ``bytes``: one copy, so the remembered search keeps no caller's buffer."""
+    if isinstance(sub, int) and not isinstance(sub, bool):
+        return bytes((sub,))  # bytes.find(int) semantics; ValueError outside 0..255
+    try:
+        return bytes(memoryview(sub))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"the separator must be a bytes-like object, got {type(sub).__name__}"
+        ) from None
 
 
 class HandoffBuffer:
@@ -160,9 +163,16 @@ class HandoffBuffer:
 
         ``start`` and ``end`` work as in ``bytes.find``. Without them, a search
         for the same ``sub`` as last time resumes where that one stopped.
+        ``sub`` is any bytes-like object (or a byte value); an empty ``sub``
+        raises ``ValueError``, as in :meth:`split_through`: it would match
+        everywhere, and a parser looping on it would never end.
         """
         base = self._start
-        if start is None and end is None and type(sub) is bytes and sub:
+        if type(sub) is not bytes:
+            sub = _separator(sub)
+        if not sub:
+            raise ValueError("the separator must not be empty")
+        if start is None and end is None:
             # Hot path: a parser looking for its next delimiter, resuming the last search.
             at = self._scan_at
             if sub is not self._scan_sep and sub != self._scan_sep:
@@ -338,11 +348,12 @@ class HandoffBuffer:
         """Remove and return the bytes up to and including the next ``sep``, or ``None``.
 
         ``None`` means no complete ``sep``-terminated frame is buffered yet
-        (nothing changes). The same as ``find`` + ``split_prefix``, in one call.
+        (nothing changes). The same as ``find`` + ``split_prefix``, in one call;
+        an empty ``sep`` raises ``ValueError``.
         """
         # Hot path: a delimiter-framed parser's whole step, one search and one copy.
         if not sep:
-            return None
+            raise ValueError("the separator must not be empty")
         start = self._start
         end = self._end
         at = self._scan_at

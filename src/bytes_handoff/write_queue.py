@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ._checks import positive_int
 from ._types import BytesLike
 from ._write_admission import WriteAdmission
 from ._write_batch import WriteBatch
@@ -89,10 +90,10 @@ class WriteHandoffConfig:
     max_pending_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_items < 1:
-            raise ValueError(f"max_items must be at least 1, got {self.max_items}")
-        if self.max_pending_bytes < 1:
-            raise ValueError(f"max_pending_bytes must be at least 1, got {self.max_pending_bytes}")
+        object.__setattr__(self, "max_items", positive_int(self.max_items, "max_items"))
+        object.__setattr__(
+            self, "max_pending_bytes", positive_int(self.max_pending_bytes, "max_pending_bytes")
+        )
 
 
 class WriteTicket:
