@@ -34,12 +34,14 @@ from bytes_handoff import (
     BufferIOError,
     BytesLike,
     HandoffBuffer,
+    HandoffBufferConfig,
     WriteClosed,
     WriteHandoff,
     WriteHandoffConfig,
     WriteIOError,
     as_reader,
     as_writer,
+    tunnel,
 )
 from bytes_handoff.anyio_streams import SEND_BYTES, AnyioReader, AnyioWriter
 
@@ -633,6 +635,52 @@ async def test_reader_keeps_what_a_stream_over_delivers() -> None:
             counts.append(n)
         assert max(counts) <= 7
         assert buf.freeze_all() == b"".join(parts)
+
+
+class UnhashableRecorder(Recorder):
+    """A stream that cannot be a dict key (it defines ``__eq__``, as a dataclass would)."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("kind", [Recorder, UnhashableRecorder], ids=["hashable", "unhashable"])
+@pytest.mark.parametrize("switch", ["tunnel", "take_tail"])
+@pytest.mark.asyncio
+async def test_over_delivered_bytes_survive_a_mode_switch(switch: str, kind: type) -> None:
+    """The parser reads a little, then moves on: the stream's excess must go with it."""
+    with anyio.fail_after(WAIT):
+        parts = [bytes(range(i, i + 11)) for i in range(0, 55, 11)]  # 55 bytes, 11 per receive
+        stream = kind(*parts, over_deliver=True)
+        buf = HandoffBuffer(1024, read_reserve=4)
+        assert await buf.read_available(stream) == 4  # 7 bytes over-delivered, kept
+        got = bytearray(buf.split_prefix(2))
+        if switch == "tunnel":
+            sink = Recorder()
+            async with WriteHandoff.spawn(sink) as out:
+                await tunnel(buf, stream, out)
+            got += b"".join(sink.sent)
+        else:
+            next_mode = HandoffBuffer.from_tail(buf.take_tail(), HandoffBufferConfig(1024))
+            while await next_mode.read_available(stream):
+                pass
+            got += next_mode.freeze_all()
+        assert bytes(got) == b"".join(parts)
+
+
+@pytest.mark.asyncio
+async def test_an_empty_chunk_before_a_large_one_is_written_with_it() -> None:
+    with anyio.fail_after(WAIT):
+        stream = Recorder()
+        large = bytes(range(256)) * 800  # 200 KB: more than one send joins
+        async with WriteHandoff.spawn(stream) as out:
+            empty = out.try_write(b"")
+            whole = out.try_write(large)
+        await empty
+        await whole
+        assert b"".join(stream.sent) == large
 
 
 def broken(cause: BaseException | None) -> anyio.BrokenResourceError:

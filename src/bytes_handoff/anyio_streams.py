@@ -34,6 +34,7 @@ what anyio returned or never took it from the stream.
 from __future__ import annotations
 
 import errno
+import weakref
 from collections.abc import Sequence
 
 import anyio
@@ -61,21 +62,73 @@ def _os_error(exc: Exception, broken_errno: int) -> OSError:
     return OSError(broken_errno, f"anyio stream is broken: {exc!r}")
 
 
+class _Excess:
+    """Bytes a stream returned beyond what was asked, kept per stream until read.
+
+    Kept by stream, not by adapter: a parser that moves on (``take_tail`` into
+    a new ``HandoffBuffer``, ``tunnel()``) reads the same stream through a new
+    adapter, and must get these bytes first. Streams are held weakly; one that
+    cannot be (unhashable) is held by id while bytes are pending.
+    """
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakKeyDictionary[object, memoryview] = weakref.WeakKeyDictionary()
+        self._by_id: dict[int, tuple[object, memoryview]] = {}
+        #: Whether any bytes are pending at all: the one check on the hot path.
+        self.any = False
+
+    def take(self, stream: object, view: memoryview) -> int | None:
+        """Move pending bytes of ``stream`` into ``view``; ``None`` if it has none."""
+        if _hashable(stream):
+            pending = self._weak.get(stream)
+        else:
+            entry = self._by_id.get(id(stream))
+            pending = entry[1] if entry is not None else None
+        if pending is None:
+            return None
+        n = min(len(view), len(pending))
+        view[:n] = pending[:n]
+        self.put(stream, pending[n:])
+        return n
+
+    def put(self, stream: object, pending: memoryview) -> None:
+        if _hashable(stream):
+            if pending:
+                self._weak[stream] = pending
+            else:
+                self._weak.pop(stream, None)
+        elif pending:
+            self._by_id[id(stream)] = (stream, pending)
+        else:
+            self._by_id.pop(id(stream), None)
+        self.any = bool(self._weak) or bool(self._by_id)
+
+
+def _hashable(obj: object) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+_EXCESS = _Excess()
+
+
 class AnyioReader:
     """Reads an anyio ``ByteReceiveStream``: one ``receive(len(view))``, copied into the view.
 
-    A stream that returns more than it was asked for (anyio's own never do)
-    loses nothing: the excess is kept here and served by the next reads, so
-    keep using the same reader (a ``HandoffBuffer`` keeps its adapter while it
-    reads the same stream).
+    A stream that returns more than it was asked for (anyio's contract lets
+    ``max_bytes`` be a hint) loses nothing: the excess is kept for that stream
+    and served first by the next read from it, through this reader or any
+    other (a new buffer after ``take_tail``, ``tunnel()``).
     """
 
-    __slots__ = ("_excess", "_receive", "_stream")
+    __slots__ = ("_receive", "_stream")
 
     def __init__(self, stream: ByteReceiveStream) -> None:
         self._stream = stream
         self._receive = stream.receive  # bound once: one attribute lookup less per read
-        self._excess: memoryview | None = None
 
     @property
     def stream(self) -> ByteReceiveStream:
@@ -85,8 +138,10 @@ class AnyioReader:
     async def read_into(self, view: memoryview) -> int:
         # Hot path: one receive, one copy into the buffer's spare room, no await after it.
         want = len(view)
-        if self._excess is not None or want == 0:
-            return self._take_excess(view)
+        if want == 0:
+            return 0  # anyio refuses max_bytes=0
+        if _EXCESS.any and (n := _EXCESS.take(self._stream, view)) is not None:
+            return n
         try:
             data = await self._receive(want)
         except anyio.EndOfStream:
@@ -95,18 +150,10 @@ class AnyioReader:
             raise _os_error(exc, errno.ECONNRESET) from exc
         n = len(data)
         if n > want:
-            self._excess = memoryview(data)
-            return self._take_excess(view)
+            view[:want] = data[:want]
+            _EXCESS.put(self._stream, memoryview(data)[want:])
+            return want
         view[:n] = data
-        return n
-
-    def _take_excess(self, view: memoryview) -> int:
-        excess = self._excess
-        if excess is None:
-            return 0  # an empty view: anyio refuses max_bytes=0
-        n = min(len(view), len(excess))
-        view[:n] = excess[:n]
-        self._excess = excess[n:] if n < len(excess) else None
         return n
 
 
@@ -148,9 +195,11 @@ class AnyioWriter:
         elif sum(map(len, chunks)) <= SEND_BYTES:
             data = b"".join(chunks)  # the usual case: the whole batch in one send
         else:
+            # A prefix of whole chunks of about SEND_BYTES, with at least one non-empty
+            # chunk in it: a send of nothing would report 0 bytes written.
             size = len(first)
             end = 1
-            while end < len(chunks) and size + len(chunks[end]) <= SEND_BYTES:
+            while end < len(chunks) and (size == 0 or size + len(chunks[end]) <= SEND_BYTES):
                 size += len(chunks[end])
                 end += 1
             data = b"".join(chunks[:end]) if end > 1 else bytes(first)
