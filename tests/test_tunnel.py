@@ -9,10 +9,15 @@ import pytest
 
 import bytes_handoff.raw_tunnel as tunnel_module
 from bytes_handoff import (
+    BufferIOError,
     HandoffBuffer,
+    HandoffProtocol,
     WriteHandoff,
+    WriteIOError,
     duplex_pair,
+    open_handoff_connection,
     splice_supported,
+    start_handoff_server,
     tunnel,
 )
 from bytes_handoff.adapters import SocketWriter
@@ -132,3 +137,64 @@ async def test_tunnel_idle_timeout_also_ends_a_wait_on_a_destination_that_stoppe
         sender.cancel()
     assert loop.time() - started < 5
     assert handoff.closed
+
+
+# -- a transport closed under a tunnel -------------------------------------------------------
+
+
+async def _peer_sees_the_close(sock: socket.socket) -> None:
+    """Read until end of stream or a reset: what a peer sees of a connection really closed."""
+    loop = asyncio.get_running_loop()
+    try:
+        while await loop.sock_recv(sock, 65536):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+@pytest.mark.parametrize("side", ["source", "destination"])
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+@pytest.mark.asyncio
+async def test_closing_either_tunnelled_transport_closes_its_connection_and_ends_the_tunnel(
+    splice: bool, side: str, how: str
+) -> None:
+    """A server that closes its transports at shutdown must really close tunnelled ones.
+
+    The splice path works on duplicated descriptors: closing the transport alone
+    left the kernel socket open, the peer never saw the close and ``tunnel()``
+    never returned. The copy path took a local close of the source for a clean end.
+    """
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[BaseException | None] = loop.create_future()
+    protos: dict[str, HandoffProtocol] = {}
+    with socket.create_server(("127.0.0.1", 0)) as sink_listener:
+        sink_listener.setblocking(False)
+
+        async def handler(proto: HandoffProtocol) -> None:
+            dst = await open_handoff_connection("127.0.0.1", sink_listener.getsockname()[1])
+            protos["source"], protos["destination"] = proto, dst
+            try:
+                await tunnel(proto.buffer, proto, WriteHandoff.spawn(dst), splice=splice)
+                ended.set_result(None)
+            except Exception as exc:
+                ended.set_result(exc)
+            finally:
+                assert dst.transport is not None
+                dst.transport.close()
+
+        server = await start_handoff_server(handler, "127.0.0.1", 0)
+        async with server, asyncio.timeout(10):
+            client = socket.create_connection(server.sockets[0].getsockname())
+            client.setblocking(False)
+            sink, _ = await loop.sock_accept(sink_listener)
+            with client, sink:
+                await loop.sock_sendall(client, b"through the tunnel")
+                assert await loop.sock_recv(sink, 100) == b"through the tunnel"
+                transport = protos[side].transport
+                assert transport is not None
+                getattr(transport, how)()
+                error = await ended
+                expected = BufferIOError if side == "source" else WriteIOError
+                assert isinstance(error, expected), error
+                await _peer_sees_the_close(client if side == "source" else sink)

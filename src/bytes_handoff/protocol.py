@@ -73,6 +73,7 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.on_data = on_data
         self.at_eof = False
+        self._eof_from_peer = False  # at_eof because the peer ended, not a local close
         self.closed = False
         #: Why the connection was lost, ``None`` for a clean close.
         self.exception: Exception | None = None
@@ -122,6 +123,7 @@ class HandoffProtocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self.at_eof = True
+        self._eof_from_peer = True
         if self.on_data is not None:
             self.on_data(self)
         self._wake_reader()

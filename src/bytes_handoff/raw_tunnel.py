@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 
 from .adapters import (
     SocketWriter,
@@ -126,12 +127,16 @@ async def tunnel(
                 if not source.at_eof:
                     async with asyncio.timeout(idle_timeout):
                         await _drained(sink.protocol)
-                    async with _dup(src_sock) as src, _dup(dst_sock) as dst:
-                        total += await _splice(src, dst, idle_timeout)
+                    total += await _splice_transports(
+                        source, sink.protocol, src_sock, dst_sock, idle_timeout
+                    )
             else:
                 total += await _splice(src_sock, dst_sock, idle_timeout)
         elif isinstance(source, HandoffProtocol):
-            total += await _copy_protocol(source, handoff, idle_timeout)
+            dst_proto = sink.protocol if isinstance(sink, TransportWriter) else None
+            total += await _until_lost(
+                _copy_protocol(source, handoff, idle_timeout), None, dst_proto
+            )
         else:
             total += await _copy(buf, reader, handoff, idle_timeout)
     except WriteClosed:
@@ -173,6 +178,59 @@ async def _drained(proto: HandoffProtocol) -> None:
         raise WriteIOError(BrokenPipeError("transport closed before its buffer was sent"))
 
 
+async def _splice_transports(
+    src_proto: HandoffProtocol,
+    dst_proto: HandoffProtocol,
+    src_sock: socket.socket,
+    dst_sock: socket.socket,
+    idle_timeout: float | None,
+) -> int:
+    """Splice between two transports' sockets until end of stream, an error, or a close.
+
+    The splice runs on duplicated descriptors, which the loop watches apart from
+    the (paused) transports. A duplicate keeps the kernel socket open, so a
+    ``close()`` or ``abort()`` of either transport alone would not close its
+    connection: it ends the splice here, and the duplicates, by then the last
+    descriptors, close with it, so the peer sees the close.
+    """
+    async with _dup(src_sock) as src, _dup(dst_sock) as dst:
+        return await _until_lost(_splice(src, dst, idle_timeout), src_proto, dst_proto)
+
+
+async def _until_lost(
+    work: Coroutine[object, object, int],
+    src_proto: HandoffProtocol | None,
+    dst_proto: HandoffProtocol | None,
+) -> int:
+    """``await work``, ended early with the error of either protocol's lost connection.
+
+    A wait on one end of a tunnel does not notice the other end's transport
+    closing; without this a tunnel would outlive a transport closed under it.
+    """
+    protos = [p for p in (src_proto, dst_proto) if p is not None]
+    task = asyncio.ensure_future(work)
+    closing = [asyncio.ensure_future(p.wait_closed()) for p in protos]
+    try:
+        await asyncio.wait([task, *closing], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in closing:
+            fut.cancel()
+        if not task.done():
+            task.cancel()
+            # Let it unregister its waits before the caller closes their descriptors.
+            await asyncio.wait([task])
+    if not task.cancelled():
+        return task.result()  # its own end wins over a close seen at the same time
+    if src_proto is not None and src_proto.closed:
+        raise BufferIOError(src_proto.exception or _aborted("source"))
+    assert dst_proto is not None
+    raise WriteIOError(dst_proto.exception or _aborted("destination"))
+
+
+def _aborted(end: str) -> OSError:
+    return ConnectionAbortedError(errno.ECONNABORTED, f"{end} transport closed mid-tunnel")
+
+
 @contextlib.asynccontextmanager
 async def _dup(sock: socket.socket) -> AsyncIterator[socket.socket]:
     """A second descriptor of a transport's socket: the loop watches it apart from the transport."""
@@ -193,6 +251,8 @@ async def _copy_protocol(
         async with asyncio.timeout(idle_timeout):
             n = await proto.read_available()
         if n == 0:
+            if not proto._eof_from_peer:
+                raise BufferIOError(_aborted("source"))  # closed here, not by the peer
             return total
         total += len(buf)
         await _forward(handoff, buf.freeze_all(), idle_timeout)
