@@ -15,7 +15,24 @@ upstream that cannot be reached ``502``/``504``; then the connection closes.
 Every wait is bounded: ``--connect-timeout``, ``--idle-timeout`` (clients,
 upstream responses, room to write) and ``--tunnel-idle``.
 
-No access control: keep it on loopback. ``--loop uvloop`` runs it on uvloop.
+Trailer fields of chunked bodies, both ways, are checked like head fields
+(CRLF line ends, a token for a name, no control bytes, at most ``--max-head``
+bytes in all, 64 KiB for responses) and then relayed: a bare LF in a trailer
+could end the body early for the next hop and smuggle a request in. A bad
+request trailer gets ``400``. Once a response has started, a failure (an
+upstream reset, a body cut short, a bad chunk or trailer) resets the client
+connection instead of closing it: a clean close would make a read-to-close
+body look complete.
+
+Access control, on by default: only clients in ``--allow-from`` (default
+loopback, ``127.0.0.0/8,::1/128``) are served; others are closed at once,
+nothing read and nothing connected. ``CONNECT`` goes only to the ports in
+``--connect-ports`` (default ``443``) and gets ``403`` elsewhere. Plain
+``http://`` requests go to any host and port the proxy can reach, loopback
+services included, so admit only clients you trust. Listening beyond loopback
+(``--host 0.0.0.0``) while ``--allow-from`` admits only loopback prints a
+warning. A bad option value (or an address that cannot be listened on) is
+one line on stderr and exit status 2. ``--loop uvloop`` runs it on uvloop.
 
 Run: ``python examples/http_proxy.py --port 8080``, then
 ``curl -x http://127.0.0.1:8080 http://example.org/``.
@@ -26,10 +43,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import functools
+import ipaddress
+import math
+import os
 import re
 import signal
+import socket
+import struct
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 from bytes_handoff import (
     HandoffBufferConfig,
@@ -81,6 +106,7 @@ HOP_BY_HOP = {
 PINNED = {"host", "content-length", "transfer-encoding"}
 REASONS = {
     400: "Bad Request",
+    403: "Forbidden",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
@@ -90,6 +116,7 @@ REASONS = {
 }
 
 Fields = list[tuple[str, str]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ProxyError(Exception):
@@ -100,10 +127,15 @@ class ProxyError(Exception):
         self.status = status
 
 
+class BadFraming(ValueError):
+    """A chunked body that breaks its syntax: relaying on could desynchronize the next hop."""
+
+
 #: What a relay can fail with: a peer that closed or broke mid-message, a wait
 #: that timed out, a buffer or write queue that gave up.
 RELAY_ERRORS = (
     ProxyError,
+    BadFraming,
     EOFError,
     TimeoutError,
     OSError,
@@ -118,6 +150,18 @@ class Settings:
     connect_timeout: float
     idle_timeout: float
     tunnel_idle: float
+    connect_ports: tuple[range, ...]  # where CONNECT may go
+    allow_from: tuple[Network, ...]  # who is served at all
+
+    def connect_allowed(self, port: int) -> bool:
+        return any(port in ports for ports in self.connect_ports)
+
+    def client_allowed(self, peer: object) -> bool:
+        # peername is (host, port) or (host, port, flowinfo, scope_id); None if already gone.
+        if not isinstance(peer, tuple):
+            return False
+        ip = ip_of(peer[0])
+        return ip is not None and any(ip in net for net in self.allow_from)
 
 
 @dataclass(slots=True)
@@ -134,14 +178,23 @@ class Request:
 # -- parsing --------------------------------------------------------------------------------------
 
 
+def parse_field(line: str) -> tuple[str, str] | None:
+    """``(name, value)`` of one field line (without its CRLF); ``None`` if it is malformed."""
+    match = HEADER_LINE.fullmatch(line)
+    # Folded lines, a space before the colon, control bytes (a bare CR or LF among
+    # them): all refused (RFC 9112, 5).
+    if match is None or BAD_VALUE.search(match[2]):
+        return None
+    return match[1], match[2]
+
+
 def parse_fields(lines: list[str], status: int) -> Fields:
     fields = []
     for line in lines:
-        match = HEADER_LINE.fullmatch(line)
-        # Folded lines, a space before the colon, control bytes: all refused (RFC 9112, 5).
-        if match is None or BAD_VALUE.search(match[2]):
+        field = parse_field(line)
+        if field is None:
             raise ProxyError(status, f"malformed header line {line[:80]!r}")
-        fields.append((match[1], match[2]))
+        fields.append(field)
     return fields
 
 
@@ -288,6 +341,17 @@ def error_reply(status: int, detail: str) -> bytes:
     return head + body
 
 
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address; IPv4-mapped IPv6 (how a dual-stack socket sees IPv4) as IPv4."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
@@ -336,7 +400,7 @@ async def relay_chunked(
         line = await read_line(src, CHUNK_LINE_LIMIT, timeout)
         match = CHUNK_SIZE.fullmatch(line)
         if match is None:
-            raise EOFError(f"malformed chunk-size line {line[:40]!r}")
+            raise BadFraming(f"malformed chunk-size line {line[:40]!r}")
         size = int(match[1], 16)
         if not decode:
             await send(out, line, timeout)
@@ -346,13 +410,17 @@ async def relay_chunked(
         async with asyncio.timeout(timeout):
             crlf = await src.read_exactly(2)
         if crlf != b"\r\n":
-            raise EOFError("chunk data not followed by CRLF")
+            raise BadFraming("chunk data not followed by CRLF")
         if not decode:
             await send(out, crlf, timeout)
-    # Trailer fields up to the empty line; bounded like a head.
+    # Trailer fields up to the empty line: bounded like a head, and checked like head
+    # fields before they are relayed. A bare LF inside one ("X: a\n\nGET /x ...") would
+    # end the body early for a next hop that accepts LF line ends: a smuggled request.
     total = 0
     while (line := await read_line(src, limit - total, timeout)) != b"\r\n":
         total += len(line)
+        if parse_field(line[:-2].decode("latin-1")) is None:
+            raise BadFraming(f"malformed trailer line {line[:80]!r}")
         if not decode:
             await send(out, line, timeout)
     if not decode:
@@ -399,11 +467,26 @@ async def connect(host: str, port: int, settings: Settings) -> HandoffProtocol:
         raise ProxyError(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
 
+def reset(proto: HandoffProtocol) -> None:
+    """Close ``proto``'s connection with a TCP reset, so its peer sees an error, not an end."""
+    transport = proto.transport
+    if transport is None or proto.closed:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # abort() alone only drops what the transport holds: the kernel would still send
+        # the bytes it has queued and then a FIN, a clean end. Lingering 0 sends an RST.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 @dataclass(slots=True)
 class Upstream:
     key: tuple[str, int]
     proto: HandoffProtocol
     out: WriteHandoff
+    dropped: bool = False  # closed by us, not by the upstream
 
     def reusable(self) -> bool:
         # Leftover bytes after a response mean the stream is out of step: never reuse it.
@@ -411,6 +494,7 @@ class Upstream:
         return not (proto.closed or proto.at_eof or proto.buffer or self.out.closed)
 
     def close(self) -> None:
+        self.dropped = True
         self.out.abort()
         if self.proto.transport is not None:
             self.proto.transport.abort()
@@ -432,17 +516,29 @@ class ClientConnection:
             while await self.one_request():
                 pass
         except ProxyError as exc:
-            if not self.responding:
-                with contextlib.suppress(*RELAY_ERRORS):
-                    await send(self.out, error_reply(exc.status, str(exc)), LINGER_SECONDS)
+            if self.responding:
+                # Mid-response (or mid-tunnel): a clean close would make a body cut
+                # short look complete (read-to-close framing); a reset says it is not.
+                self.abort()
+                return
+            with contextlib.suppress(*RELAY_ERRORS):
+                await send(self.out, error_reply(exc.status, str(exc)), LINGER_SECONDS)
         except RELAY_ERRORS:
-            pass  # a peer went away or stalled mid-response: closing is all there is to do
+            # A peer went away or stalled (the client, or a tunnel's either side).
+            self.abort()
+            return
         except BaseException:
             # Shutting down (cancelled), or a bug: drop both sides now, no flush, no linger.
             self.drop_upstream()
             self.out.abort()
             raise
         await self.finish()
+
+    def abort(self) -> None:
+        """Drop the upstream and the unsent rest; reset the client connection."""
+        self.drop_upstream()
+        self.out.abort()
+        reset(self.proto)
 
     async def finish(self) -> None:
         self.drop_upstream()
@@ -489,6 +585,10 @@ class ClientConnection:
             return False
         req = parse_request(head)
         if req.method == "CONNECT":
+            # A tunnel carries anything (SMTP, SSH, a database protocol), so only the
+            # ports it is meant for are open to it; plain requests speak HTTP anyway.
+            if not self.settings.connect_allowed(req.port):
+                raise ProxyError(403, f"CONNECT to port {req.port} is not allowed")
             await self.open_tunnel(req)
             return False
         return await self.forward(req)
@@ -605,6 +705,10 @@ class ClientConnection:
         self.responding = True
         await send(self.out, head, timeout)
         await relay_body(up.proto, self.out, framing, timeout, UPSTREAM_CFG.max_len, decode=decode)
+        if framing == UNTIL_CLOSE and up.dropped:
+            # pump_body dropped the upstream (the request body failed): the "end" of
+            # this read-to-close body may be that drop, not the upstream's end.
+            raise ProxyError(502, "upstream dropped in the middle of its response")
         if not (keep_upstream and up.reusable()):
             self.drop_upstream()
         return keep_client
@@ -642,26 +746,61 @@ class ClientConnection:
 
 
 async def handle(settings: Settings, proto: HandoffProtocol) -> None:
+    assert proto.transport is not None
+    if not settings.client_allowed(proto.transport.get_extra_info("peername")):
+        # Not one of ours: no reply that would tell a scanner a proxy is here, nothing
+        # read, no upstream connection.
+        reset(proto)
+        return
     await ClientConnection(proto, settings).serve()
 
 
 # -- running --------------------------------------------------------------------------------------
 
 
+class CannotListen(Exception):
+    """The address to listen on was refused: in use, not local, or not resolvable."""
+
+
+def is_loopback(host: str) -> bool:
+    ip = ip_of(host)
+    return ip is not None and ip.is_loopback
+
+
 async def listen(host: str, port: int, settings: Settings) -> None:
     config = HandoffBufferConfig(
         max_len=settings.max_head, read_reserve=min(settings.max_head, 16384)
     )
-    server = await start_handoff_server(
-        functools.partial(handle, settings), host, port, config=config
-    )
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server = await start_handoff_server(
+            functools.partial(handle, settings), host, port, config=config
+        )
+    except socket.gaierror as exc:
+        raise CannotListen(f"argument --host: cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        # In use, or below 1024 without the privilege: the port's fault; else the host's.
+        flag = "--port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise CannotListen(f"argument {flag}: cannot listen on {where}: {reason}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
             loop.add_signal_handler(sig, stop.set)
-    bound = server.sockets[0].getsockname()
-    print(f"http_proxy: listening on {bound[0]}:{bound[1]}", flush=True)
+    addresses = [sock.getsockname() for sock in server.sockets]
+    if all(net.is_loopback for net in settings.allow_from) and not all(
+        is_loopback(address[0]) for address in addresses
+    ):
+        # Not refused (a container's port mapping needs 0.0.0.0), but nobody else
+        # will be served: say so, or it looks like a network problem.
+        print(
+            f"http_proxy: warning: listening on {host}, but --allow-from admits"
+            " loopback clients only",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"http_proxy: listening on {addresses[0][0]}:{addresses[0][1]}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -670,42 +809,169 @@ async def listen(host: str, port: int, settings: Settings) -> None:
         server.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A forward HTTP/1.1 proxy with CONNECT tunnels.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
-    parser.add_argument(
-        "--max-head", type=int, default=16 * 1024, help="request head limit in bytes"
+# -- arguments: each bad value is one line naming its flag, exit status 2 ------------------------
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), still with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help; the description and epilog as written."""
+
+
+#: A host name (RFC 1123 labels); "127.0.0.999" matches too, see listen_host.
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def listen_host(text: str) -> str:
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(text)
+        return text
+    # A top-level domain is never all digits (RFC 3696, 2): "127.0.0.999" is a broken
+    # address, not a name to send to DNS (where the lookup could hang).
+    if not HOST_NAME.fullmatch(text) or text.rstrip(".").rpartition(".")[2].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or a host name")
+    return text
+
+
+def port_number(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
+def head_limit(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,7}", text) or not 1024 <= int(text) <= 1024 * 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count from 1024 to 1048576")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    # 0 or less would end every wait at once; nan and inf would never end them.
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def port_list(text: str) -> tuple[range, ...]:
+    ranges = []
+    for part in text.split(","):
+        match = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", part.strip())
+        low, high = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+        if not 1 <= low <= high <= 65535:
+            where = "" if part == text else f" in {text!r}"
+            raise argparse.ArgumentTypeError(
+                f"{part!r}{where} is not a port (1 to 65535) or a range like 8000-8999"
+            )
+        ranges.append(range(low, high + 1))
+    return tuple(ranges)
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    nets = []
+    for part in text.split(","):
+        try:
+            nets.append(ipaddress.ip_network(part.strip()))
+        except ValueError as exc:  # it names the part: "'10.0.0.0/33' does not appear ..."
+            raise argparse.ArgumentTypeError(f"{exc} (CIDR like 10.0.0.0/8 or ::1/128)") from None
+    return tuple(nets)
+
+
+def parser() -> OneLineParser:
+    p = OneLineParser(
+        description="A forward HTTP/1.1 proxy with CONNECT tunnels.",
+        epilog=(
+            "Access control: only clients in --allow-from are served (others are closed at\n"
+            "once); CONNECT reaches only --connect-ports (others get 403). Plain http://\n"
+            "requests go to any host and port, loopback services included: admit only\n"
+            "clients you trust. Listening beyond loopback with a loopback-only --allow-from\n"
+            "prints a warning."
+        ),
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS")
-    parser.add_argument(
+    p.add_argument("--host", type=listen_host, default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="port to listen on; 0 picks a free one"
+    )
+    p.add_argument(
+        "--max-head",
+        type=head_limit,
+        default=16 * 1024,
+        metavar="BYTES",
+        help="request head limit (1024 to 1048576); a longer head gets 431",
+    )
+    p.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on"
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="longest wait to connect to an upstream (then 504)",
+    )
+    p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="longest wait for a client, an upstream response, or room to write",
     )
-    parser.add_argument(
+    p.add_argument(
         "--tunnel-idle",
-        type=float,
+        type=seconds,
         default=600.0,
         metavar="SECONDS",
         help="a CONNECT tunnel direction silent this long ends the tunnel",
     )
-    args = parser.parse_args(argv)
-    if not 1024 <= args.max_head <= 1024 * 1024:
-        parser.error("--max-head must be between 1024 and 1048576")
-    settings = Settings(args.max_head, args.connect_timeout, args.idle_timeout, args.tunnel_idle)
+    p.add_argument(
+        "--connect-ports",
+        type=port_list,
+        default="443",
+        metavar="PORTS",
+        help="ports CONNECT may reach, like 443,8443,9000-9100; others get 403",
+    )
+    p.add_argument(
+        "--allow-from",
+        type=networks,
+        default="127.0.0.0/8,::1/128",
+        metavar="CIDRS",
+        help="client networks served, like 127.0.0.0/8,10.0.0.0/8; others are closed at once",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args_parser = parser()
+    args = args_parser.parse_args(argv)
+    settings = Settings(
+        args.max_head,
+        args.connect_timeout,
+        args.idle_timeout,
+        args.tunnel_idle,
+        args.connect_ports,
+        args.allow_from,
+    )
     loop_factory = None
     if args.loop == "uvloop":
         try:
             import uvloop
         except ImportError:
-            parser.error("--loop uvloop needs uvloop (pip install uvloop)")
+            args_parser.error("--loop uvloop needs uvloop (pip install uvloop)")
         loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(listen(args.host, args.port, settings))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(listen(args.host, args.port, settings))
+    except CannotListen as exc:
+        args_parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 The upstreams run in this process on stdlib servers: plain HTTP serving a temp
 directory (plus ``/echo``, ``/chunked`` and ``/close`` for the body framings),
 and HTTPS with a certificate made by ``openssl`` at test time. The proxy runs
-as ``python examples/http_proxy.py --port 0`` once per event loop. Error cases
-and the CONNECT tail use raw sockets, so the bytes on the wire are checked.
+as ``python examples/http_proxy.py --port 0`` once per event loop, with
+``--connect-ports`` opened to the test servers' ephemeral ports. Error cases, the
+CONNECT tail and upstreams that fail mid-response use raw sockets, so the bytes
+(and the resets) on the wire are checked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import selectors
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,8 +45,12 @@ pytestmark = pytest.mark.skipif(CURL is None, reason="needs the curl binary (apt
 MAX_HEAD = 8192  # the proxy's --max-head in these tests
 TIMEOUT = 10.0  # every socket and subprocess wait in this file
 BIG = hashlib.sha256(b"seed").digest() * (2 * 1024 * 1024 // 32)  # 2 MiB, not all one byte
+#: More than a stalled client, the proxy's socket and its queues hold together.
+HUGE = BIG * 8
 CHUNKS = [b"a", bytes(range(256)), b"b" * 4096, BIG[:65536], BIG[65536:70000]]
 TRAILER = b"X-Checksum: 12345\r\n"
+#: What --connect-ports must allow for CONNECT to the test servers (ephemeral ports).
+TEST_CONNECT_PORTS = "443,1024-65535"
 UNTIL_CLOSE_BODY = BIG[:300_000]
 LOOPS = [
     "asyncio",
@@ -154,6 +161,7 @@ def site() -> Iterator[Path]:
         root = Path(tmp)
         (root / "a.txt").write_bytes(b"hello\n")
         (root / "big.bin").write_bytes(BIG)
+        (root / "huge.bin").write_bytes(HUGE)
         yield root
 
 
@@ -193,8 +201,12 @@ def tls_upstream(site: Path) -> Iterator[tuple[Upstream, Path]]:
 
 
 @contextlib.contextmanager
-def run_proxy(*args: str) -> Iterator[int]:
-    """Start the example on a free port; yield the port; on exit, stop it, stderr empty."""
+def run_proxy(*args: str, stderr_pattern: str = "") -> Iterator[int]:
+    """Start the example on a free port; yield the port; on exit, stop it.
+
+    On exit the exit status must be 0 and stderr must match ``stderr_pattern``
+    in full (by default: be empty).
+    """
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
             [sys.executable, str(EXAMPLE), "--port", "0", *args],
@@ -208,7 +220,7 @@ def run_proxy(*args: str) -> Iterator[int]:
                 sel.register(proc.stdout, selectors.EVENT_READ)
                 assert sel.select(TIMEOUT), "the proxy printed no listening address"
             line = proc.stdout.readline().decode()
-            match = re.fullmatch(r"http_proxy: listening on 127\.0\.0\.1:(\d+)\n", line)
+            match = re.fullmatch(r"http_proxy: listening on \S+:(\d+)\n", line)
             assert match, line
             yield int(match[1])
         finally:
@@ -221,12 +233,20 @@ def run_proxy(*args: str) -> Iterator[int]:
             stderr.seek(0)
             errors = stderr.read().decode()
         assert proc.returncode == 0, errors
-        assert errors == ""  # no traceback, no unretrieved task exception
+        # No traceback, no unretrieved task exception, nothing unexpected.
+        assert re.fullmatch(stderr_pattern, errors), errors
 
 
 @pytest.fixture(scope="module", params=LOOPS)
 def proxy(request: pytest.FixtureRequest) -> Iterator[int]:
-    with run_proxy("--loop", request.param, "--max-head", str(MAX_HEAD)) as port:
+    with run_proxy(
+        "--loop",
+        request.param,
+        "--max-head",
+        str(MAX_HEAD),
+        "--connect-ports",
+        TEST_CONNECT_PORTS,
+    ) as port:
         yield port
 
 
@@ -274,6 +294,56 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
         assert chunk, f"end of stream after {len(out)} of {n} bytes"
         out += chunk
     return bytes(out)
+
+
+def read_to_end(sock: socket.socket) -> tuple[bytes, bool]:
+    """What arrives until the end of stream; and whether it ended in a reset, not a close."""
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return bytes(data), True
+    return bytes(data), False
+
+
+def split_answer(answer: bytes) -> tuple[bytes, bytes]:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep, answer
+    return head, body
+
+
+@contextlib.contextmanager
+def raw_upstream_request(
+    proxy: int, method: str = "GET", fields: str = "", body: bytes = b""
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(client, upstream): a request through the proxy to a raw socket, which read its head.
+
+    The upstream answers by hand, so it can stop anywhere, with a close or a reset.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        listener.settimeout(TIMEOUT)
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        client = stack.enter_context(socket.create_connection(("127.0.0.1", proxy), TIMEOUT))
+        head = f"{method} http://{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n"
+        client.sendall(f"{head}{fields}\r\n".encode() + body)
+        up = stack.enter_context(listener.accept()[0])
+        up.settimeout(TIMEOUT)
+        received = bytearray()
+        while not received.endswith(b"\r\n\r\n"):
+            received += recv_exactly(up, 1)  # the head only: without a body, no reset on close
+        yield client, up
+
+
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+    )
 
 
 def free_port() -> int:
@@ -597,7 +667,8 @@ def test_sigterm_with_open_connections_exits_promptly_and_cleanly(
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
         listener.settimeout(TIMEOUT)
-        with run_proxy("--loop", loop) as port:  # its exit checks: exit status 0, no stderr
+        # Its exit checks: exit status 0, no stderr.
+        with run_proxy("--loop", loop, "--connect-ports", TEST_CONNECT_PORTS) as port:
             idle = stack.enter_context(socket.create_connection(("127.0.0.1", port), TIMEOUT))
             idle.sendall(request.encode())
             answer = bytearray()
@@ -611,3 +682,246 @@ def test_sigterm_with_open_connections_exits_promptly_and_cleanly(
             assert recv_exactly(tunneled, len(established)) == established
             stopping = time.monotonic()
         assert time.monotonic() - stopping < 1.5  # no lingering on the way out
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_client_that_never_reads_then_resets_does_not_stall_the_others(
+    loop: str, upstream: Upstream
+) -> None:
+    huge = f"GET http://127.0.0.1:{upstream.port}/huge.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+    small = (
+        f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    with run_proxy("--loop", loop) as port:  # its exit checks: exit status 0, no stderr
+        with socket.socket() as stalled:
+            # Before connecting: the window is agreed on in the handshake.
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.settimeout(TIMEOUT)
+            stalled.connect(("127.0.0.1", port))
+            stalled.sendall(huge.encode())
+            time.sleep(1.5)  # the proxy fills what the client holds, then waits for room
+            # Closed lingering 0: a reset, while the proxy's writing to it is paused.
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        served = time.monotonic()
+        head, body = raw_exchange(port, small.encode())
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"hello\n"
+        assert time.monotonic() - served < 5
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5
+
+
+# -- trailers, and responses cut short ---------------------------------------------------------
+
+#: A trailer whose bare LFs end the body early for a hop that accepts LF line ends.
+SMUGGLING_TRAILER = b"X-T: a\n\nGET /smuggled HTTP/1.1\nHost: evil\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        SMUGGLING_TRAILER,
+        b"X-T: a\rGET /smuggled HTTP/1.1\r\n",
+        b"GET /smuggled HTTP/1.1\r\n",
+        b"X-T: a\r\n folded /smuggled\r\n",
+    ],
+    ids=["bare-lf", "bare-cr", "no-colon", "obs-fold"],
+)
+def test_request_trailer_not_like_a_field_line_gets_400_and_is_not_forwarded(
+    proxy: int, trailer: bytes
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        head = f"POST http://{target}/ HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked"
+        with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as client:
+            client.sendall(head.encode() + b"\r\n\r\n5\r\nhello\r\n0\r\n" + trailer + b"\r\n")
+            up, _ = listener.accept()
+            with up:
+                up.settimeout(TIMEOUT)
+                forwarded = bytearray()
+                with contextlib.suppress(ConnectionResetError):  # the proxy aborts it
+                    while b"smuggled" not in forwarded and (chunk := up.recv(65536)):
+                        forwarded += chunk
+            assert b"smuggled" not in forwarded
+            answer, was_reset = read_to_end(client)
+    assert not was_reset
+    assert_refused(split_answer(answer), 400)
+
+
+def test_response_trailer_with_bare_lf_is_not_relayed_and_resets_the_client(proxy: int) -> None:
+    with raw_upstream_request(proxy) as (client, up):
+        body = b"5\r\nhello\r\n0\r\n"
+        up.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        head = bytearray()
+        while not head.endswith(b"\r\n\r\n"):
+            head += recv_exactly(client, 1)
+        assert recv_exactly(client, len(body)) == body  # relayed up to the trailer
+        up.sendall(SMUGGLING_TRAILER + b"\r\n")
+        assert read_to_end(client) == (b"", True)  # then a reset: nothing of the trailer
+
+
+@pytest.mark.parametrize(
+    ("framing", "sent", "upstream_resets", "client_reset"),
+    [
+        (b"", b"x" * 1000, True, True),
+        (b"", b"x" * 1000, False, False),
+        (b"Content-Length: 5000\r\n", b"x" * 1000, False, True),
+        (b"Content-Length: 5000\r\n", b"x" * 1000, True, True),
+        (b"Transfer-Encoding: chunked\r\n", b"3e8\r\n" + b"x" * 1000 + b"\r\n", False, True),
+    ],
+    ids=[
+        "until-close-then-reset",
+        "until-close-then-close-is-complete",
+        "length-cut-short",
+        "length-then-reset",
+        "chunked-cut-short",
+    ],
+)
+def test_response_cut_short_resets_the_client_instead_of_closing(
+    proxy: int, framing: bytes, sent: bytes, upstream_resets: bool, client_reset: bool
+) -> None:
+    with raw_upstream_request(proxy) as (client, up):
+        up.sendall(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n" + sent)
+        head = bytearray()
+        while not head.endswith(b"\r\n\r\n"):
+            head += recv_exactly(client, 1)
+        # The client has every byte sent before the upstream's end comes.
+        assert recv_exactly(client, len(sent)) == sent
+        if upstream_resets:
+            up.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        up.close()
+        assert read_to_end(client) == (b"", client_reset)
+
+
+def test_request_body_failing_mid_read_to_close_response_resets_the_client(proxy: int) -> None:
+    chunked = "Transfer-Encoding: chunked\r\n"
+    with raw_upstream_request(proxy, "POST", chunked, b"5\r\nhello\r\n") as (client, up):
+        up.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1000)  # read-to-close, and open
+        head = bytearray()
+        while not head.endswith(b"\r\n\r\n"):
+            head += recv_exactly(client, 1)
+        assert recv_exactly(client, 1000) == b"x" * 1000
+        # The proxy drops the upstream for this: the body's end is not the upstream's.
+        client.sendall(b"not a chunk-size line\r\n")
+        assert read_to_end(client) == (b"", True)
+
+
+# -- access control ----------------------------------------------------------------------------
+
+
+def test_connect_only_to_allowed_ports_others_get_403_without_connecting() -> None:
+    request = "CONNECT 127.0.0.1:{} HTTP/1.1\r\nHost: a\r\n\r\n"
+    established = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        allowed, other = (
+            stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(2)
+        )
+        other.setblocking(False)
+        allowed.settimeout(TIMEOUT)
+        allowed_port, other_port = allowed.getsockname()[1], other.getsockname()[1]
+        with run_proxy() as port:  # the default: 443 only
+            assert_refused(raw_exchange(port, request.format(allowed_port).encode()), 403)
+        with run_proxy("--connect-ports", f"443,{allowed_port}") as port:
+            assert_refused(raw_exchange(port, request.format(other_port).encode()), 403)
+            client = stack.enter_context(socket.create_connection(("127.0.0.1", port), TIMEOUT))
+            client.sendall(request.format(allowed_port).encode())
+            stack.enter_context(allowed.accept()[0])
+            assert recv_exactly(client, len(established)) == established
+            client.close()
+        with pytest.raises(BlockingIOError):
+            other.accept()  # the refused CONNECT never reached it
+
+
+def test_client_outside_allow_from_is_closed_at_once_without_upstream(upstream: Upstream) -> None:
+    path = "/a.txt?outsider"
+    request = f"GET http://127.0.0.1:{upstream.port}{path} HTTP/1.1\r\nHost: a\r\n"
+    answer = b""
+    with (
+        run_proxy("--allow-from", "192.0.2.0/24,2001:db8::/32") as port,
+        # The reset may come before the request is sent, or even before connect() returns.
+        contextlib.suppress(ConnectionResetError, BrokenPipeError),
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(f"{request}Connection: close\r\n\r\n".encode())
+        answer = read_to_end(sock)[0]
+    assert answer == b""
+    assert upstream.seen(path) == []
+
+
+def test_listening_beyond_loopback_warns_while_allow_from_is_loopback_only() -> None:
+    warning = (
+        r"http_proxy: warning: listening on 0\.0\.0\.0, but --allow-from admits"
+        r" loopback clients only\n"
+    )
+    with run_proxy("--host", "0.0.0.0", stderr_pattern=warning):
+        pass
+    with run_proxy("--host", "0.0.0.0", "--allow-from", "127.0.0.0/8,192.0.2.0/24"):
+        pass  # clients from elsewhere are admitted: no warning
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("--port", "99999", "'99999'"),
+        ("--port", "-1", "'-1'"),
+        ("--port", "http", "'http'"),
+        ("--host", "127.0.0.999", "'127.0.0.999'"),
+        ("--host", "no such host", "'no such host'"),
+        ("--max-head", "10", "'10'"),
+        ("--idle-timeout", "-1", "'-1'"),
+        ("--idle-timeout", "0", "'0'"),
+        ("--connect-timeout", "nan", "'nan'"),
+        ("--tunnel-idle", "inf", "'inf'"),
+        ("--allow-from", "10.0.0.0/33", "'10.0.0.0/33'"),
+        ("--allow-from", "10.0.0.1/8", "10.0.0.1/8"),
+        ("--allow-from", "127.0.0.0/8,nonsense", "'nonsense'"),
+        ("--connect-ports", "0", "'0'"),
+        ("--connect-ports", "443,https", "'https'"),
+        ("--connect-ports", "9000-8000", "'9000-8000'"),
+        ("--connect-ports", "", "''"),
+    ],
+)
+def test_bad_option_value_is_one_line_naming_it_and_exit_status_2(
+    flag: str, value: str, named: str
+) -> None:
+    result = run_example(f"{flag}={value}")  # "=": "-1" is a value, not an option
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"argument {flag}: " in line and named in line, line
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_port_in_use_is_one_line_and_exit_status_2(loop: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_example("--port", str(port), "--loop", loop)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"http_proxy.py: error: argument --port: cannot listen on 127.0.0.1:{port}:"
+        " address already in use\n"
+    )
+
+
+def test_help_shows_every_default_and_the_access_control() -> None:
+    result = run_example("--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # as one line, whatever the terminal width
+    for default in (
+        "(default: 127.0.0.1)",
+        "(default: 8080)",
+        "(default: 16384)",
+        "(default: asyncio)",
+        "(default: 10.0)",
+        "(default: 60.0)",
+        "(default: 600.0)",
+        "(default: 443)",
+        "(default: 127.0.0.0/8,::1/128)",
+    ):
+        assert default in text
+    assert "only clients in --allow-from are served" in text
