@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
+import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,94 @@ LOOP_FACTORIES: Mapping[str, LoopFactory] = {
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
     """Parametrize every asyncio test over :data:`LOOP_FACTORIES`."""
     return LOOP_FACTORIES
+
+
+# -- the loop is never blocked ----------------------------------------------------------------
+
+#: The longest the event loop may go without running the heartbeat, in any asyncio test.
+HEARTBEAT_LIMIT = 0.25
+#: How often the heartbeat asks to run.
+HEARTBEAT_PERIOD = 0.02
+
+
+class _Heartbeat:
+    """When the loop last ran the heartbeat, and the longest wait for it so far
+    (module state: one test runs at a time)."""
+
+    last = 0.0
+    longest = 0.0
+
+    @classmethod
+    def restart(cls) -> None:
+        cls.last = time.monotonic()
+
+    @classmethod
+    def tick(cls) -> None:
+        now = time.monotonic()
+        cls.longest = max(cls.longest, now - cls.last - HEARTBEAT_PERIOD)
+        cls.last = now
+
+
+def _beside_heartbeat(test: Callable[..., Any]) -> Callable[..., Any]:
+    """``test`` timed from its first step to its last: only the test's own time counts
+    (fixtures and, for Hypothesis, the engine between examples run outside the loop)."""
+
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        _Heartbeat.restart()
+        try:
+            return await test(*args, **kwargs)
+        finally:
+            _Heartbeat.tick()  # a block just before the end counts too
+
+    run.beside_heartbeat = True  # type: ignore[attr-defined]
+    return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every asyncio test runs beside :func:`loop_heartbeat`."""
+    for item in items:
+        if item.get_closest_marker("asyncio") is None or not isinstance(item, pytest.Function):
+            continue
+        item.fixturenames.insert(0, "loop_heartbeat")
+        hyp = getattr(item.obj, "hypothesis", None)
+        if hyp is not None:  # Hypothesis runs each example in the loop: time each one
+            if not hasattr(hyp.inner_test, "beside_heartbeat"):
+                hyp.inner_test = _beside_heartbeat(hyp.inner_test)
+        elif inspect.iscoroutinefunction(item.obj):
+            item.obj = _beside_heartbeat(item.obj)
+
+
+@pytest_asyncio.fixture
+async def loop_heartbeat(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail the test if its event loop went more than :data:`HEARTBEAT_LIMIT` without a turn.
+
+    A frozen loop (a spin that never yields, a blocking call) serves nobody:
+    the library promises it never happens, whatever the peer does. Tests keep
+    their own heavy work (making large payloads) off the loop too.
+    """
+    _Heartbeat.longest = 0.0
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_PERIOD)
+            _Heartbeat.tick()
+
+    task = asyncio.create_task(beat())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    longest = _Heartbeat.longest
+    record = os.environ.get("HEARTBEAT_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as out:
+            out.write(json.dumps([request.node.nodeid, round(longest, 4)]) + "\n")
+    else:
+        assert longest <= HEARTBEAT_LIMIT, (
+            f"the event loop was blocked for {longest * 1000:.0f} ms"
+            f" (limit {HEARTBEAT_LIMIT * 1000:.0f} ms)"
+        )
 
 
 SocketPair = tuple[socket.socket, socket.socket]

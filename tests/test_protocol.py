@@ -203,7 +203,7 @@ async def test_read_until_at_eof_gives_the_partial_frame(pair: Callable[..., obj
 async def test_a_full_buffer_pauses_reading_and_nothing_is_lost(
     pair: Callable[..., object],
 ) -> None:
-    data = bytes(random.Random(1).randrange(256) for _ in range(300_000))
+    data = random.Random(1).randbytes(300_000)
     async with asyncio.timeout(WAIT):
         proto, _r, w = await pair(HandoffBufferConfig(max_len=1000, read_reserve=300))  # type: ignore[misc]
         w.write(data)
@@ -426,7 +426,7 @@ async def test_tunnel_from_a_protocol_forwards_tail_and_rest(
         return n
 
     monkeypatch.setattr(tunnel_module, "_splice", counting_splice)
-    payload = bytes((i * 13) % 251 for i in range(3 * MiB + 5))
+    payload = (bytes(i * 13 % 251 for i in range(251)) * (3 * MiB // 251 + 1))[: 3 * MiB + 5]
     stream = b"GET /a\nGET /b\nTUNNEL\n" + payload
     loop = asyncio.get_running_loop()
     with socket.create_server(("127.0.0.1", 0)) as sink_listener:

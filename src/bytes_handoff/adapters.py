@@ -184,20 +184,24 @@ async def _wait_ready(sock: socket.socket, writing: bool) -> None:
     try:
         await fut
     finally:
-        watch.waits.pop(fut, None)
-        if writing:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        # Not when stop_waiting() unregistered it already: the descriptor may be closed and
+        # its number taken by a new socket, whose watch this would remove.
+        if watch.waits.pop(fut, None) is not None:
+            if writing:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
 
 
 def stop_waiting(sock: socket.socket) -> None:
-    """Unregister every pending wait on ``sock`` from the running loop, now.
+    """Unregister every pending wait on ``sock`` from the running loop, now, and wake it.
 
-    Call it before closing a socket that a cancelled task may still be
-    waiting on: uvloop (libuv) aborts the process when a descriptor it was
-    told to watch is closed before the watch is removed, and a cancelled
-    task only removes its watch on its next step.
+    Call it before closing a socket that a task may still be waiting on:
+    uvloop (libuv) aborts the process when a descriptor it was told to watch
+    is closed before the watch is removed, and a cancelled task only removes
+    its watch on its next step. A woken read or write tries again and, the
+    socket being closed by then, fails with ``EBADF`` (``BufferIOError`` /
+    ``WriteIOError``) instead of waiting forever.
     """
     try:
         loop = asyncio.get_running_loop()
@@ -214,6 +218,7 @@ def stop_waiting(sock: socket.socket) -> None:
                 loop.remove_writer(fd)
             else:
                 loop.remove_reader(fd)
+            _wake(fut)
 
 
 async def wait_readable(sock: socket.socket) -> None:
@@ -394,7 +399,7 @@ class StreamWriterAdapter:
         for chunk in chunks:
             total += len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
         writer.writelines(chunks)
-        await writer.drain()
+        await _drain(writer)
         return total
 
     async def shutdown(self) -> None:
@@ -403,10 +408,31 @@ class StreamWriterAdapter:
             return
         if writer.can_write_eof():
             writer.write_eof()
-            await writer.drain()
+            await _drain(writer)
         else:
             writer.close()
             await writer.wait_closed()
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """``writer.drain()``, ended with ``BrokenPipeError`` if the writer is closed under it.
+
+    ``close()`` with a backlog the peer never reads leaves ``drain()`` waiting
+    for good (asyncio flushes before it closes): look again now and then.
+    """
+    transport = writer.transport
+    if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+        await writer.drain()  # at or under the low mark: not paused, returns at once
+        return
+    draining = asyncio.ensure_future(writer.drain())
+    try:
+        while not draining.done():
+            await asyncio.wait([draining], timeout=CLOSED_CHECK_SECONDS)
+            if not draining.done() and writer.is_closing():
+                raise BrokenPipeError("stream writer closed before its peer took the bytes")
+        draining.result()
+    finally:
+        draining.cancel()
 
 
 register_reader(asyncio.StreamReader, StreamReaderAdapter)

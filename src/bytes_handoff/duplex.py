@@ -14,6 +14,7 @@ straight into the buffer's spare room) and valid writers for
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Sequence
 
 from ._checks import positive_int
@@ -57,7 +58,12 @@ class _Pipe:
             if fut in waiters:  # cancelled before a wake-up cleared the list
                 waiters.remove(fut)
 
+    def _check_open(self) -> None:
+        if self.reader_closed:  # as a socket closed under a read
+            raise OSError(errno.EBADF, "duplex: this end is closed")
+
     def read_into_nowait(self, view: memoryview) -> int | None:
+        self._check_open()
         buf = self._buf
         if not buf:
             return 0 if (self.eof or len(view) == 0) else None
@@ -76,12 +82,14 @@ class _Pipe:
             await self._wait(self._readable)
 
     async def read(self, max_bytes: int) -> bytes:
+        self._check_open()
         if max_bytes <= 0:
             return b""
         while not self._buf:
             if self.eof:
                 return b""
             await self._wait(self._readable)
+            self._check_open()
         n = min(max_bytes, len(self._buf))
         with memoryview(self._buf) as src:
             out = bytes(src[:n])
@@ -123,6 +131,7 @@ class _Pipe:
         self.reader_closed = True
         self._buf.clear()
         self._wake(self._writable)
+        self._wake(self._readable)  # a read waiting on this end fails instead of waiting on
 
 
 class DuplexStream:
@@ -175,7 +184,8 @@ class DuplexStream:
         self._outgoing.shutdown()
 
     def close(self) -> None:
-        """Drop this endpoint: the peer reads end of stream and its writes fail."""
+        """Drop this endpoint: the peer reads end of stream and its writes fail; reads
+        here (waiting ones included) fail with ``OSError(EBADF)``, as on a closed socket."""
         self._outgoing.shutdown()
         self._incoming.close_reader()
 

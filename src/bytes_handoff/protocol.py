@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._types import BytesLike
-from .adapters import register_writer
+from .adapters import CLOSED_CHECK_SECONDS, register_writer
 from .errors import BufferIOError, LimitExceeded
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
 
@@ -356,11 +356,27 @@ class HandoffProtocol(asyncio.BufferedProtocol):
     # -- the write side -------------------------------------------------------------------------
 
     async def _writable(self) -> None:
-        """Wait until the transport takes more bytes (``resume_writing``) or the connection ends."""
+        """Wait until the transport takes more bytes (``resume_writing``), the connection
+        ends, or the transport is closing (then it never takes more)."""
+        loop = asyncio.get_running_loop()
         while self._write_paused and not self.closed:
-            fut = asyncio.get_running_loop().create_future()
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return
+            fut = loop.create_future()
             self._drain_waiters.append(fut)
-            await fut
+            # close() called here, with a backlog the peer never reads, calls nothing back:
+            # look at the transport again now and then.
+            timer = loop.call_later(CLOSED_CHECK_SECONDS, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _broken(proto: HandoffProtocol) -> OSError:
