@@ -1,4 +1,8 @@
 # Shared helpers for the bench/ scripts. Source it; do not run it.
+# Where a script says bench/results, it means bench/results of the clone it is run
+# from (the nearest folder upward from the current one whose pyproject.toml names
+# bytes-handoff), else bench/results under the current folder; a given results or
+# output folder must exist or have an existing parent (docs/harness.md, "Output paths").
 # shellcheck shell=bash
 
 BH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

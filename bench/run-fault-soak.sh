@@ -4,7 +4,8 @@
 # sink peers reset mid-stream; every stream must verify or end in a named category,
 # the long-lived proxy's RSS must stay flat and no process may be left behind.
 # Defaults: 60 s, 128 connections per wave. Flags: --help. Prints one line per
-# category and a key=value summary (also in bench/results/soak_<timestamp>/summary.txt).
+# category and a key=value summary (also in <out-dir>/summary.txt; by default --out-dir is a
+# new bench/results/soak_<timestamp> of the clone run from, else of the current folder).
 # Exit 0 pass, 1 fail, 2 bad usage. The logic lives in src/bytes_handoff_bench/harness/soak.py.
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the bytes-handoff stream harness --runs times and write run artifacts:
-#   bench/results/stream_<transport>_<implementation>_<scenario>_<completion>_<timestamp>/
+#   <--results-dir, default bench/results>/stream_<transport>_<implementation>_<scenario>_<completion>_<timestamp>/
 #     handoff-run-N.txt, service-run-N.txt (split TCP), runs.csv, summary.csv
 # and print a one-line summary per (implementation, scenario). --implementation all
 # adds comparison.md and comparison.png. Flags: --help. The logic lives in

@@ -22,6 +22,8 @@ __all__ = [
     "MAX_WORKER_THREADS",
     "MAX_WRITE_PENDING_BYTES",
     "MIN_FRAME_LEN",
+    "MIN_RSS_GROWTH_SAMPLES",
+    "MIN_RSS_GROWTH_SPAN_SECONDS",
     "GiB",
     "MiB",
 ]
@@ -48,5 +50,11 @@ MAX_RUNS = 10_000
 MAX_DURATION_SECONDS = 24 * 3600
 #: --startup-timeout-seconds and --idle-timeout-millis: every wait of a run ends.
 MAX_TIMEOUT_SECONDS = 3600
+#: An RSS growth per minute is reported only when the samples it is fitted to (those after
+#: the first 20 %, the warm-up) span at least this long and number at least this many
+#: (sampled about once a second: a sustained run of about 15 s). A slope over a shorter
+#: span extrapolates noise: two samples 7 ms apart once read as 689 MB/min.
+MIN_RSS_GROWTH_SPAN_SECONDS = 10.0
+MIN_RSS_GROWTH_SAMPLES = 10
 #: What the harness's memory estimate of one run (``BenchConfig.memory_estimate``) may reach.
 MAX_RUN_MEMORY = 8 * GiB

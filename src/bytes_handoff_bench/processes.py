@@ -13,10 +13,14 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+from .errors import BenchError
+from .output_paths import open_output
 
 __all__ = ["Child", "RunError", "last_line", "raise_on_termination", "taskset_prefix"]
 
@@ -38,7 +42,10 @@ def last_line(path: Path, limit: int = 300) -> str:
 
 
 class Child:
-    """A child process in its own process group with stdout/stderr in files."""
+    """A child process in its own process group with stdout/stderr in files.
+
+    The files are opened as ``output_paths.open_output`` does: never through a symlink.
+    """
 
     def __init__(
         self,
@@ -56,9 +63,9 @@ class Child:
         try:
             out: IO[bytes] | int = subprocess.DEVNULL
             if stdout_path is not None:
-                out = stdout_path.open("wb")
+                out = open_output(stdout_path, f"the {name}'s output")
                 files.append(out)
-            err = stderr_path.open("wb")
+            err = open_output(stderr_path, f"the {name}'s log")
             files.append(err)
             self.proc = subprocess.Popen(
                 self.argv,
@@ -68,6 +75,8 @@ class Child:
                 start_new_session=True,
                 env=env,
             )
+        except BenchError as exc:
+            raise RunError(f"cannot start {name}: {exc}") from exc
         except OSError as exc:
             raise RunError(f"cannot start {name} ({self.argv[0]}): {exc.strerror or exc}") from exc
         finally:
@@ -103,8 +112,10 @@ class Child:
         self.signal_group(signal.SIGKILL)
 
     def drop_empty_stderr(self) -> None:
+        """Remove the log if it is an empty regular file (never a device it went to)."""
         with contextlib.suppress(OSError):
-            if self.stderr_path.stat().st_size == 0:
+            st = self.stderr_path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
                 self.stderr_path.unlink()
 
 

@@ -121,6 +121,19 @@ def test_summary_single_run_stdev_zero_and_missing_cells(tmp_path: Path) -> None
     assert stats["c"].mean == 5 and stats["c"].stdev == 0 and stats["c"].n == 1
 
 
+def test_a_null_figure_is_a_missing_cell_not_text() -> None:
+    # A short sustained run reports rss_growth_bytes_per_min=null (and why): the mean is
+    # over the runs that have a figure, and a column of nulls has none.
+    rows = [
+        {"g": "null", "h": "null", "g_reason": "too short"},
+        {"g": "60", "h": "null"},
+        {"g": "120", "h": "null"},
+    ]
+    stats = summarize(rows)
+    assert stats["g"].mean == 90 and stats["g"].n == 2
+    assert "h" not in stats and "g_reason" not in stats
+
+
 def test_rows_from_directory_pairs_driver_and_service(tmp_path: Path) -> None:
     for n in (1, 2):
         (tmp_path / f"handoff-run-{n}.txt").write_text(sample(100 + n, 1, 2, 3))

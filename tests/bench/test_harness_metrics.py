@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bytes_handoff_bench.harness.config import BenchConfig
 from bytes_handoff_bench.harness.metrics import (
     WorkerResult,
     combine,
     growth_per_minute,
     new_histogram,
 )
+from bytes_handoff_bench.harness.output import report_lines
+from bytes_handoff_bench.harness.roles import RunOutcome
 
 
 def test_growth_is_the_slope_after_warm_up() -> None:
@@ -18,6 +23,50 @@ def test_growth_is_the_slope_after_warm_up() -> None:
     assert growth_per_minute(warm_up + steady) == pytest.approx(60_000)
     assert growth_per_minute([(0.0, 5), (1.0, 5), (2.0, 5)]) == 0
     assert growth_per_minute([(0.0, 5)]) == 0
+
+
+def _report(samples: list[tuple[float, int]], tmp_path: Path) -> dict[str, str]:
+    """The report's keys for a run with these RSS samples."""
+    cfg = BenchConfig(rss_samples=str(tmp_path / "rss.csv"))
+    results = [_worker(0.0, 1.0, [100], 1000)]
+    outcome = RunOutcome(combine(results), results, samples, None)
+    return dict(line.split("=", 1) for line in report_lines(cfg, outcome))
+
+
+def test_a_short_run_reports_no_growth_and_says_why(tmp_path: Path) -> None:
+    # A 0.5 s run: two samples 7 ms apart, 80 kB apart, once reported as ~689 MB/min.
+    report = _report([(0.0, 30_000_000), (0.007, 30_080_000)], tmp_path)
+    assert report["rss_samples"] == "2"
+    assert report["rss_growth_bytes_per_min"] == "null"
+    reason = report["rss_growth_reason"]
+    assert "samples span 0.007 s" in reason and "at least 10 s" in reason, reason
+
+
+def test_a_long_enough_run_reports_its_growth(tmp_path: Path) -> None:
+    # 30 samples a second apart, growing 1000 bytes a second after the warm-up.
+    samples = [(float(t), 10_000_000 + 1000 * t) for t in range(30)]
+    report = _report(samples, tmp_path)
+    assert float(report["rss_growth_bytes_per_min"]) == pytest.approx(60_000)
+    assert "rss_growth_reason" not in report
+
+
+def test_growth_needs_both_the_span_and_the_samples() -> None:
+    from bytes_handoff_bench.harness.metrics import rss_growth
+    from bytes_handoff_bench.limits import MIN_RSS_GROWTH_SAMPLES, MIN_RSS_GROWTH_SPAN_SECONDS
+
+    floor_span, floor_n = MIN_RSS_GROWTH_SPAN_SECONDS, MIN_RSS_GROWTH_SAMPLES
+    # Enough span, too few samples (after the first 20 % are dropped as warm-up).
+    sparse = [(0.0, 1), (20.0, 2), (40.0, 3)]
+    assert rss_growth(sparse).bytes_per_min is None
+    assert f"at least {floor_n} samples" in (rss_growth(sparse).reason or "")
+    # Many samples, too short a span.
+    dense = [(t / 100, 5) for t in range(100)]
+    assert rss_growth(dense).bytes_per_min is None
+    assert f"at least {floor_span:g} s" in (rss_growth(dense).reason or "")
+    # Just enough of both: a number, and no reason.
+    enough = [(float(t), 5) for t in range(13)]  # the fit keeps t = 2..12: 11 samples, 10 s
+    assert rss_growth(enough).bytes_per_min == 0 and rss_growth(enough).reason is None
+    assert rss_growth([]).bytes_per_min is None
 
 
 def _worker(start: float, end: float, latencies: list[int], nbytes: int) -> WorkerResult:

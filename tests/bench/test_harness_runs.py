@@ -5,6 +5,7 @@ Each run is a subprocess: exit 0, every required key, every byte verified.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,9 @@ def test_sustained_run_samples_rss(tmp_path: Path) -> None:
     assert int(run.out["actual_iterations"]) > 1
     assert float(run.out["total_seconds"]) >= 3.0
     assert run.out["rss_samples_file"] == str(samples)
-    float(run.out["rss_growth_bytes_per_min"])
+    # 3 s of samples are too few to extrapolate a growth per minute from: said, not made up.
+    assert run.out["rss_growth_bytes_per_min"] == "null"
+    assert "samples span" in run.out["rss_growth_reason"]
     rows = samples.read_text().splitlines()
     assert rows[0] == "elapsed_seconds,rss_bytes"
     assert len(rows) - 1 >= 3
@@ -134,7 +137,9 @@ def test_split_service_and_driver(
         "--worker-threads",
         workers,
     ]
+    started = time.monotonic()
     driver, svc, err, rc, addr = run_split(tmp_path, shape, idle_millis=1500)
+    lifetime = time.monotonic() - started  # the service's whole life fits in it
     assert_ok(driver, iterations=2)
     assert driver.out["role"] == "tcp-driver"
     assert rc == 0, err
@@ -142,6 +147,7 @@ def test_split_service_and_driver(
     assert svc["service_addr"] == addr
     assert svc["total_bytes"] == driver.out["total_bytes"]
     assert svc["total_streams"] == driver.out["total_streams"]
-    # The service measures its active window, not the 1.5 s idle wait that ends it.
-    assert float(svc["total_seconds"]) < 1.4
+    # The service measures its active window, not the 1.5 s idle wait that ends it: the
+    # window and that wait both fit in its life, however slowly the machine ran.
+    assert float(svc["total_seconds"]) + 1.5 <= lifetime
     assert float(svc["cpu_total_seconds"]) > 0

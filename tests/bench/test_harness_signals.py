@@ -61,15 +61,12 @@ def test_a_signal_ends_a_long_run(tmp_path: Path, sig: int, workers: int, stage:
             time.sleep(1.5)
             assert proc.poll() is None, proc.communicate()[1]
         proc.send_signal(sig)  # this process only, not its group
-        signalled = time.monotonic()
-        _, err = proc.communicate(timeout=PROMPT)
-        took = time.monotonic() - signalled
+        _, err = proc.communicate(timeout=PROMPT)  # a run that does not end fails here
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
     assert proc.returncode != 0, err
-    assert took < PROMPT
     lines = err.strip().splitlines()
     assert "Traceback" not in err
     assert len(lines) == 1, err

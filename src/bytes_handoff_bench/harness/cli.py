@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--ready-file",
         metavar="PATH",
-        help="tcp-service: written (key=value) once listening (default: none)",
+        help="tcp-service: written (key=value) once listening; a device or FIFO is written"
+        " through, a symlink or a folder refused (default: none)",
     )
     add(
         "--idle-timeout-millis",
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--rss-samples",
         metavar="PATH",
-        help="write RSS samples (CSV, about 1/s) here (default: none)",
+        help="write RSS samples (CSV, about 1/s) here, as --ready-file (default: none)",
     )
     return p
 

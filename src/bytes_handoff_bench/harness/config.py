@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -32,6 +31,7 @@ from ..names import (
     Transport,
     transports_of,
 )
+from ..output_paths import check_output_file
 
 __all__ = ["SINK_BUFFER", "BenchConfig", "parse_addr"]
 
@@ -237,10 +237,8 @@ class BenchConfig:
         if self.role == Role.TCP_SERVICE and self.sink_addr is not None and self.sink_addr[1] == 0:
             raise UsageError("--sink-addr: the service needs the sink's concrete port")
         for flag, path in (("--ready-file", self.ready_file), ("--rss-samples", self.rss_samples)):
-            if path is None:
-                continue
-            if not path or os.path.isdir(path):
-                raise UsageError(f"{flag}: expected a file name, got {path!r}")
-            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                raise UsageError(f"{flag}: directory of {path!r} does not exist")
+            if path is not None:
+                # A device or FIFO is written through; a link, a folder, a block device or
+                # a folder that takes no file is refused here, before anything runs.
+                check_output_file(path, flag)
         return self

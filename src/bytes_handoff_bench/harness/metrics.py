@@ -14,17 +14,22 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from ..limits import MIN_RSS_GROWTH_SAMPLES, MIN_RSS_GROWTH_SPAN_SECONDS
+from ..output_paths import write_output
+
 if TYPE_CHECKING:  # imported where used: a module that only needs the RSS helpers runs without it
     from hdrh.histogram import HdrHistogram
 
 __all__ = [
     "CpuSnapshot",
+    "RssGrowth",
     "RssSampler",
     "Summary",
     "WorkerResult",
     "combine",
     "growth_per_minute",
     "new_histogram",
+    "rss_growth",
 ]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -195,17 +200,21 @@ class RssSampler:
         return self.samples
 
     def write_csv(self, path: str) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write("elapsed_seconds,rss_bytes\n")
-            for elapsed, rss in self.samples:
-                f.write(f"{elapsed:.3f},{rss}\n")
-        os.replace(tmp, path)
+        """The samples as CSV (see ``output_paths``: a device or FIFO is written through)."""
+        rows = "".join(f"{elapsed:.3f},{rss}\n" for elapsed, rss in self.samples)
+        write_output(path, "elapsed_seconds,rss_bytes\n" + rows, "--rss-samples")
+
+
+def _after_warm_up(samples: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    return samples[len(samples) // 5 :]
 
 
 def growth_per_minute(samples: list[tuple[float, int]]) -> float:
-    """Least-squares slope of RSS (bytes/minute) after the first 20 % of samples (warm-up)."""
-    tail = samples[len(samples) // 5 :]
+    """Least-squares slope of RSS (bytes/minute) after the first 20 % of samples (warm-up).
+
+    Whatever the span: :func:`rss_growth` says whether the slope means anything.
+    """
+    tail = _after_warm_up(samples)
     if len(tail) < 2:
         return 0.0
     n = len(tail)
@@ -216,3 +225,30 @@ def growth_per_minute(samples: list[tuple[float, int]]) -> float:
         return 0.0
     sxy = sum((t - mx) * (r - my) for t, r in tail)
     return sxy / sxx * 60.0
+
+
+@dataclass(frozen=True)
+class RssGrowth:
+    """RSS growth per minute, or ``None`` with the reason when the samples are too few."""
+
+    bytes_per_min: float | None
+    reason: str | None
+    #: Samples the slope is fitted to (after the warm-up), and the time they span.
+    samples: int
+    span_seconds: float
+
+
+def rss_growth(samples: list[tuple[float, int]]) -> RssGrowth:
+    """:func:`growth_per_minute` when the samples after the warm-up span at least
+    ``MIN_RSS_GROWTH_SPAN_SECONDS`` and number at least ``MIN_RSS_GROWTH_SAMPLES``;
+    else no figure and why (a slope over milliseconds is not a growth per minute)."""
+    tail = _after_warm_up(samples)
+    span = tail[-1][0] - tail[0][0] if tail else 0.0
+    if span < MIN_RSS_GROWTH_SPAN_SECONDS or len(tail) < MIN_RSS_GROWTH_SAMPLES:
+        reason = (
+            f"the RSS samples span {span:.3g} s ({len(tail)} after the first 20 %, the warm-up);"
+            f" a growth per minute needs at least {MIN_RSS_GROWTH_SAMPLES} samples over at"
+            f" least {MIN_RSS_GROWTH_SPAN_SECONDS:g} s (a sustained run of about 15 s or more)"
+        )
+        return RssGrowth(None, reason, len(tail), span)
+    return RssGrowth(growth_per_minute(samples), None, len(tail), span)

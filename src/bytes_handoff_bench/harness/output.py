@@ -12,7 +12,7 @@ import bytes_handoff
 
 from ..names import Role
 from .config import BenchConfig
-from .metrics import growth_per_minute
+from .metrics import rss_growth
 from .roles import RunOutcome
 
 __all__ = ["report_lines"]
@@ -105,6 +105,12 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
     if outcome.rss_samples is not None and cfg.rss_samples:
         fields["rss_samples_file"] = os.path.abspath(cfg.rss_samples)
         fields["rss_samples"] = len(outcome.rss_samples)
-        fields["rss_growth_bytes_per_min"] = growth_per_minute(outcome.rss_samples)
+        growth = rss_growth(outcome.rss_samples)
+        if growth.bytes_per_min is not None:
+            fields["rss_growth_bytes_per_min"] = growth.bytes_per_min
+        else:
+            # Said, not made up: "null" is no number, and the reason is on the next line.
+            fields["rss_growth_bytes_per_min"] = "null"
+            fields["rss_growth_reason"] = growth.reason
     for key, value in fields.items():
         yield f"{key}={_fmt(value)}"

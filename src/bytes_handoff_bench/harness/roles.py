@@ -30,6 +30,7 @@ from bytes_handoff import DuplexStream, duplex_pair
 
 from ..errors import BenchError
 from ..names import Role, Scenario, Transport
+from ..output_paths import write_output
 from .config import SINK_BUFFER, BenchConfig
 from .implementations import IMPLEMENTATIONS
 from .metrics import CpuSnapshot, RssSampler, Summary, WorkerResult, combine
@@ -505,11 +506,9 @@ def bind_role_listeners(cfg: BenchConfig) -> list[socket.socket]:
 
 
 def write_ready_file(path: str, lines: dict[str, object]) -> None:
-    """``key=value`` lines, written atomically (tmp + rename) so a reader never sees half."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(f"{k}={v}\n" for k, v in lines.items())
-    os.replace(tmp, path)
+    """``key=value`` lines, written atomically (a new file renamed over it) so a reader never
+    sees half; a device or a FIFO is written through (``output_paths``)."""
+    write_output(path, "".join(f"{k}={v}\n" for k, v in lines.items()), "--ready-file")
 
 
 def run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None = None) -> RunOutcome:

@@ -34,6 +34,13 @@ category: ``client_reset``, ``sink_reset``, ``proxy_killed``, ``connect_refused`
 ``proxy_crashed`` (its proxy died without being killed) and ``unexplained``
 (broken with no injected cause) fail the soak.
 
+Everything goes into ``--out-dir`` (a folder, or a new one in an existing
+folder; in one that exists, the run's fixed files must be absent, regular files,
+character devices or FIFOs: ``output_paths``), checked before any process
+starts; by default a new ``soak_<timestamp>`` folder in ``bench/results`` of the
+clone (else of the current folder). Service 0's RSS growth is reported only over
+enough samples (``metrics.rss_growth``), else ``null`` with the reason.
+
 Exit status: 0 pass, 1 fail (or interrupted), 2 bad usage.
 """
 
@@ -49,6 +56,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -68,11 +76,19 @@ from ..errors import BenchError, ProtocolError, UsageError, VerificationError
 from ..extras import default_loop, require_loop
 from ..limits import MAX_DURATION_SECONDS, MAX_TIMEOUT_SECONDS, MAX_WORKER_THREADS
 from ..names import Completion, Implementation, Loop, Transport
+from ..output_paths import (
+    check_output_dir,
+    check_output_file,
+    choose_results_dir,
+    make_output_dir,
+    output_dir_arg,
+    write_output,
+)
 from ..ports import PortError, reserve_ports
 from ..processes import Child, RunError, last_line, raise_on_termination, taskset_prefix
 from .config import BenchConfig, parse_addr
 from .implementations import IMPLEMENTATIONS
-from .metrics import growth_per_minute
+from .metrics import rss_growth
 from .transports import bind_listener, connect_tcp, tune
 from .workload import StreamVerifier, Workload
 
@@ -169,10 +185,9 @@ def reset_close(sock: socket.socket) -> None:
 
 
 def write_json(path: Path, data: object) -> None:
-    """Atomically (tmp + rename), so a reader or a SIGKILL never leaves half a file."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """Atomically (a new file renamed over it: ``output_paths``), so a reader or a SIGKILL
+    never leaves half a file; never through a symlink."""
+    write_output(path, json.dumps(data, indent=1), path.name)
 
 
 def run_on_loop(loop_name: str, main: Any) -> Any:
@@ -237,7 +252,9 @@ class Service:
             loop.add_signal_handler(sig, stop.set)
         listener = bind_listener(self.service_addr, reuseport=True)
         accept_log = os.open(
-            self.stem.with_suffix(".accepts"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            self.stem.with_suffix(".accepts"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
         )
         write_json(self.stem.with_suffix(".ready"), {"pid": os.getpid()})
         acceptor = loop.create_task(self.accept_loop(listener, accept_log))
@@ -660,6 +677,10 @@ class Orchestrator:
     def start_service(self, slot: int) -> Incarnation:
         index = sum(1 for i in self.incarnations if i.slot == slot) + 1
         stem = self.out / f"service-{slot}-{index}"
+        with contextlib.suppress(FileNotFoundError):
+            # One left in a reused --out-dir would say "ready" before this one is.
+            if stat.S_ISREG(stem.with_suffix(".ready").lstat().st_mode):
+                stem.with_suffix(".ready").unlink()
         argv = self.child_argv(self.cfg.service_cores, "service", "--stem", str(stem))
         # A fatal signal (SIGSEGV, SIGABRT) leaves the Python stack in the service's log.
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
@@ -855,29 +876,32 @@ def summarize(
 
     steady = next((i for i in orch.incarnations if i.slot == 0), None)
     samples = steady.rss if steady is not None else []
-    growth = growth_per_minute(samples) / MIB
-    gated = len(samples) >= MIN_RSS_SAMPLES
-    if gated and growth > cfg.rss_limit_mib_per_min:
+    fit = rss_growth(samples)
+    growth = None if fit.bytes_per_min is None else fit.bytes_per_min / MIB
+    gated = growth is not None and len(samples) >= MIN_RSS_SAMPLES
+    if gated and growth is not None and growth > cfg.rss_limit_mib_per_min:
         reasons.append(
             f"service 0 RSS grew {growth:.2f} MiB/min (limit {cfg.rss_limit_mib_per_min:g})"
         )
     peak = max((r for i in orch.incarnations for _, r in i.rss), default=0)
+    if growth is None:
+        shown = f"no growth figure ({fit.reason})"
+    else:
+        gate = "" if gated else f" (not gated: fewer than {MIN_RSS_SAMPLES} samples)"
+        shown = f"growth {growth:.3f} MiB/min after the first 20 %{gate}"
     lines.append(
-        f"soak: rss     service 0: {len(samples)} samples, growth {growth:.3f} MiB/min"
-        f" after the first 20 %{'' if gated else ' (not gated: fewer than 20 samples)'};"
+        f"soak: rss     service 0: {len(samples)} samples, {shown};"
         f" peak of any service {peak / MIB:.1f} MiB"
     )
 
-    with (orch.out / "kills.csv").open("w") as f:
-        f.write("pid,killed_at,reaped_at\n")
-        f.writelines(f"{pid},{k:.6f},{r:.6f}\n" for pid, (k, r) in orch.kills.items())
-    with (orch.out / "rss.csv").open("w") as f:
-        f.write("service,pid,elapsed_seconds,vm_rss_bytes\n")
-        f.writelines(
-            f"{i.stem.name},{i.child.pid},{t:.1f},{r}\n"
-            for i in orch.incarnations
-            for t, r in i.rss
-        )
+    kills = "".join(f"{pid},{k:.6f},{r:.6f}\n" for pid, (k, r) in orch.kills.items())
+    write_output(orch.out / "kills.csv", "pid,killed_at,reaped_at\n" + kills, "kills.csv")
+    rss = "".join(
+        f"{i.stem.name},{i.child.pid},{t:.1f},{r}\n" for i in orch.incarnations for t, r in i.rss
+    )
+    write_output(
+        orch.out / "rss.csv", "service,pid,elapsed_seconds,vm_rss_bytes\n" + rss, "rss.csv"
+    )
 
     time.sleep(0.1)
     leftovers = processes_with(orch.token)
@@ -912,7 +936,9 @@ def summarize(
         "sink_resets": driver.get("sink_resets", 0),
         "resets": driver.get("client_resets", 0) + driver.get("sink_resets", 0),
         "proxy_unexpected_errors": sum(v for k, v in proxy.items() if k.startswith("unexpected")),
-        "rss_growth_mib_per_min": round(growth, 3),
+        # "null" when the samples are too few to mean anything; the reason beside it.
+        "rss_growth_mib_per_min": "null" if growth is None else round(growth, 3),
+        **({"rss_growth_reason": fit.reason} if growth is None else {}),
         "rss_limit_mib_per_min": cfg.rss_limit_mib_per_min,
         "rss_gated": int(gated),
         "leftover_processes": len(leftovers),
@@ -949,7 +975,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--loop", choices=[m.value for m in Loop], default=default_loop())
     p.add_argument("--service-cores", help="taskset -c list for the services")
     p.add_argument("--driver-cores", help="taskset -c list for the driver")
-    p.add_argument("--out-dir", type=Path, help="default bench/results/soak_<timestamp>")
+    p.add_argument(
+        "--out-dir",
+        type=output_dir_arg,
+        help="a folder, or a new one in an existing folder (default: a new"
+        " bench/results/soak_<timestamp> of the clone, else of the current folder)",
+    )
     # Internal: how the orchestrator starts its children.
     p.add_argument("--child", choices=("service", "driver"), help=argparse.SUPPRESS)
     p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -1012,12 +1043,30 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
     return cfg
 
 
+#: The files the orchestrator writes into its folder under fixed names (the services'
+#: files are named per incarnation, and written never through a symlink).
+FIXED_OUTPUTS = ("soak.json", "driver.json", "driver.err", "kills.csv", "rss.csv", "summary.txt")
+
+
+def check_out_dir(given: Path | None) -> Path | None:
+    """Refuse (``UsageError``), before anything starts, an ``--out-dir`` the soak could not
+    write (``output_paths``); the default folder's parent is checked: the folder is new."""
+    if given is None:
+        choose_results_dir(None, "--out-dir")
+        return None
+    check_output_dir(given, "--out-dir")
+    if given.is_dir():
+        for name in FIXED_OUTPUTS:
+            check_output_file(given / name, f"--out-dir: {name}")
+    return given
+
+
 def new_out_dir(given: Path | None) -> Path:
+    """The checked ``--out-dir`` (made without parents), or a new ``soak_<timestamp>``."""
     if given is not None:
-        given.mkdir(parents=True, exist_ok=True)
-        return given
-    results = Path(__file__).resolve().parents[3] / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
+        return make_output_dir(given, "--out-dir")
+    results, _default = choose_results_dir(None, "--out-dir")
+    make_output_dir(results, "the default results folder", parents=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
     for n in range(100):
         path = results / f"soak_{stamp}{'' if n == 0 else f'_{n}'}"
@@ -1056,7 +1105,7 @@ def soak(prog: str, argv: Sequence[str]) -> int:
     if args.child is not None:
         return child_main(args)
     cfg = config_from_args(args)
-    out = new_out_dir(args.out_dir)
+    out = new_out_dir(check_out_dir(args.out_dir))
     raise_on_termination()  # SIGTERM/SIGHUP -> KeyboardInterrupt: the cleanup below runs
     print(f"soak: seed={cfg.seed} out_dir={out}", flush=True)
     print(
@@ -1081,8 +1130,8 @@ def soak(prog: str, argv: Sequence[str]) -> int:
         orch.stop_all()
     lines, summary = summarize(orch, cfg, interrupted, started)
     text = "\n".join([*lines, *(f"{k}={v}" for k, v in summary.items())]) + "\n"
-    (out / "summary.txt").write_text(text)
     print(text, end="", flush=True)
+    write_output(out / "summary.txt", text, "summary.txt")
     return 0 if summary["verdict"] == "pass" else 1
 
 

@@ -12,7 +12,9 @@ Conventions (the wrappers and the report rely on them):
   lacks is an empty cell.
 * ``summary.csv`` has the columns ``metric,mean,stdev``, one row per numeric
   column of ``runs.csv`` (``run`` excluded), in ``runs.csv`` column order. A
-  column is numeric when every non-empty cell is a finite number. ``stdev`` is
+  column is numeric when every non-empty cell is a finite number; ``null`` (a
+  figure the harness declined to give, e.g. ``rss_growth_bytes_per_min`` of a
+  short run) counts as empty. ``stdev`` is
   the *sample* standard deviation (n - 1 in the denominator); it is ``0`` when
   only one run has the metric. Process ids (``pid``, ``service_pid``) are
   numbers but not measurements and are left out.
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVICE_PREFIX = "service_"
+#: A value the harness reports as absent (with a ``*_reason`` key beside it).
+NULL = "null"
 NOT_METRICS = frozenset({"run", "pid", SERVICE_PREFIX + "pid"})
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -114,7 +118,7 @@ def summarize(rows: Sequence[Mapping[str, str]]) -> dict[str, Stat]:
         if col in NOT_METRICS:
             continue
         cells = [row.get(col, "") for row in rows]
-        present = [c for c in cells if c.strip()]
+        present = [c for c in cells if c.strip() and c.strip() != NULL]
         if not present:
             continue
         numbers = [as_number(c) for c in present]

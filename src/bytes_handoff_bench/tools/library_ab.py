@@ -17,7 +17,8 @@ Per case: the median round time at the revision and in the working tree (each
 block times ``--rounds`` rounds and keeps their median), the median over blocks
 of tree / revision, and the median over blocks of tree / tree again. Each
 case's result is checked after every block, as ``benches/conftest.py`` does.
-The table is printed and saved as ``bench/results/ab/<rev>_<time>.md`` and
+The table is printed and saved as ``<results>/<rev>_<time>.md`` (default
+``bench/results/ab`` of the clone, else of the current folder) and
 ``.json``. ``BENCH_SMOKE=1`` runs the tiny inputs (a quick check; no meaning).
 
 Exit status: 0 compared, 1 a run or a check failed, 2 bad flags (an unknown
@@ -60,6 +61,12 @@ from bytes_handoff_bench.cli_common import (
 from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.extras import MICRO_EXTRA_HINT, missing_packages
 from bytes_handoff_bench.names import Loop
+from bytes_handoff_bench.output_paths import (
+    choose_results_dir,
+    make_output_dir,
+    output_dir_arg,
+    write_output,
+)
 from bytes_handoff_bench.processes import RunError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -317,9 +324,9 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument("--cores", type=core_list, help="pin the run with taskset -c CORES")
     parser.add_argument(
         "--results-dir",
-        type=Path,
-        default=ROOT / "bench" / "results" / "ab",
-        help="where the .md and .json go",
+        type=output_dir_arg,
+        help="where the .md and .json go: a folder, or a new one in an existing folder"
+        " (default: bench/results/ab of the clone, else of the current folder)",
     )
     return parser
 
@@ -350,11 +357,8 @@ def run(prog: str, argv: Sequence[str]) -> int:
     missing = missing_packages(needed)
     if missing:
         raise UsageError(f"missing {', '.join(missing)}: {MICRO_EXTRA_HINT}")
+    results_dir, default = choose_results_dir(args.results_dir, "--results-dir", "ab")
     commit = resolve(args.rev)
-    try:
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {args.results_dir}: {exc.strerror}") from None
     with tempfile.TemporaryDirectory(prefix="library-ab.") as tmp:
         stems = prepare(commit, Path(tmp))
         sys.path.insert(0, str(Path(tmp) / "pkgs"))
@@ -378,7 +382,8 @@ def run(prog: str, argv: Sequence[str]) -> int:
             command = ["taskset", "-c", args.cores, *command]
         print(
             f"{prog}: {args.rev} ({commit[:12]}) against the working tree; {args.blocks} blocks"
-            f" x {args.rounds} rounds per case, {args.loop}, cores {args.cores or 'any'}",
+            f" x {args.rounds} rounds per case, {args.loop}, cores {args.cores or 'any'};"
+            f" results in {results_dir}{' (the default)' if default else ''}",
             flush=True,
         )
         results = _run_worker(command)
@@ -386,11 +391,12 @@ def run(prog: str, argv: Sequence[str]) -> int:
     text = table(results, title)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", args.rev)
-    md = args.results_dir / f"{name}_{stamp}.md"
-    md.write_text(text, encoding="utf-8")
+    make_output_dir(results_dir, "--results-dir", parents=default)
+    md = results_dir / f"{name}_{stamp}.md"
+    write_output(md, text, "--results-dir")
     meta = {"rev": args.rev, "commit": commit, "loop": args.loop, "rounds": args.rounds}
     payload = {**meta, "cores": args.cores, "results": [asdict(r) for r in results]}
-    md.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_output(md.with_suffix(".json"), json.dumps(payload, indent=2) + "\n", "--results-dir")
     print()
     print(text)
     print(f"ab_md={md}")

@@ -22,8 +22,12 @@ DURATION_SECONDS   0                                   >0: sustained runs
 LOOP               (harness default)                   asyncio or uvloop
 SERVICE_CORES      (none)                              with DRIVER_CORES: split TCP
 DRIVER_CORES       (none)
-RESULTS_DIR        bench/results
+RESULTS_DIR        bench/results                       of the clone, else of the
+                                                       current folder
 =================  ==================================  =========================
+
+``RESULTS_DIR`` must be a folder, or a new one in an existing folder (empty:
+the default); it is checked before any run (``output_paths``).
 
 A frame size maps to ``--frame-len size - 1`` (the frame plus its newline is
 ``size`` bytes); sizes outside the harness's 17 bytes to 1 MiB + 1 are refused
@@ -62,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bytes_handoff_bench.cli_common import UsageError, cpuset, prog_and_args, run_main
+from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.extras import require_loop
 from bytes_handoff_bench.limits import MAX_FRAME_LEN, MAX_RUNS, MIN_FRAME_LEN
 from bytes_handoff_bench.names import (
@@ -72,6 +77,7 @@ from bytes_handoff_bench.names import (
     Transport,
     implementations_for,
 )
+from bytes_handoff_bench.output_paths import choose_results_dir
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import Stat, format_number, write_cell_artifacts
 from bytes_handoff_bench.tools.report import (
@@ -90,7 +96,6 @@ from bytes_handoff_bench.tools.report import (
 from bytes_handoff_bench.tools.wrapper import (
     Plan,
     check_cells,
-    check_results_dir,
     display_path,
     new_run_dir,
     run_cell_once,
@@ -266,9 +271,7 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
         sink_addr=None,
         idle_timeout_millis=1000,
         run_timeout_seconds=max(600.0, 3.0 * duration_value + 300.0),
-        results_dir=Path(results)
-        if results
-        else Path(__file__).resolve().parents[3] / "bench" / "results",
+        results_dir=choose_results_dir(Path(results) if results else None, "RESULTS_DIR")[0],
         python=python,
     )
     return MatrixConfig(
@@ -892,8 +895,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
     if argv:
         raise UsageError("takes no arguments (configure with environment variables; see --help)")
     python = os.environ.get("PYTHON") or sys.executable
-    cfg = make_config(os.environ, python)
-    check_results_dir(cfg.plan.results_dir, "RESULTS_DIR")
+    cfg = make_config(os.environ, python)  # RESULTS_DIR checked too
     probe = cell_plan(cfg, build_cells(cfg, Path("."))[0][0])
     check_cells(
         probe,
@@ -914,7 +916,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
     raise_on_termination()
     try:
         base = new_run_dir(cfg.plan.results_dir, "matrix")
-    except (RunError, OSError) as exc:
+    except (RunError, BenchError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     groups = build_cells(cfg, base)

@@ -38,7 +38,9 @@ Settings (environment), and how each maps onto pytest-benchmark:
   COMPARE_FAIL=EXPR      with COMPARE, fail on a regression, e.g. COMPARE_FAIL=median:10%.
   BENCH_LOOP=uvloop      event loop for async cases: uvloop or asyncio.
   BENCH_SMOKE=1          tiny inputs, for a quick check that every case runs (CI).
-  CRITERION_RESULTS=     results folder (default bench/results/criterion).
+  CRITERION_RESULTS=     results folder: a folder, or a new one in an existing folder
+                         (default bench/results/criterion of the clone run from, else
+                         of the current folder).
   PYTHON=                interpreter (default: the repo's .venv, else python3).
 Extra arguments after `--` go to pytest unchanged.
 
@@ -61,6 +63,7 @@ from pathlib import Path
 
 from bytes_handoff_bench.cli_common import OneLineParser, UsageError, prog_and_args, run_main
 from bytes_handoff_bench.extras import MICRO_EXTRA_HINT, missing_packages
+from bytes_handoff_bench.output_paths import choose_results_dir, make_output_dir, write_output
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -297,12 +300,11 @@ def run(prog: str, argv: Sequence[str]) -> int:
         raise UsageError(missing_line)
     targets = [str(BENCHES)] if bench == "all" else select(bench, collect_families(python, BENCHES))
 
-    results = Path(env.get("CRITERION_RESULTS") or ROOT / "bench" / "results" / "criterion")
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        raise UsageError(f"cannot create the results folder {results}") from None
-    results = results.resolve()
+    given = env.get("CRITERION_RESULTS", "")
+    results, default = choose_results_dir(
+        Path(given) if given else None, "CRITERION_RESULTS", "criterion"
+    )
+    results = make_output_dir(results, "CRITERION_RESULTS", parents=default).resolve()
     compare_args: list[str] = []
     if compare:
         compare_file = find_saved(results, compare)
@@ -331,6 +333,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
             f"settings: SAMPLE_SIZE={size} MEASUREMENT_TIME={measure} WARM_UP_TIME={warm} "
             f"BENCH={bench} BENCH_LOOP={loop} TASKSET_CORES={cores or 'none'} PERF_STAT={perf}"
         )
+        print(f"results folder: {results}{' (the default)' if default else ''}")
         if compare:
             print(f"comparing with: {compare_file}")
         before = set(results.glob("*/*.json"))
@@ -352,7 +355,9 @@ def run(prog: str, argv: Sequence[str]) -> int:
                 (".perf.txt", "perf:    "),
             ):
                 if outputs[suffix].is_file():
-                    print(f"{label}{shutil.copyfile(outputs[suffix], new[-1].with_suffix(suffix))}")
+                    copy = new[-1].with_suffix(suffix)
+                    write_output(copy, outputs[suffix].read_bytes(), "CRITERION_RESULTS")
+                    print(f"{label}{copy}")
         else:
             sys.stdout.flush()
             print(

@@ -21,6 +21,12 @@ split run (profilers perturb each other, so they do not share a run):
 
 Each pass keeps its run files (``<pass>-service-run-1.txt``,
 ``<pass>-driver-run-1.txt``) so the profiled run's own figures are at hand.
+
+``--out-dir`` is checked before any run (``output_paths``): a folder, or a new
+one whose parent exists; in one that exists, every file a pass writes (these
+and the profilers' own outputs and logs) must be absent, a regular file, a
+character device or a FIFO. Without it: ``<mode>_split_...`` under the default
+results folder (``bench/results`` of the clone, else of the current folder).
 """
 
 from __future__ import annotations
@@ -56,8 +62,16 @@ from bytes_handoff_bench.names import (
     Transport,
     implementations_for,
 )
+from bytes_handoff_bench.output_paths import (
+    check_output_dir,
+    check_output_file,
+    choose_results_dir,
+    make_output_dir,
+    output_dir_arg,
+    write_output,
+)
 from bytes_handoff_bench.processes import RunError, raise_on_termination
-from bytes_handoff_bench.tools.split import Attacher, SplitConfig, run_split
+from bytes_handoff_bench.tools.split import Attacher, SplitConfig, check_run_files, run_split
 from bytes_handoff_bench.tools.wrapper import cpu_count, display_path, preflight
 
 # Seed defaults, scaled to a 2-core machine: one service core, one driver core.
@@ -114,7 +128,12 @@ def build_parser(prog: str, mode: str) -> OneLineParser:
     parser.add_argument("--driver-cores", type=cpuset, default="1")
     parser.add_argument("--loop", choices=[m.value for m in Loop])
     parser.add_argument("--idle-timeout-millis", type=positive_int, default=1000)
-    parser.add_argument("--out-dir", type=Path, help="default bench/results/<mode>_split_...")
+    parser.add_argument(
+        "--out-dir",
+        type=output_dir_arg,
+        help="a folder, or a new one in an existing folder (default:"
+        " bench/results/<mode>_split_... of the clone, else of the current folder)",
+    )
     if mode == "perf":
         parser.add_argument("--rate", type=positive_int, default=250, help="py-spy samples/s")
         parser.add_argument("--perf-freq", type=positive_int, default=997, help="perf samples/s")
@@ -341,7 +360,7 @@ def perf_report(data: Path, out_dir: Path) -> str | None:
             "# interpreter C frames (_PyEval_EvalFrameDefault); see top-functions.txt and\n"
             "# service.svg (py-spy) for the Python functions.\n"
         )
-        (out_dir / name).write_text(header + proc.stdout, encoding="utf-8")
+        write_output(out_dir / name, header + proc.stdout, name)
     return None
 
 
@@ -378,16 +397,16 @@ def run_perf_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> lis
     if not stacks.exists():
         raise RunError(f"py-spy wrote no stacks (log: {out_dir / 'stacks-py-spy.log'})")
     top = out_dir / "top-functions.txt"
-    top.write_text(top_functions(stacks.read_text(encoding="utf-8")), encoding="utf-8")
+    write_output(top, top_functions(stacks.read_text(encoding="utf-8")), top.name)
     printed.append(f"top_functions={display_path(top)}")
 
     note = out_dir / "perf-note.txt"
     if args.no_perf:
-        note.write_text("perf pass skipped (--no-perf)\n", encoding="utf-8")
+        write_output(note, "perf pass skipped (--no-perf)\n", note.name)
         printed.append(f"perf_note={display_path(note)}")
         return printed
     if shutil.which("perf") is None:
-        note.write_text("perf is not installed; no perf record pass\n", encoding="utf-8")
+        write_output(note, "perf is not installed; no perf record pass\n", note.name)
         printed.append(f"perf_note={display_path(note)}")
         return printed
     data = out_dir / "service.perf.data"
@@ -410,9 +429,10 @@ def run_perf_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> lis
         printed.append(f"perf_callgraph={display_path(out_dir / 'perf-report-callgraph.txt')}")
         printed.append(f"perf_data={display_path(data)}")
     else:
-        note.write_text(
+        write_output(
+            note,
             f"perf record could not profile the service on this machine.\nreason: {reason}\n",
-            encoding="utf-8",
+            note.name,
         )
         printed.append(f"perf_note={display_path(note)}")
     return printed
@@ -445,8 +465,52 @@ def run_strace_mode(args: argparse.Namespace, scenario: str, out_dir: Path) -> l
     return [f"strace_summary={display_path(summary)}"]
 
 
+#: Per mode: the passes (their run files' stem) and the files each mode writes itself or
+#: has its profilers write, in each scenario's folder.
+PASSES = {"perf": ("flamegraph", "stacks", "perf"), "strace": ("strace",)}
+OUTPUTS = {
+    "perf": (
+        "service.svg",
+        "service-stacks.txt",
+        "top-functions.txt",
+        "perf-note.txt",
+        "service.perf.data",
+        "perf-report.txt",
+        "perf-report-callgraph.txt",
+        "flamegraph-py-spy.out",
+        "flamegraph-py-spy.log",
+        "stacks-py-spy.out",
+        "stacks-py-spy.log",
+        "perf-record.out",
+        "perf-record.log",
+    ),
+    "strace": ("strace-summary.txt", "strace.out", "strace.log"),
+}
+
+
+#: Only for the names of a pass's run files: never started.
+_NO_ATTACHER = Attacher(name="none", argv=lambda pids: [], stdout_path=None, stderr_path=Path())
+
+
+def check_out_dir(
+    mode: str, args: argparse.Namespace, base: Path, scenarios: Sequence[str]
+) -> None:
+    """Refuse (``UsageError``), before any run, a scenario folder or a file in one that a
+    pass could not write: each is checked as ``output_paths`` says."""
+    for scenario in scenarios:
+        out_dir = base / scenario if len(scenarios) > 1 else base
+        if out_dir != base and base.is_dir():
+            check_output_dir(out_dir, "--out-dir")
+        if not out_dir.is_dir():
+            continue  # made new
+        for name in OUTPUTS[mode]:
+            check_output_file(out_dir / name, f"--out-dir: {name}")
+        for stem in PASSES[mode]:
+            check_run_files(split_config(args, scenario, out_dir, stem, _NO_ATTACHER), "--out-dir")
+
+
 def default_out_dir(mode: str, args: argparse.Namespace) -> Path:
-    results = Path(__file__).resolve().parents[3] / "bench" / "results"
+    results, _default = choose_results_dir(None, "--out-dir")
     stamp = time.strftime("%Y%m%d_%H%M%S")
     return results / f"{mode}_split_{args.implementation}_{args.scenario}_{stamp}_{os.getpid()}"
 
@@ -467,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def profile(prog: str, mode: str, argv: Sequence[str]) -> int:
     """Check the flags, then profile each scenario; ``UsageError``/``RunError`` on failure."""
     args = build_parser(prog, mode).parse_args(argv)
+    if args.out_dir is not None:
+        check_output_dir(args.out_dir, "--out-dir")
     if args.frame_len < MIN_FRAME_LEN:
         raise UsageError(f"--frame-len must be >= {MIN_FRAME_LEN}, got {args.frame_len}")
     if shutil.which("taskset") is None:
@@ -482,6 +548,7 @@ def profile(prog: str, mode: str, argv: Sequence[str]) -> int:
     require_loop(args.loop)
 
     base: Path = args.out_dir or default_out_dir(mode, args)
+    check_out_dir(mode, args, base, scenarios)
     print(
         f"{mode}: implementation={args.implementation} scenario={args.scenario} "
         f"service_cores={args.service_cores} driver_cores={args.driver_cores} "
@@ -491,7 +558,8 @@ def profile(prog: str, mode: str, argv: Sequence[str]) -> int:
     raise_on_termination()
     for scenario in scenarios:
         out_dir = base / scenario if len(scenarios) > 1 else base
-        out_dir.mkdir(parents=True, exist_ok=True)
+        # The default base may be new with its parents; a given one has its parent.
+        make_output_dir(out_dir, "--out-dir", parents=True)
         lines = (
             run_perf_mode(args, scenario, out_dir)
             if mode == "perf"

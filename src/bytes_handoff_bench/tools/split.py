@@ -21,6 +21,9 @@ Files written into the run's folder (``N`` is the run index):
 * ``service-run-N.txt`` / ``service-run-N.err`` the same for the service;
 * ``service-run-N.ready`` the service's ready file.
 
+(:func:`run_files`; a tool that runs into a folder it was given checks them
+first with ``output_paths.check_output_file``.)
+
 As a program (``python -m bytes_handoff_bench.tools.split``) it runs one split run
 and prints the two files' paths; harness flags after ``--`` go to both roles.
 """
@@ -31,6 +34,7 @@ import argparse
 import contextlib
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bytes_handoff_bench.cli_common import OneLineParser, run_main
+from bytes_handoff_bench.errors import BenchError, UsageError
 from bytes_handoff_bench.names import Role, Transport
+from bytes_handoff_bench.output_paths import (
+    check_output_dir,
+    check_output_file,
+    make_output_dir,
+    output_dir_arg,
+)
 from bytes_handoff_bench.ports import PortError, reserve_ports
 from bytes_handoff_bench.processes import (
     Child,
@@ -175,6 +186,38 @@ def harness_command(python: str) -> list[str]:
     return [python, "-m", "bytes_handoff_bench"]
 
 
+def run_files(out_dir: Path, n: int, driver_stem: str, service_stem: str) -> dict[str, Path]:
+    """The files one split run writes into ``out_dir``, by role."""
+    return {
+        "driver_txt": out_dir / f"{driver_stem}-run-{n}.txt",
+        "driver_err": out_dir / f"{driver_stem}-run-{n}.err",
+        "service_txt": out_dir / f"{service_stem}-run-{n}.txt",
+        "service_err": out_dir / f"{service_stem}-run-{n}.err",
+        "ready": out_dir / f"{service_stem}-run-{n}.ready",
+    }
+
+
+def _regular_or_link(path: Path) -> bool:
+    """``path`` is a regular file or a symlink (``FileNotFoundError`` if it is not there)."""
+    mode = path.lstat().st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def check_run_files(cfg: SplitConfig, name: str) -> None:
+    """Refuse (``UsageError``) what ``run_split(cfg)`` could not write in its folder."""
+    if not cfg.out_dir.is_dir():
+        return  # made new
+    files = run_files(cfg.out_dir, cfg.run_index, cfg.driver_file_stem, cfg.service_file_stem)
+    for path in files.values():
+        check_output_file(path, f"{name}: {path.name}")
+    with contextlib.suppress(FileNotFoundError):
+        if not _regular_or_link(files["ready"]):
+            raise UsageError(
+                f"{name}: {files['ready'].name} {str(files['ready'])!r} must be a regular file:"
+                " the run waits for it to appear"
+            )
+
+
 def _wait_ready(cfg: SplitConfig, service: Child, ready: Path, what: str) -> dict[str, str]:
     deadline = time.monotonic() + cfg.startup_timeout_seconds
     while True:
@@ -200,14 +243,19 @@ def run_split(cfg: SplitConfig) -> SplitResult:
     """Run one split-process TCP run; raise :class:`RunError` on any failure."""
     n = cfg.run_index
     what = cfg.label or f"run {n}"
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    driver_txt = cfg.out_dir / f"{cfg.driver_file_stem}-run-{n}.txt"
-    driver_err = cfg.out_dir / f"{cfg.driver_file_stem}-run-{n}.err"
-    service_txt = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.txt"
-    service_err = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.err"
-    ready = cfg.out_dir / f"{cfg.service_file_stem}-run-{n}.ready"
+    try:
+        # A subfolder of a folder the caller checked (or made): its parents may be new.
+        make_output_dir(cfg.out_dir, what, parents=True)
+    except BenchError as exc:
+        raise RunError(str(exc)) from None
+    files = run_files(cfg.out_dir, n, cfg.driver_file_stem, cfg.service_file_stem)
+    driver_txt, driver_err = files["driver_txt"], files["driver_err"]
+    service_txt, service_err = files["service_txt"], files["service_err"]
+    ready = files["ready"]
     with contextlib.suppress(FileNotFoundError):
-        ready.unlink()
+        if not _regular_or_link(ready):
+            raise RunError(f"{what}: {ready} must be a regular file: the run waits for it")
+        ready.unlink()  # a stale one: the service writes it anew
 
     service_pin = taskset_prefix(cfg.service_cores)
     driver_pin = taskset_prefix(cfg.driver_cores)
@@ -343,7 +391,7 @@ def _split(argv: Sequence[str] | None) -> int:
         prog="python -m bytes_handoff_bench.tools.split",
         description="One split-process TCP run; harness flags go after --.",
     )
-    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--out-dir", type=output_dir_arg, required=True)
     parser.add_argument("--run-index", type=int, default=1)
     parser.add_argument("--service-cores")
     parser.add_argument("--driver-cores")
@@ -352,6 +400,7 @@ def _split(argv: Sequence[str] | None) -> int:
     parser.add_argument("--run-timeout-seconds", type=float, default=600.0)
     parser.add_argument("harness_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    check_output_dir(args.out_dir, "--out-dir")
     raise_on_termination()
     harness_args = list(args.harness_args)
     if harness_args[:1] == ["--"]:
@@ -367,6 +416,7 @@ def _split(argv: Sequence[str] | None) -> int:
         startup_timeout_seconds=args.startup_timeout_seconds,
         run_timeout_seconds=args.run_timeout_seconds,
     )
+    check_run_files(cfg, "--out-dir")
     result = run_split(cfg)
     print(f"driver={result.driver_path}")
     print(f"service={result.service_path}")

@@ -9,14 +9,19 @@ compares medians of the service's ``cpu_ns_per_byte``. Then two memory runs of
 the ``handoff`` service: 128 connections (max RSS) and a sustained run (RSS
 growth after warm-up, from the sampled RSS).
 
-Exit status: 0 when every target passes, 3 when any misses, 1 when a run fails.
+Results go to a new ``targets_<timestamp>`` folder in ``--results-dir`` (a
+folder, or a new one in an existing folder; checked before any run) or in the
+default results folder (``bench/results`` of the clone, else of the current
+folder), which is printed first.
+
+Exit status: 0 when every target passes, 3 when any misses, 1 when a run fails,
+2 bad usage.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +35,27 @@ from bytes_handoff_bench.cli_common import (
     whole_number,
 )
 from bytes_handoff_bench.extras import default_loop, require_loop
-from bytes_handoff_bench.limits import MAX_CONNECTIONS, MAX_DURATION_SECONDS, MAX_RUNS
+from bytes_handoff_bench.limits import (
+    MAX_CONNECTIONS,
+    MAX_DURATION_SECONDS,
+    MAX_RUNS,
+    MIN_RSS_GROWTH_SPAN_SECONDS,
+)
 from bytes_handoff_bench.names import Completion, Implementation, Loop, Scenario, Transport
+from bytes_handoff_bench.output_paths import (
+    choose_results_dir,
+    make_output_dir,
+    output_dir_arg,
+    write_output,
+)
 from bytes_handoff_bench.processes import RunError
 from bytes_handoff_bench.tools import wrapper
 from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv
 
 MIB = 1024 * 1024
+#: The sustained memory run must last long enough for the harness to report an RSS
+#: growth (``limits.MIN_RSS_GROWTH_SPAN_SECONDS`` of samples after a 20 % warm-up).
+MIN_SUSTAINED_SECONDS = 1.5 * MIN_RSS_GROWTH_SPAN_SECONDS
 
 SHAPE = [
     "--transport", Transport.TCP,
@@ -76,7 +95,7 @@ class Check:
 
 def _run_wrapper(args: list[str], results_dir: Path) -> Path:
     """Run the wrapper into a fresh folder under ``results_dir``; return the folder it made."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(results_dir, "--results-dir", parents=True)  # in the checked folder
     before = set(results_dir.iterdir())
     status = wrapper.main(["--prog", "check-targets.sh", *args, "--results-dir", str(results_dir)])
     if status != 0:
@@ -85,6 +104,10 @@ def _run_wrapper(args: list[str], results_dir: Path) -> Path:
     if not made:
         raise RunError(f"no results folder appeared in {results_dir}")
     return made[-1]
+
+
+def runs(folder: Path) -> Path:
+    return folder / "runs.csv"
 
 
 def _median(folder: Path, key: str) -> float:
@@ -176,7 +199,16 @@ def memory_checks(
          "--connections", "16", "--runs", "1", "--duration-seconds", f"{sustained_seconds:g}"],
         results / "memory-sustained",
     )  # fmt: skip
-    growth = _median(sustained, "service_rss_growth_bytes_per_min")
+    key = "service_rss_growth_bytes_per_min"
+    rows = read_runs_csv(runs(sustained)) if runs(sustained).is_file() else []
+    if rows and all(as_number(row.get(key, "")) is None for row in rows):
+        # The harness says why it gave no figure (too short a run): so do we.
+        why = {row.get("service_rss_growth_reason", "") for row in rows} - {""}
+        raise RunError(
+            f"the sustained run reported no RSS growth ({runs(sustained)}):"
+            f" {'; '.join(sorted(why)) or 'no reason given'}"
+        )
+    growth = _median(sustained, key)
     return [
         Check(
             "4a coalesced 128 connections: service max RSS <= 64 MiB",
@@ -238,22 +270,34 @@ def check(prog: str, argv: Sequence[str] | None) -> int:
         "--sustained-seconds",
         type=seconds(MAX_DURATION_SECONDS),
         default=60.0,
-        help="the sustained memory run (default 60)",
+        help=f"the sustained memory run, at least {MIN_SUSTAINED_SECONDS:g} (default 60)",
     )
     parser.add_argument("--skip-memory", action="store_true", help="only the CPU-cost targets")
     parser.add_argument("--service-cores", type=cpuset, default="0", help="(default 0)")
     parser.add_argument("--driver-cores", type=cpuset, default="1", help="(default 1)")
-    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument(
+        "--results-dir",
+        type=output_dir_arg,
+        help="a folder, or a new one in an existing folder (default: bench/results of the"
+        " clone, else of the current folder)",
+    )
     args = parser.parse_args(argv)
+    if not args.skip_memory and args.sustained_seconds < MIN_SUSTAINED_SECONDS:
+        raise UsageError(
+            f"--sustained-seconds must be at least {MIN_SUSTAINED_SECONDS:g}, got"
+            f" {args.sustained_seconds:g}: a shorter run reports no RSS growth"
+            f" ({MIN_RSS_GROWTH_SPAN_SECONDS:g} s of samples after the warm-up);"
+            " or pass --skip-memory"
+        )
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     if not loops or any(name not in tuple(Loop) for name in loops):
         raise UsageError(f"--loops takes uvloop and/or asyncio, got {args.loops!r}")
     for loop in loops:
         require_loop(loop, "--loops")
 
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    default_root = Path(__file__).resolve().parents[3] / "bench" / "results"
-    results = (args.results_dir or default_root) / f"targets_{stamp}"
+    root, default = choose_results_dir(args.results_dir, "--results-dir")
+    print(f"{prog}: results in {root}{' (the default)' if default else ''}", flush=True)
+    results = wrapper.new_run_dir(root, "targets")
     cores = ["--service-cores", args.service_cores, "--driver-cores", args.driver_cores]
     checks: list[Check] = []
     for loop in loops:
@@ -272,7 +316,7 @@ def check(prog: str, argv: Sequence[str] | None) -> int:
         f" split TCP, service cores {args.service_cores}, driver cores {args.driver_cores})"
     )
     text = render(checks, header)
-    (results / "targets.md").write_text(text)
+    write_output(results / "targets.md", text, "targets.md")  # in a new folder: new
     print(text, end="")
     print(f"targets={results / 'targets.md'}")
     return 0 if all(c.passed for c in checks) else 3

@@ -55,9 +55,10 @@ from bytes_handoff_bench.limits import (
     MAX_TIMEOUT_SECONDS,
 )
 from bytes_handoff_bench.names import Implementation, Scenario, Transport, implementations_for
+from bytes_handoff_bench.output_paths import choose_results_dir, output_dir_arg
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import parse_kv_file, read_runs_csv, read_summary_csv
-from bytes_handoff_bench.tools.wrapper import check_results_dir, new_run_dir
+from bytes_handoff_bench.tools.wrapper import new_run_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 WRAPPER = ROOT / "bench" / "run-stream-harness.sh"
@@ -465,9 +466,9 @@ def build_parser(prog: str) -> OneLineParser:
     )
     parser.add_argument(
         "--results-dir",
-        type=Path,
-        default=ROOT / "bench" / "results",
-        help="a two_hosts_<timestamp> folder goes here",
+        type=output_dir_arg,
+        help="a two_hosts_<timestamp> folder goes here: a folder, or a new one in an existing"
+        " folder (default: bench/results of the clone, else of the current folder)",
     )
     parser.add_argument(
         "--timeout-seconds",
@@ -481,8 +482,7 @@ def build_parser(prog: str) -> OneLineParser:
 def run(prog: str, argv: Sequence[str]) -> int:
     args = build_parser(prog).parse_args(argv)
     ip = check_privilege()
-    results_dir = args.results_dir.resolve()
-    check_results_dir(results_dir, "--results-dir")
+    results_dir = choose_results_dir(args.results_dir, "--results-dir")[0].resolve()
     opts = Options(
         implementation=Implementation(args.implementation),
         scenario=Scenario(args.scenario),

@@ -30,7 +30,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from bytes_handoff_bench.names import (
     Transport,
     implementations_for,
 )
+from bytes_handoff_bench.output_paths import choose_results_dir, make_output_dir, output_dir_arg
 from bytes_handoff_bench.processes import Child, RunError, last_line, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import (
     Stat,
@@ -92,34 +92,6 @@ def cpu_count(cores: str) -> int:
         lo, _, hi = part.partition("-")
         total += int(hi or lo) - int(lo) + 1
     return total
-
-
-def folder(text: str) -> Path:
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r}")
-    return Path(text)
-
-
-def check_results_dir(path: Path, name: str) -> None:
-    """Refuse, before any run, a results folder that cannot be created or written.
-
-    The nearest existing folder on the way must be a folder and take a new file
-    (tried for real: as root, ``os.access`` says yes even where writes fail).
-    """
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing == path and not path.is_dir():
-        raise UsageError(f"{name} {str(path)!r} is a file, not a folder")
-    if not existing.is_dir():
-        raise UsageError(f"{name} {str(path)!r} lies under a file: {str(existing)!r}")
-    try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(
-            f"{name} {str(path)!r}: cannot write in {str(existing)!r}: {exc.strerror or exc}"
-        ) from None
 
 
 def command_prefix(text: str) -> list[str]:
@@ -276,7 +248,10 @@ def build_parser(prog: str) -> OneLineParser:
         " 'ip netns exec ns2' (as --service-prefix)",
     )
     parser.add_argument(
-        "--results-dir", type=folder, help="where run folders go (default: bench/results)"
+        "--results-dir",
+        type=output_dir_arg,
+        help="where run folders go: a folder, or a new one in an existing folder (default:"
+        " bench/results of the clone run from, else of the current folder)",
     )
     parser.add_argument(
         "--run-timeout-seconds",
@@ -438,8 +413,7 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         else [Implementation(args.implementation)]
     )
     scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
-    results_dir = args.results_dir or Path(__file__).resolve().parents[3] / "bench" / "results"
-    check_results_dir(results_dir, "--results-dir")
+    results_dir, _default = choose_results_dir(args.results_dir, "--results-dir")
     return Plan(
         transport=transport,
         implementations=implementations,
@@ -560,7 +534,10 @@ def run_cell_once(
 
 
 def new_run_dir(results_dir: Path, name: str) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
+    """A new ``<name>_<timestamp>`` folder in ``results_dir``, which was checked
+    (``output_paths.choose_results_dir``): made here if missing, the default with its parents.
+    What is written into the new folder is new too."""
+    make_output_dir(results_dir, "results folder", parents=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
     for attempt in range(1000):
         suffix = "" if attempt == 0 else f"-{attempt + 1}"
