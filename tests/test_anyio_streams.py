@@ -138,6 +138,28 @@ def test_core_package_does_not_import_anyio() -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 
+def test_without_anyio_the_import_error_names_the_package_and_the_extra() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['anyio'] = None  # as if anyio were not installed\n"
+        "import bytes_handoff  # the core needs no anyio\n"
+        "try:\n"
+        "    import bytes_handoff.anyio_streams\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print(e.name)\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.splitlines() == [
+        "anyio",
+        "bytes_handoff.anyio_streams needs the anyio package, which is not installed:"
+        " install the anyio extra with pip install 'bytes-handoff[anyio]'"
+        " (from a clone: pip install '.[anyio]')",
+    ]
+
+
 def test_without_the_import_the_type_error_says_which_module_to_import() -> None:
     script = (
         "from anyio.streams.stapled import StapledByteStream\n"

@@ -680,8 +680,11 @@ def test_sigterm_with_open_connections_exits_promptly_and_cleanly(
             stack.enter_context(listener.accept()[0])
             established = b"HTTP/1.1 200 Connection Established\r\n\r\n"
             assert recv_exactly(tunneled, len(established)) == established
-            stopping = time.monotonic()
-        assert time.monotonic() - stopping < 1.5  # no lingering on the way out
+        # run_proxy's exit checked that SIGTERM ended it (status 0, within TIMEOUT, else it
+        # is killed and fails). It left no connection open behind it:
+        for sock in (idle, tunneled):
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -703,12 +706,9 @@ def test_client_that_never_reads_then_resets_does_not_stall_the_others(
             time.sleep(1.5)  # the proxy fills what the client holds, then waits for room
             # Closed lingering 0: a reset, while the proxy's writing to it is paused.
             stalled.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        served = time.monotonic()
+        # The others are still served (a proxy stuck on the reset one fails its TIMEOUT).
         head, body = raw_exchange(port, small.encode())
         assert head.startswith(b"HTTP/1.1 200 ") and body == b"hello\n"
-        assert time.monotonic() - served < 5
-        stopping = time.monotonic()
-    assert time.monotonic() - stopping < 5
 
 
 # -- trailers, and responses cut short ---------------------------------------------------------

@@ -128,14 +128,14 @@ async def test_tunnel_idle_timeout_also_ends_a_wait_on_a_destination_that_stoppe
     buf = HandoffBuffer(64 * 1024)
     loop = asyncio.get_running_loop()
     sender = asyncio.create_task(loop.sock_sendall(client, PAYLOAD))  # far more than fits
-    started = loop.time()
     try:
+        # The outer bound only turns a hang into a failure: its expiry would not be the
+        # TimeoutError expected inside (it cancels the tunnel, then raises out here).
         async with asyncio.timeout(10):
             with pytest.raises(TimeoutError):
                 await tunnel(buf, proxy_in, handoff, splice=splice, idle_timeout=0.2)
     finally:
         sender.cancel()
-    assert loop.time() - started < 5
     assert handoff.closed
 
 

@@ -37,8 +37,18 @@ import errno
 import weakref
 from collections.abc import Sequence
 
-import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
+try:
+    import anyio
+    from anyio.abc import ByteReceiveStream, ByteSendStream
+except ModuleNotFoundError as exc:
+    if exc.name != "anyio":
+        raise
+    raise ModuleNotFoundError(
+        "bytes_handoff.anyio_streams needs the anyio package, which is not installed:"
+        " install the anyio extra with pip install 'bytes-handoff[anyio]'"
+        " (from a clone: pip install '.[anyio]')",
+        name="anyio",
+    ) from None
 
 from ._types import BytesLike
 from .adapters import register_reader, register_writer
