@@ -57,10 +57,46 @@ def test_smoke_run_injects_faults_and_passes(tmp_path: Path) -> None:
     assert parse_kv_text((out / "summary.txt").read_text()) == kv
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(40)
+def test_protocol_path_survives_sinks_that_stall_then_reset(tmp_path: Path) -> None:
+    """Sinks stop reading (the proxy's writes pause), then reset; the stream is long
+    enough to fill every buffer and the write budget. On the protocol path this once
+    froze the proxy's loop, then reordered bytes and hung streams (fixed since)."""
+    out = tmp_path / "soak"
+    args = [
+        "--library-path", "protocol",
+        "--duration-seconds", "4",
+        "--connections", "32",
+        "--kill-interval-seconds", "0",
+        "--client-reset-rate", "0",
+        "--sink-reset-rate", "0",
+        "--sink-stall-reset-rate", "0.1",
+        "--stall-seconds", "0.5",
+        "--hang-seconds", "8",
+        "--seed", "1",
+        "--out-dir", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(SOAK), *args], capture_output=True, text=True, timeout=35, cwd=ROOT
+    )
+    kv = parse_kv_text(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert kv["verdict"] == "pass"
+    assert kv["library_path"] == "protocol"
+    assert int(kv["sink_stall_resets"]) > 0
+    assert int(kv["streams_verified"]) > 0
+    for failure in ("corrupted", "hang", "proxy_crashed", "unexplained"):
+        assert kv[f"failures_{failure}"] == "0"
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ["--connections", "0"],
+        ["--sink-stall-reset-rate", "0.5", "--sink-reset-rate", "0.6"],
+        ["--stall-seconds", "0"],
+        ["--library-path", "tls"],
         ["--services", "1"],
         ["--client-reset-rate", "1.5"],
         ["--service-cores", "0"],

@@ -9,9 +9,10 @@ that a ``WriteHandoff`` drains with one ``writelines`` per batch.
   with no task switch, each complete frame is split off as owned ``bytes``
   and queued with ``try_write_fire_and_forget``; the queue hands the whole
   read's frames to the transport in one batch. After the marker each read is
-  one owned chunk. When the write budget is full the refused chunk is kept,
-  inbound reading pauses, and one task waits for room (backpressure is the
-  only time a task runs).
+  one owned chunk. When the next frame or chunk does not fit the write
+  budget it stays buffered and ``pause_until_room`` stops reading until it
+  fits (no task; an earlier version kept the refused chunk aside while a task
+  waited, and a read that arrived meanwhile overtook it).
 * ``ticket``: the awaitable style, as on the socket path: route the frames of
   a read, await the read's last ticket, read on.
 
@@ -28,7 +29,6 @@ from bytes_handoff import (
     BufferIOError,
     HandoffBufferConfig,
     HandoffProtocol,
-    WriteBackpressure,
     WriteHandoff,
     WriteHandoffConfig,
     WriteTicket,
@@ -67,6 +67,13 @@ class _SinkSide(HandoffProtocol):
         if self.client_side is not None:
             self.client_side.resume_reading()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Lost while paused, resume_writing never comes: without this the client side
+        # stayed paused and its stream hung instead of failing on its next write.
+        super().connection_lost(exc)
+        if self.client_side is not None:
+            self.client_side.resume_reading()
+
 
 class _Router(HandoffProtocol):
     """Callback style: routes frames, then forwards raw reads, through ``out``."""
@@ -76,36 +83,38 @@ class _Router(HandoffProtocol):
         self.out = out
         self.routing = True
         self.forwarded = 0
-        self.held: bytes | None = None  # a chunk refused for lack of budget, sent first
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def step(self, proto: HandoffProtocol) -> None:
-        if self.held is not None:
-            return  # waiting for budget: the bytes stay buffered, in order
         buf = self.buffer
         out = self.out
-        try:
-            if self.routing:
-                # Hot path (route): one split per frame, one enqueue per frame, no await.
-                while (frame := buf.split_through(b"\n")) is not None:
-                    self.forwarded += len(frame)
-                    out.try_write_fire_and_forget(frame)
-                    if frame == MARKER:
-                        self.routing = False
-                        break
-            if not self.routing and buf:
-                # Hot path (tunnel): one owned copy of what was read, one enqueue.
-                chunk = buf.freeze_all()
-                self.forwarded += len(chunk)
-                out.try_write_fire_and_forget(chunk)
-        except WriteBackpressure as full:
-            if out.closed:
-                self._finish(out.error or BenchError("outbound write handoff closed"))
-                return
-            self.held = full.into_bytes()  # type: ignore[assignment]
-            self.pause_reading()
-            asyncio.get_running_loop().create_task(self._wait_for_room())
+        if out.closed:
+            self._finish(out.error or BenchError("outbound write handoff closed"))
             return
+        if self.routing:
+            # Hot path (route): one search and one split per frame, one enqueue, no await.
+            while (end := buf.find(b"\n")) >= 0:
+                if not out.fits(end + 1):
+                    # Back-pressure: the frame stays buffered, reading stops, and this
+                    # step runs again once the frame fits. No task, nothing reordered.
+                    self._wait_for_room(end + 1)
+                    return
+                frame = buf.split_prefix(end + 1)
+                self.forwarded += len(frame)
+                out.try_write_fire_and_forget(frame)
+                if frame == MARKER:
+                    self.routing = False
+                    break
+        budget = out.config.max_pending_bytes
+        while not self.routing and buf:
+            # Hot path (tunnel): one owned copy of what was read, one enqueue.
+            size = min(len(buf), budget)
+            if not out.fits(size):
+                self._wait_for_room(size)
+                return
+            chunk = buf.freeze_all() if size == len(buf) else buf.split_prefix(size)
+            self.forwarded += size
+            out.try_write_fire_and_forget(chunk)
         if self.at_eof:
             if self.routing:
                 self._finish(
@@ -113,25 +122,21 @@ class _Router(HandoffProtocol):
                         f"stream ended before the TUNNEL marker ({len(buf)} bytes unparsed)"
                     )
                 )
-            elif not buf:
+            else:
                 self._finish(None)
 
-    async def _wait_for_room(self) -> None:
-        held, self.held = self.held, None
-        assert held is not None
-        try:
-            await self.out.write_fire_and_forget(held)
-        except Exception as exc:
-            self._finish(exc)
-            return
-        self.resume_reading()
-        self.step(self)  # what arrived meanwhile, and end of stream if it came
+    def _wait_for_room(self, size: int) -> None:
+        out = self.out
+        if out.closed:  # fits() says no once the writer failed: no room will come
+            self._finish(out.error or BenchError("outbound write handoff closed"))
+        else:
+            self.pause_until_room(out, size)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if exc is not None:
             self._finish(BufferIOError(exc))
-        elif self.routing or self.held is not None or self.buffer:
+        elif self.routing or self.buffer:
             self._finish(BenchError("inbound connection closed before the end of the stream"))
 
     def _finish(self, error: BaseException | None) -> None:

@@ -9,11 +9,13 @@ Processes, all on 127.0.0.1, each in its own process group with the run's token
 in its command line (so the end-of-run check can find any that survived):
 
 * **services** (``--services``, default 2) share one port with ``SO_REUSEPORT``.
-  Each proxies every accepted stream with the library path: ``HandoffBuffer``
+  Each proxies every accepted stream with the library: ``HandoffBuffer``
   routing of the workload's frames into a ``WriteHandoff`` to the sink, then
-  tunnel mode at ``TUNNEL\\n`` keeping the already-read tail (``handoff``: the
-  buffered tunnel loop; ``handoff_splice``: ``tunnel()``), with completion
-  tickets or fire-and-forget, chosen per stream. Each stream's error is caught
+  tunnel mode at ``TUNNEL\\n`` keeping the already-read tail, on raw sockets
+  (``handoff``: the buffered tunnel loop; ``handoff_splice``: ``tunnel()``) or
+  on the protocol path (``handoff_protocol``: ``HandoffProtocol`` transports),
+  with completion tickets or fire-and-forget, chosen per stream
+  (``--library-path`` narrows the choice to one path). Each stream's error is caught
   and counted by category; an error type the library does not promise is a
   failure. Service 0 is never killed: its RSS over the whole run is the leak
   check. The others are SIGKILLed at random times and restarted at once, so new
@@ -22,14 +24,17 @@ in its command line (so the end-of-run check can find any that survived):
 * **the driver** runs waves of ``--connections`` streams until
   ``--duration-seconds`` pass: clients send the workload in a per-stream write
   size and a verifying sink checks every byte (``StreamVerifier``). Some client
-  and sink sockets are reset (``SO_LINGER`` 0, then close) at random offsets.
+  and sink sockets are reset (``SO_LINGER`` 0, then close) at random offsets;
+  some sinks first stop reading for ``--stall-seconds``, so that the proxy's
+  writes pause, and reset while they are paused.
 * **this orchestrator** starts them (pinned with ``taskset`` when asked), kills
   and restarts services, samples each service's ``VmRSS`` once a second,
   classifies every stream, kills and reaps every child at the end (also on
   SIGINT/SIGTERM and on errors), checks that none is left and prints the verdict.
 
 A stream ends as ``verified`` (exact length, every byte checked) or in a named
-category: ``client_reset``, ``sink_reset``, ``proxy_killed``, ``connect_refused``.
+category: ``client_reset``, ``sink_reset``, ``sink_stall_reset``, ``proxy_killed``,
+``connect_refused``.
 ``corrupted`` (wrong bytes), ``hang`` (not ended within ``--hang-seconds``),
 ``proxy_crashed`` (its proxy died without being killed) and ``unexplained``
 (broken with no injected cause) fail the soak.
@@ -93,10 +98,13 @@ from .transports import bind_listener, connect_tcp, tune
 from .workload import StreamVerifier, Workload
 
 MIB = 1024 * 1024
-#: Per-stream proxy variants: both tunnel paths, with and without completion tickets.
-PROXY_VARIANTS = [
-    (i, c) for i in (Implementation.HANDOFF, Implementation.HANDOFF_SPLICE) for c in Completion
-]
+#: The library's two paths and the proxies that use them: raw sockets (``handoff``,
+#: the buffered tunnel loop; ``handoff_splice``, ``tunnel()``) and the protocol path
+#: (``HandoffProtocol`` transports, callback style or awaited tickets).
+LIBRARY_PATHS = {
+    "socket": (Implementation.HANDOFF, Implementation.HANDOFF_SPLICE),
+    "protocol": (Implementation.HANDOFF_PROTOCOL,),
+}
 #: Client write sizes, one drawn per stream: a prime (frames and the marker split at
 #: odd offsets), about one MSS, one full proxy read.
 FRAGMENTS = (97, 1448, 16384)
@@ -114,6 +122,7 @@ CATEGORIES = (
     "verified",
     "client_reset",
     "sink_reset",
+    "sink_stall_reset",
     "proxy_killed",
     "connect_refused",
     "corrupted",
@@ -140,6 +149,13 @@ class SoakConfig:
     kill_interval_seconds: float = 4.0
     client_reset_rate: float = 0.05
     sink_reset_rate: float = 0.05
+    #: Streams whose sink stops reading (the proxy's writes fill and pause) for
+    #: ``stall_seconds``, then resets: the fault that once froze the protocol path.
+    sink_stall_reset_rate: float = 0.05
+    stall_seconds: float = 1.0
+    #: Which library path the services proxy with: "socket", "protocol" or "both"
+    #: (drawn per stream).
+    library_path: str = "both"
     hang_seconds: float = 30.0
     #: Service 0's RSS moves within a ~4 MiB band as its share of the load shifts
     #: (all streams while its peer is dead), which puts up to ~7 MiB/min of slope
@@ -153,6 +169,12 @@ class SoakConfig:
     loop: str = Loop.UVLOOP  # a str: children get the config as JSON
     service_cores: str | None = None
     driver_cores: str | None = None
+
+    @property
+    def variants(self) -> list[tuple[Implementation, Completion]]:
+        """The proxy variants the services draw from."""
+        paths = LIBRARY_PATHS if self.library_path == "both" else [self.library_path]
+        return [(i, c) for path in paths for i in LIBRARY_PATHS[path] for c in Completion]
 
     def bench_config(
         self,
@@ -232,7 +254,7 @@ class Service:
         self.stem = stem
         self.rng = random.Random(f"{cfg.seed}-{stem.name}")
         self.variants = [
-            (IMPLEMENTATIONS[i].proxy, cfg.bench_config(i, c)) for i, c in PROXY_VARIANTS
+            (IMPLEMENTATIONS[i].proxy, cfg.bench_config(i, c)) for i, c in cfg.variants
         ]
         self.total = cfg.bench_config().bytes_per_connection
         self.counts: Counter[str] = Counter()
@@ -294,6 +316,7 @@ class Service:
 
     async def serve(self, inbound: socket.socket) -> None:
         proxy, pcfg = self.rng.choice(self.variants)
+        self.counts[f"path_{pcfg.implementation}"] += 1
         try:
             try:
                 outbound = await connect_tcp(self.sink_addr, "sink")
@@ -335,6 +358,7 @@ class StreamRecord:
     fragment: int
     client_reset_at: int | None
     sink_reset_at: int | None
+    sink_stall_at: int | None = None
     client: str = "pending"  # ok | reset_injected | connect_refused | error_<ERRNO> | hang | ...
     sink: str = "none"  # verified | reset_injected | short | error_<ERRNO> | corrupted | hang
     detail: str = ""
@@ -354,6 +378,8 @@ class StreamRecord:
             return "client_reset"
         if self.sink == "reset_injected":
             return "sink_reset"
+        if self.sink == "stall_reset_injected":
+            return "sink_stall_reset"
         if self.client == "connect_refused":
             return "connect_refused"
         return "pending"
@@ -378,6 +404,7 @@ class Driver:
         self.sink_accepts = 0
         self.client_resets = 0
         self.sink_resets = 0
+        self.sink_stall_resets = 0
         self.late_sink = 0
         self.next_id = 0
         self.streams_started = 0
@@ -410,6 +437,7 @@ class Driver:
                 "failures": self.failures,
                 "client_resets": self.client_resets,
                 "sink_resets": self.sink_resets,
+                "sink_stall_resets": self.sink_stall_resets,
                 "late_sink_connections": self.late_sink,
                 "interrupted": self.stop,
             },
@@ -423,13 +451,17 @@ class Driver:
         conn = self.next_id
         self.next_id = (self.next_id + 1) % 10_000
         self.streams_started += 1
-        client_reset = sink_reset = None
-        draw = self.rng.random()  # one draw: at most one injected reset per stream
-        if draw < self.cfg.client_reset_rate:
+        client_reset = sink_reset = sink_stall = None
+        draw = self.rng.random()  # one draw: at most one injected fault per stream
+        cfg = self.cfg
+        if draw < cfg.client_reset_rate:
             client_reset = self.reset_offset()
-        elif draw < self.cfg.client_reset_rate + self.cfg.sink_reset_rate:
+        elif draw < cfg.client_reset_rate + cfg.sink_reset_rate:
             sink_reset = self.reset_offset()
-        return StreamRecord(wave, conn, self.rng.choice(FRAGMENTS), client_reset, sink_reset)
+        elif draw < cfg.client_reset_rate + cfg.sink_reset_rate + cfg.sink_stall_reset_rate:
+            sink_stall = self.reset_offset()
+        fragment = self.rng.choice(FRAGMENTS)
+        return StreamRecord(wave, conn, fragment, client_reset, sink_reset, sink_stall)
 
     def reset_offset(self) -> int:
         """Half the resets land in routing mode or just past the switch, half anywhere.
@@ -480,7 +512,8 @@ class Driver:
                 open_tasks = set(self.sink_tasks)
                 for task in open_tasks:
                     task.cancel()  # each records "hang"
-                await asyncio.wait(open_tasks)
+                if open_tasks:  # none: connections kept arriving until the deadline
+                    await asyncio.wait(open_tasks)
                 return
             await asyncio.sleep(0.01)
 
@@ -561,6 +594,18 @@ class Driver:
                     reset_close(sock)
                     self.sink_resets += 1
                     outcome = "reset_injected"
+                    break
+                if (
+                    r is not None
+                    and r.sink_stall_at is not None
+                    and verifier.pos >= r.sink_stall_at
+                ):
+                    # Stop reading: the proxy fills our window and its own buffers, and
+                    # its writes pause; then reset while they are paused.
+                    await asyncio.sleep(self.cfg.stall_seconds)
+                    reset_close(sock)
+                    self.sink_stall_resets += 1
+                    outcome = "stall_reset_injected"
                     break
         except VerificationError as exc:
             outcome, detail = "corrupted", str(exc)
@@ -934,7 +979,11 @@ def summarize(
         "proxy_kills": len(orch.kills),
         "client_resets": driver.get("client_resets", 0),
         "sink_resets": driver.get("sink_resets", 0),
-        "resets": driver.get("client_resets", 0) + driver.get("sink_resets", 0),
+        "sink_stall_resets": driver.get("sink_stall_resets", 0),
+        "resets": driver.get("client_resets", 0)
+        + driver.get("sink_resets", 0)
+        + driver.get("sink_stall_resets", 0),
+        "library_path": cfg.library_path,
         "proxy_unexpected_errors": sum(v for k, v in proxy.items() if k.startswith("unexpected")),
         # "null" when the samples are too few to mean anything; the reason beside it.
         "rss_growth_mib_per_min": "null" if growth is None else round(growth, 3),
@@ -966,6 +1015,21 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--client-reset-rate", type=float, default=d.client_reset_rate)
     p.add_argument("--sink-reset-rate", type=float, default=d.sink_reset_rate)
+    p.add_argument(
+        "--sink-stall-reset-rate",
+        type=float,
+        default=d.sink_stall_reset_rate,
+        help="streams whose sink stops reading for --stall-seconds (the proxy's writes"
+        " pause), then resets",
+    )
+    p.add_argument("--stall-seconds", type=float, default=d.stall_seconds)
+    p.add_argument(
+        "--library-path",
+        choices=(*LIBRARY_PATHS, "both"),
+        default=d.library_path,
+        help="the library path the proxies use: raw sockets, the protocol path, or both"
+        " (drawn per stream)",
+    )
     p.add_argument("--hang-seconds", type=float, default=d.hang_seconds)
     p.add_argument("--rss-limit-mib-per-min", type=float, default=d.rss_limit_mib_per_min)
     p.add_argument("--route-frames", type=int, default=d.route_frames)
@@ -998,6 +1062,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         ("--kill-interval-seconds", args.kill_interval_seconds, 0.0, MAX_DURATION_SECONDS),
         ("--services", args.services, 2, MAX_WORKER_THREADS),
         ("--connections", args.connections, 1, MAX_CONNECTIONS),
+        ("--stall-seconds", args.stall_seconds, 0.001, args.hang_seconds),
     ):
         if not value >= low:  # also rejects nan
             raise UsageError(f"{flag} must be at least {low:g}, got {value}")
@@ -1005,14 +1070,16 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
             raise UsageError(f"{flag} must be at most {high:g}, got {value}")
     if args.seed is not None and not 0 <= args.seed < 2**64:
         raise UsageError(f"--seed must be from 0 to 2**64 - 1, got {args.seed}")
-    for flag, rate in (
+    rates = (
         ("--client-reset-rate", args.client_reset_rate),
         ("--sink-reset-rate", args.sink_reset_rate),
-    ):
+        ("--sink-stall-reset-rate", args.sink_stall_reset_rate),
+    )
+    for flag, rate in rates:
         if not 0.0 <= rate <= 1.0:
             raise UsageError(f"{flag} must be between 0 and 1, got {rate}")
-    if args.client_reset_rate + args.sink_reset_rate > 1.0:
-        raise UsageError("--client-reset-rate plus --sink-reset-rate must be at most 1")
+    if sum(rate for _, rate in rates) > 1.0:
+        raise UsageError(f"{', '.join(flag for flag, _ in rates)} must add up to at most 1")
     if (args.service_cores is None) != (args.driver_cores is None):
         raise UsageError("--service-cores and --driver-cores go together")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
@@ -1024,6 +1091,9 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         kill_interval_seconds=args.kill_interval_seconds,
         client_reset_rate=args.client_reset_rate,
         sink_reset_rate=args.sink_reset_rate,
+        sink_stall_reset_rate=args.sink_stall_reset_rate,
+        stall_seconds=args.stall_seconds,
+        library_path=args.library_path,
         hang_seconds=args.hang_seconds,
         rss_limit_mib_per_min=args.rss_limit_mib_per_min,
         route_frames=args.route_frames,
@@ -1034,7 +1104,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         service_cores=args.service_cores,
         driver_cores=args.driver_cores,
     )
-    for implementation, completion in PROXY_VARIANTS:
+    for implementation, completion in cfg.variants:
         cfg.bench_config(implementation, completion)  # the harness's own size checks
     try:
         taskset_prefix(cfg.service_cores)
@@ -1111,7 +1181,9 @@ def soak(prog: str, argv: Sequence[str]) -> int:
     print(
         f"soak: {cfg.duration_seconds:g} s, {cfg.connections} connections per wave,"
         f" {cfg.services} services, kill every ~{cfg.kill_interval_seconds:g} s,"
-        f" reset rates client {cfg.client_reset_rate:g} / sink {cfg.sink_reset_rate:g}",
+        f" reset rates client {cfg.client_reset_rate:g} / sink {cfg.sink_reset_rate:g}"
+        f" / sink stalled {cfg.stall_seconds:g} s then reset {cfg.sink_stall_reset_rate:g},"
+        f" library path {cfg.library_path}",
         flush=True,
     )
     started = time.monotonic()
