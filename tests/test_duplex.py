@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -119,8 +120,9 @@ async def test_write_after_shutdown_write_is_a_broken_pipe() -> None:
     async with asyncio.timeout(WAIT):
         a, _ = duplex_pair(8)
         a.shutdown_write()
-        with pytest.raises(BrokenPipeError, match="write after shutdown_write"):
+        with pytest.raises(BrokenPipeError, match="write after shutdown_write") as info:
             await a.write(b"x")
+        assert info.value.errno == errno.EPIPE  # a named errno, as the socket's own
 
 
 @pytest.mark.parametrize("wait_first", [False, True], ids=["idle", "waiting-writer"])
@@ -134,8 +136,9 @@ async def test_writing_to_a_closed_peer_is_a_broken_pipe(wait_first: bool) -> No
                 await writing
         else:
             b.close()
-            with pytest.raises(BrokenPipeError, match="peer closed its end"):
+            with pytest.raises(BrokenPipeError, match="peer closed its end") as info:
                 await a.write(b"x")
+            assert info.value.errno == errno.EPIPE
 
 
 async def test_closing_an_endpoint_gives_the_peer_eof() -> None:
@@ -145,6 +148,22 @@ async def test_closing_an_endpoint_gives_the_peer_eof() -> None:
         a.close()
         assert await b.read() == b"bye"
         assert await b.read() == b""
+
+
+@pytest.mark.parametrize("method", ["read", "read_into"])
+async def test_a_read_waiting_on_an_end_closed_here_fails_like_a_closed_socket(
+    method: str,
+) -> None:
+    async with asyncio.timeout(WAIT):
+        a, _b = duplex_pair(8)
+        read = a.read(8) if method == "read" else a.read_into(memoryview(bytearray(8)))
+        reading = await started(read)
+        a.close()
+        with pytest.raises(OSError) as info:
+            await reading
+        assert info.value.errno == errno.EBADF
+        with pytest.raises(OSError):  # and every later read
+            await a.read(8)
 
 
 async def test_zero_sized_reads_return_at_once() -> None:

@@ -394,7 +394,7 @@ class StreamWriterAdapter:
     async def write_some(self, chunks: Sequence[BytesLike]) -> int:
         writer = self._writer
         if writer.is_closing():
-            raise BrokenPipeError("stream writer is closing")
+            raise BrokenPipeError(errno.EPIPE, "stream writer is closing")
         total = 0
         for chunk in chunks:
             total += len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
@@ -429,7 +429,7 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
         while not draining.done():
             await asyncio.wait([draining], timeout=CLOSED_CHECK_SECONDS)
             if not draining.done() and writer.is_closing():
-                raise BrokenPipeError("stream writer closed before its peer took the bytes")
+                raise BrokenPipeError(errno.EPIPE, "stream writer closed before the peer took all")
         draining.result()
     finally:
         draining.cancel()

@@ -99,9 +99,9 @@ class _Pipe:
 
     def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
         if self.eof:
-            raise BrokenPipeError("duplex: write after shutdown_write()")
+            raise BrokenPipeError(errno.EPIPE, "duplex: write after shutdown_write()")
         if self.reader_closed:
-            raise BrokenPipeError("duplex: peer closed its end")
+            raise BrokenPipeError(errno.EPIPE, "duplex: peer closed its end")
         room = self.capacity - len(self._buf)
         written = 0
         for chunk in chunks:

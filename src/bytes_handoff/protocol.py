@@ -27,6 +27,7 @@ could not send at once never sees reused storage.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -383,7 +384,7 @@ def _broken(proto: HandoffProtocol) -> OSError:
     exc = proto.exception
     if isinstance(exc, OSError):
         return exc
-    return BrokenPipeError("transport is closed")
+    return BrokenPipeError(errno.EPIPE, "transport is closed")
 
 
 class TransportWriter:

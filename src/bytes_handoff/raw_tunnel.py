@@ -175,7 +175,9 @@ async def _drained(proto: HandoffProtocol) -> None:
         if not proto.closed:
             transport.set_write_buffer_limits(high=high, low=low)
     if proto.closed:
-        raise WriteIOError(BrokenPipeError("transport closed before its buffer was sent"))
+        raise WriteIOError(
+            BrokenPipeError(errno.EPIPE, "transport closed before it sent its buffer")
+        )
 
 
 async def _splice_transports(
