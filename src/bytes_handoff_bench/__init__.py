@@ -25,7 +25,8 @@ modules both share:
   read its key=value files.
 * Shared, importing neither group: ``names`` (roles, transports,
   implementations, scenarios, completion modes, loops; imports nothing of the
-  project), ``limits`` (the bounds of the numeric flags), ``cli_common`` (the
+  project), ``defaults`` (the default workload, one set for the harness and
+  the wrapper), ``limits`` (the bounds of the numeric flags), ``cli_common`` (the
   one-line-error parser, argument types, ``--version``, exit statuses),
   ``errors``, ``extras`` (the one-line missing-extra check, the default
   loop), ``ports``, ``processes``.

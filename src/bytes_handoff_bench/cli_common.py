@@ -1,13 +1,14 @@
 """Command-line plumbing shared by the harness and every run tool.
 
-One parser class whose errors are one line, the argument types, the help
-formatter, ``--version`` text, and :func:`run_main`: the one place that turns
-a failure into ``<prog>: error: <one line>`` and an exit status:
+One parser class whose errors are one line and whose ``--help`` shows every
+default, ``--version`` and the exit statuses; the argument types; and
+:func:`run_main`: the one place that turns a failure into
+``<prog>: error: <one line>`` and an exit status:
 
 =====================================  ======  ====================================
 raised                                 status  line on stderr
 =====================================  ======  ====================================
-a package of the bench extra missing   2       ``prog: error: missing ...`` (first)
+a package of the bench extra missing   2       ``prog: error: missing ...``
 :class:`UsageError` (bad flag/value)   2       ``prog: error: <message>``
 other :class:`~.errors.BenchError`     its     ``prog: error: <message>``
 :class:`~.processes.RunError`          1       ``prog: error: <message>``
@@ -15,28 +16,41 @@ one of ``crashes`` (per tool)          1       ``prog: error: <Type>: <message>`
 ``KeyboardInterrupt`` (or SIGTERM)     130     ``prog: interrupted``
 =====================================  ======  ====================================
 
+The same statuses everywhere (:data:`EXIT_STATUSES`; a tool adds its own,
+such as ``check-targets.sh``'s 3 for a missed target), and every ``--help``
+ends with them.
+
+The bench extra is needed to run, not to ask: :func:`run_main` checks it once
+the command line has been parsed (by the first :class:`OneLineParser` that
+parses one), so ``--help`` and ``--version`` answer without it, and a bad
+flag is reported as such.
+
 Imports nothing of :mod:`.harness` or :mod:`.tools`, so both use it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from .errors import BenchError, UsageError
-from .extras import check_bench_extra
+from .errors import BenchError, MissingExtra, UsageError
+from .extras import bench_extra_problem
 from .processes import RunError
 
 __all__ = [
+    "EXIT_STATUSES",
     "HelpFormatter",
     "OneLineParser",
     "UsageError",
     "cpuset",
+    "exit_status_text",
     "finite_number",
     "non_negative_int",
     "non_negative_number",
@@ -50,20 +64,43 @@ __all__ = [
 ]
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors raise :class:`UsageError`: one line, exit 2, no usage block."""
+#: Every program's exit statuses; a program may add its own (``exit_statuses=``).
+EXIT_STATUSES: Mapping[int, str] = {
+    0: "success",
+    1: "a run failed",
+    2: "bad usage (a flag, a value or a setting; a missing extra)",
+    130: "interrupted (Ctrl-C or SIGTERM)",
+}
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+
+def exit_status_text(extra: Mapping[int, str] | None = None) -> str:
+    """``exit status: 0 success, 1 ..., 130 interrupted ...``: the end of every ``--help``."""
+    statuses = {**EXIT_STATUSES, **(extra or {})}
+    words = ", ".join(f"{code} {statuses[code]}" for code in sorted(statuses))
+    return textwrap.fill(f"exit status: {words}", width=78, subsequent_indent="  ")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Each option's default after its help (``None`` ones say theirs); epilogs kept as written."""
+    """Each option's default after its help, also for an option without help (``None`` ones
+    say theirs); descriptions and epilogs kept as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or isinstance(action.default, bool):
             return action.help
         return super()._get_help_string(action)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if (
+            action.help is None
+            and action.option_strings
+            and action.default not in (None, argparse.SUPPRESS)
+            and not isinstance(action.default, bool)
+        ):
+            # argparse prints no help column for an option without help, so no default:
+            # give it one that is only the default.
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 def version_text() -> str:
@@ -71,6 +108,63 @@ def version_text() -> str:
     from bytes_handoff import __version__
 
     return f"bytes-handoff {__version__}"
+
+
+class _ExtraCheck:
+    """The bench extra check :func:`run_main` arms and the first parse makes."""
+
+    load: tuple[str, ...] | None = None
+
+    @classmethod
+    def run(cls) -> None:
+        load, cls.load = cls.load, None
+        if load is not None:
+            problem = bench_extra_problem(load)
+            if problem is not None:
+                raise MissingExtra(problem)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors raise :class:`UsageError`: one line, exit 2, no usage block.
+
+    Its ``--help`` shows every option's default (:class:`HelpFormatter` unless
+    another is given) and ends with the exit statuses (:data:`EXIT_STATUSES`
+    and ``exit_statuses``); ``--version`` prints :func:`version_text` (``version=False``:
+    no ``--version``). Once a command line is parsed (not for ``--help`` or
+    ``--version``, which exit while parsing), the bench extra check that
+    :func:`run_main` armed is made.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        exit_statuses: Mapping[int, str] | None = None,
+        version: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        epilog = kwargs.pop("epilog", None)
+        kwargs["epilog"] = "\n\n".join(
+            part for part in (epilog, exit_status_text(exit_statuses)) if part
+        )
+        super().__init__(*args, **kwargs)
+        if version:
+            self.add_argument(
+                "--version",
+                action="version",
+                version=version_text(),
+                help="print the version and exit",
+            )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed = super().parse_known_args(args, namespace)
+        _ExtraCheck.run()
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
 # -- argument types: each raises argparse.ArgumentTypeError, which the parser turns into
@@ -220,18 +314,17 @@ def run_main(
 ) -> int:
     """Run ``body`` and return its status, or map its failure to one line and a status.
 
-    ``bench_extra``: check the bench extra first (before ``--help`` too), really
-    importing these of its modules; ``None``: no check. ``crashes``: exception
-    types reported as ``<Type>: <message>`` with status 1 instead of a
-    traceback. ``interrupted``: the text after ``prog: `` on an interrupt.
+    ``bench_extra``: check the bench extra, really importing these of its
+    modules, once ``body`` has parsed its command line with a
+    :class:`OneLineParser` (so ``--help`` and ``--version`` need no extra, and
+    nothing runs without it); ``None``: no check. ``crashes``: exception types
+    reported as ``<Type>: <message>`` with status 1 instead of a traceback.
+    ``interrupted``: the text after ``prog: `` on an interrupt.
     """
-    if bench_extra is not None:
-        missing = check_bench_extra(prog, load=bench_extra)
-        if missing is not None:
-            return missing
+    _ExtraCheck.load = None if bench_extra is None else tuple(bench_extra)
     try:
         return body()
-    except BenchError as exc:  # UsageError included: its exit_code is 2
+    except BenchError as exc:  # UsageError and MissingExtra included: their exit_code is 2
         return _fail(prog, str(exc), exc.exit_code)
     except RunError as exc:
         return _fail(prog, str(exc), 1)
@@ -241,3 +334,5 @@ def run_main(
         return 130
     except crashes as exc:
         return _fail(prog, f"{type(exc).__name__}: {exc}", 1)
+    finally:
+        _ExtraCheck.load = None

@@ -1,9 +1,11 @@
-"""Is the ``bench`` extra installed? Checked first by every harness entry point.
+"""Is the ``bench`` extra installed? Checked by every harness entry point before a run.
 
-The library core is standard-library only; the harness needs the ``bench``
-extra (``pip install 'bytes-handoff[bench]'``). Without it, each entry point
-(``python -m bytes_handoff_bench``, ``bytes-handoff-bench`` and the modules
-behind ``bench/*.sh``) prints one line and exits 2 before it starts anything::
+The library core is standard-library only; a run of the harness needs the
+``bench`` extra (``pip install 'bytes-handoff[bench]'``). Without it, each
+entry point (``python -m bytes_handoff_bench``, ``bytes-handoff-bench`` and
+the modules behind ``bench/*.sh``) answers ``--help`` and ``--version``, and
+for anything else prints one line and exits 2 before it starts anything
+(``cli_common.run_main``)::
 
     bytes-handoff-bench: error: missing hdrhistogram: install the bench extra: \
 pip install 'bytes-handoff[bench]'
@@ -30,6 +32,7 @@ __all__ = [
     "EXIT_MISSING",
     "MICRO_EXTRA_HINT",
     "REQUIRED",
+    "bench_extra_problem",
     "check_bench_extra",
     "default_loop",
     "missing_packages",
@@ -72,13 +75,21 @@ def missing_packages(
     return [package for module, package in required if not _importable(module, module in load)]
 
 
-def check_bench_extra(prog: str, load: Sequence[str] = ()) -> int | None:
-    """``None`` when the bench extra is there; else print one line and return 2."""
+def bench_extra_problem(load: Sequence[str] = ()) -> str | None:
+    """``None`` when the bench extra is there; else ``missing <packages>: <hint>``."""
     missing = missing_packages(load=load)
     if not missing:
         return None
+    return f"missing {', '.join(missing)}: {BENCH_EXTRA_HINT}"
+
+
+def check_bench_extra(prog: str, load: Sequence[str] = ()) -> int | None:
+    """``None`` when the bench extra is there; else print one line and return 2."""
+    problem = bench_extra_problem(load)
+    if problem is None:
+        return None
     sys.stdout.flush()
-    print(f"{prog}: error: missing {', '.join(missing)}: {BENCH_EXTRA_HINT}", file=sys.stderr)
+    print(f"{prog}: error: {problem}", file=sys.stderr)
     return EXIT_MISSING
 
 

@@ -63,13 +63,16 @@ class Loop(StrEnum):
 
 
 class Implementation(StrEnum):
-    """The proxies, in run order (``--implementation all`` runs them so): ``handoff`` first."""
+    """The proxies, in the one order of everything that lists them: ``--implementation all``
+    runs them so, and the per-run lines, the summary lines, the comparison table and chart
+    and the matrix list them so. ``handoff`` (the reference of every ratio) and
+    ``handoff_splice`` first, then the library's protocol path, then the baselines."""
 
     HANDOFF = "handoff"
+    HANDOFF_SPLICE = "handoff_splice"
     HANDOFF_PROTOCOL = "handoff_protocol"
     MANUAL_VEC = "manual_vec"
     RAW_COPY = "raw_copy"
-    HANDOFF_SPLICE = "handoff_splice"
     MANUAL_PROTOCOL = "manual_protocol"
     RAW_PROTOCOL = "raw_protocol"
 
@@ -90,17 +93,8 @@ FRAME_BUDGET = frozenset(
     {Implementation.HANDOFF, Implementation.HANDOFF_SPLICE, Implementation.HANDOFF_PROTOCOL}
 )
 
-#: The order of comparison tables and charts: ``handoff`` (the ratio reference) and
-#: ``handoff_splice`` first, then the rest in run order.
-REPORT_ORDER: tuple[Implementation, ...] = (
-    Implementation.HANDOFF,
-    Implementation.HANDOFF_SPLICE,
-    *(
-        impl
-        for impl in Implementation
-        if impl not in (Implementation.HANDOFF, Implementation.HANDOFF_SPLICE)
-    ),
-)
+#: The order of comparison tables and charts: the run order (one order everywhere).
+REPORT_ORDER: tuple[Implementation, ...] = tuple(Implementation)
 
 
 def transports_of(implementation: str) -> tuple[Transport, ...]:

@@ -245,3 +245,24 @@ def run_split(
         if service.poll() is None:
             service.kill()
     return Split(driver, parse_report(out), err, service.returncode, addr)
+
+
+def help_blocks(help_text: str) -> dict[str, str]:
+    """Each option's block of a ``--help`` (its line and its help's lines, joined), by flag."""
+    blocks: dict[str, str] = {}
+    flag = ""
+    lines = help_text.splitlines()
+    start = lines.index("options:") + 1 if "options:" in lines else len(lines)
+    for line in lines[start:]:
+        if line and not line.startswith(" "):
+            break  # the epilog
+        words = line.split()
+        if line.startswith("  -") and words:
+            flags = [w.rstrip(",") for w in words if w.startswith("--")]
+            flag = flags[0] if flags else words[0].rstrip(",")
+            blocks[flag] = line.strip()
+        elif line.startswith(" " * 6) and flag:
+            blocks[flag] += " " + line.strip()
+        else:
+            flag = ""
+    return blocks

@@ -1,5 +1,6 @@
-"""Without the bench extra every entry point says which extra to install in one
-line and exits 2; ``--help`` shows defaults and examples; ``--version``.
+"""Without the bench extra every run says which extra to install in one line and
+exits 2, while ``--help`` and ``--version`` still answer; ``--help`` shows
+defaults, examples and the exit statuses; ``--version``.
 
 A missing package is simulated in a subprocess: a ``sitecustomize`` on
 ``PYTHONPATH`` sets ``sys.modules[name] = None`` for each name in
@@ -16,10 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness_support import help_blocks
 
 import bytes_handoff
-from bytes_handoff_bench.harness import cli
-from bytes_handoff_bench.tools import wrapper
+from bytes_handoff_bench.harness import cli, soak
+from bytes_handoff_bench.tools import library_ab, profilers, targets, two_hosts, wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -37,24 +39,23 @@ for _name in os.environ.get("BH_HIDE", "").split():
 PY = [sys.executable, "-m", "bytes_handoff_bench"]
 SCRIPT = Path(sys.executable).parent / "bytes-handoff-bench"
 
-# (name, command): every entry point, with an argument that would otherwise succeed at once.
+# (name, command): every entry point of the bench extra, as a run that would start at once.
 ENTRY_POINTS: list[tuple[str, list[str]]] = [
-    ("python -m bytes_handoff_bench --help", [*PY, "--help"]),
     ("python -m bytes_handoff_bench", PY),
-    ("bytes-handoff-bench --version", [str(SCRIPT), "--version"]),
-    ("run-stream-harness.sh --help", ["bash", str(BENCH / "run-stream-harness.sh"), "--help"]),
-    ("run-stream-matrix.sh --help", ["bash", str(BENCH / "run-stream-matrix.sh"), "--help"]),
-    ("run-fault-soak.sh --help", ["bash", str(BENCH / "run-fault-soak.sh"), "--help"]),
-    ("check-targets.sh --help", ["bash", str(BENCH / "check-targets.sh"), "--help"]),
-    (
-        "run-split-service-perf.sh --help",
-        ["bash", str(BENCH / "run-split-service-perf.sh"), "--help"],
-    ),
-    (
-        "run-split-service-strace.sh --help",
-        ["bash", str(BENCH / "run-split-service-strace.sh"), "--help"],
-    ),
-    ("run-two-hosts.sh --help", ["bash", str(BENCH / "run-two-hosts.sh"), "--help"]),
+    ("bytes-handoff-bench", [str(SCRIPT)]),
+    ("run-stream-harness.sh", ["bash", str(BENCH / "run-stream-harness.sh")]),
+    ("run-stream-matrix.sh", ["bash", str(BENCH / "run-stream-matrix.sh")]),
+    ("run-fault-soak.sh", ["bash", str(BENCH / "run-fault-soak.sh")]),
+    ("check-targets.sh", ["bash", str(BENCH / "check-targets.sh")]),
+    ("run-split-service-perf.sh", ["bash", str(BENCH / "run-split-service-perf.sh")]),
+    ("run-split-service-strace.sh", ["bash", str(BENCH / "run-split-service-strace.sh")]),
+    ("run-two-hosts.sh", ["bash", str(BENCH / "run-two-hosts.sh")]),
+]
+#: The programs that need no bench extra (the micro one, or none), which answer too.
+OTHER_PROGRAMS: list[tuple[str, list[str]]] = [
+    ("run-criterion-baseline.sh", ["bash", str(BENCH / "run-criterion-baseline.sh")]),
+    ("run-library-ab.sh", ["bash", str(BENCH / "run-library-ab.sh")]),
+    ("run-http-proxy-load.sh", ["bash", str(BENCH / "run-http-proxy-load.sh")]),
 ]
 PACKAGES = {"hdrh": "hdrhistogram", "rich": "rich", "matplotlib": "matplotlib"}
 
@@ -94,15 +95,14 @@ def assert_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> st
 
 
 def entry_cases() -> list[tuple[str, list[str], str]]:
-    cases = []
-    for name, cmd in ENTRY_POINTS:
-        for module in PACKAGES:
-            # hdrh everywhere; rich and matplotlib on the harness and the two run wrappers.
-            if module == "hdrh" or any(
-                key in name for key in ("bytes_handoff_bench --help", "harness.sh", "matrix.sh")
-            ):
-                cases.append((name, cmd, module))
-    return cases
+    # hdrh everywhere; rich and matplotlib on the harness and the two run wrappers.
+    every = ("python -m bytes_handoff_bench", "run-stream-harness.sh", "run-stream-matrix.sh")
+    return [
+        (name, cmd, module)
+        for name, cmd in ENTRY_POINTS
+        for module in PACKAGES
+        if module == "hdrh" or name in every
+    ]
 
 
 @pytest.mark.parametrize(
@@ -116,14 +116,14 @@ def test_missing_package_is_one_line_exit_2(
     if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
         pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
     proc = run(cmd, hide_dir, hide=module)
-    prog = "bytes-handoff-bench" if "bytes_handoff_bench" in name else name.split()[0]
+    prog = "bytes-handoff-bench" if "bytes" in name else name
     line = assert_one_line(proc, f"missing {PACKAGES[module]}", HINT)
     assert line.startswith(f"{prog}: error: "), line
     assert proc.stdout == "", proc.stdout
 
 
 def test_every_missing_package_is_named_in_the_one_line(hide_dir: Path) -> None:
-    proc = run([*PY, "--help"], hide_dir, hide="hdrh rich matplotlib uvloop")
+    proc = run(PY, hide_dir, hide="hdrh rich matplotlib uvloop")
     line = assert_one_line(proc, "missing hdrhistogram, rich, matplotlib:", HINT)
     assert "uvloop" not in line  # optional: the default loop falls back to asyncio
 
@@ -132,7 +132,72 @@ def test_a_broken_install_is_found_too(tmp_path: Path) -> None:
     # An hdrh that is there but fails to import (as a half-installed wheel would).
     (tmp_path / "hdrh").mkdir()
     (tmp_path / "hdrh" / "__init__.py").write_text("raise ImportError('broken hdrh')\n")
-    assert_one_line(run([*PY, "--help"], tmp_path), "missing hdrhistogram", HINT)
+    assert_one_line(run(PY, tmp_path), "missing hdrhistogram", HINT)
+
+
+ALL_PROGRAMS = [
+    (name, cmd)
+    for name, cmd in [*ENTRY_POINTS, *OTHER_PROGRAMS]
+    if name != "python -m bytes_handoff_bench"
+] + [("python -m bytes_handoff_bench", PY)]
+
+
+@pytest.mark.parametrize(("name", "cmd"), ALL_PROGRAMS, ids=[n for n, _c in ALL_PROGRAMS])
+def test_help_and_version_answer_without_the_extra(
+    name: str, cmd: list[str], hide_dir: Path
+) -> None:
+    # Only a run needs the bench extra: asking what a program does or which version it is
+    # does not.
+    if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
+        pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
+    hide = "hdrh rich matplotlib uvloop"
+    version = run([*cmd, "--version"], hide_dir, hide=hide)
+    assert (version.returncode, version.stdout, version.stderr) == (0, f"{VERSION}\n", "")
+    helped = run([*cmd, "--help"], hide_dir, hide=hide)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stderr == ""
+    text = " ".join(helped.stdout.split())
+    assert "--version" in text, text
+
+
+@pytest.mark.parametrize(("name", "cmd"), ALL_PROGRAMS, ids=[n for n, _c in ALL_PROGRAMS])
+def test_every_help_says_the_exit_statuses(name: str, cmd: list[str]) -> None:
+    if cmd[0] == str(SCRIPT) and not SCRIPT.exists():
+        pytest.skip("the bytes-handoff-bench script is not installed beside this interpreter")
+    proc = run([*cmd, "--help"])
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    if name == "run-criterion-baseline.sh":  # pytest's statuses, said in its own words
+        assert "Exit status: pytest's; 2 for a bad setting" in text, text
+        assert "130 interrupted" in text, text
+        return
+    statuses = text[text.index("exit status: ") :]
+    assert statuses.startswith("exit status: 0 "), statuses
+    for needle in (", 1 ", ", 2 bad usage", ", 130 interrupted (Ctrl-C or SIGTERM)"):
+        assert needle in statuses, (needle, statuses)
+    assert (", 3 a target missed" in statuses) == (name == "check-targets.sh"), statuses
+
+
+def test_the_load_script_says_in_one_line_that_it_runs_without_uvloop(
+    hide_dir: Path,
+) -> None:
+    # It needs no bench extra; without uvloop its default --loops drops uvloop, and says so.
+    script = ["bash", str(BENCH / "run-http-proxy-load.sh")]
+    note = (
+        "run-http-proxy-load.sh: note: uvloop is not installed, so the proxy runs on asyncio"
+        " only (--loops asyncio; pip install uvloop)"
+    )
+    proc = run([*script, "--tool", "none"], hide_dir, hide="uvloop hdrh rich matplotlib")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == note, proc.stderr
+    assert lines[1].startswith("run-http-proxy-load.sh: error: argument --tool"), proc.stderr
+    assert "missing" not in proc.stderr  # the bench extra is not needed
+    # Not said when the loops are given, nor when uvloop is there.
+    for cmd, hide in (([*script, "--loops", "asyncio", "--tool", "none"], "uvloop"),
+                      ([*script, "--tool", "none"], "")):  # fmt: skip
+        quiet = run(cmd, hide_dir, hide=hide)
+        assert quiet.returncode == 2 and "note:" not in quiet.stderr, quiet.stderr
 
 
 def test_missing_rich_is_found_before_any_run(hide_dir: Path, tmp_path: Path) -> None:
@@ -210,7 +275,32 @@ def test_loop_uvloop_without_uvloop_is_one_line(
 PARSERS = {
     "harness": cli.build_parser,
     "wrapper": lambda: wrapper.build_parser("run-stream-harness.sh"),
+    "perf": lambda: profilers.build_parser("run-split-service-perf.sh", "perf"),
+    "strace": lambda: profilers.build_parser("run-split-service-strace.sh", "strace"),
+    "targets": lambda: targets.build_parser("check-targets.sh"),
+    "two-hosts": lambda: two_hosts.build_parser("run-two-hosts.sh"),
+    "library-ab": lambda: library_ab.build_parser("run-library-ab.sh"),
 }
+#: Every program's parser, the soak's too (its options' words are the soak's own).
+ALL_PARSERS = {**PARSERS, "soak": lambda: soak.build_parser("run-fault-soak.sh")}
+
+
+@pytest.mark.parametrize("which", list(ALL_PARSERS))
+def test_help_shows_every_default(which: str) -> None:
+    # What --help prints: every option that has a default shows it, with or without words.
+    parser = ALL_PARSERS[which]()
+    blocks = help_blocks(parser.format_help())
+    for action in parser._actions:
+        if (
+            not action.option_strings
+            or action.help == argparse.SUPPRESS
+            or action.default in (None, argparse.SUPPRESS)
+            or isinstance(action.default, bool)
+        ):
+            continue
+        flag = max(action.option_strings, key=len)
+        assert flag in blocks, (flag, list(blocks))
+        assert f"(default: {action.default})" in " ".join(blocks[flag].split()), blocks[flag]
 
 
 @pytest.mark.parametrize("which", list(PARSERS))
@@ -219,7 +309,11 @@ def test_every_option_has_help_and_shows_its_default(which: str) -> None:
     formatter = parser._get_formatter()
     for action in parser._actions:
         assert action.help and action.help.strip(), action.option_strings
-        if action.default not in (None, argparse.SUPPRESS) and action.option_strings:
+        if (
+            action.default not in (None, argparse.SUPPRESS)
+            and not isinstance(action.default, bool)  # a switch: off unless given
+            and action.option_strings
+        ):
             shown = formatter._get_help_string(action) or ""  # what --help prints for it
             assert "default" in shown, (action.option_strings, shown)
 

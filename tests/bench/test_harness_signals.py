@@ -66,10 +66,61 @@ def test_a_signal_ends_a_long_run(tmp_path: Path, sig: int, workers: int, stage:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-    assert proc.returncode != 0, err
+    assert proc.returncode == 130, err  # as every program here: 130 when interrupted
     lines = err.strip().splitlines()
     assert "Traceback" not in err
     assert len(lines) == 1, err
     assert lines[0].startswith("bytes-handoff-bench: error: "), err
     assert "interrupt" in lines[0], err
     assert processes_mentioning(str(ready)) == []
+
+
+#: Put on PYTHONPATH: the first import of the library tells the test, then sleeps, so that
+#: the test's SIGINT lands while the harness's modules load.
+SLOW_IMPORT = """\
+import importlib.abc
+import os
+import sys
+import time
+
+
+class _Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "bytes_handoff":
+            sys.meta_path.remove(self)
+            open(os.environ["BH_LOADING"], "w").close()
+            time.sleep(30)
+        return None
+
+
+sys.meta_path.insert(0, _Slow())
+"""
+
+
+def test_a_sigint_while_the_modules_load_is_one_line_and_130(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(SLOW_IMPORT)
+    loading = tmp_path / "loading"
+    env = {
+        **os.environ,
+        "BH_LOADING": str(loading),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        bench_cmd("--version"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(loading, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=PROMPT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in err, err
+    assert err == "bytes-handoff-bench: error: interrupted\n"
+    assert (proc.returncode, out) == (130, "")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from bytes_handoff_bench.names import Implementation, Transport, implementations_for
 from bytes_handoff_bench.tools import report
 from bytes_handoff_bench.tools.artifacts import Stat, merge_run, write_cell_artifacts
 from bytes_handoff_bench.tools.matrix import (
@@ -220,6 +221,69 @@ def test_title_names_transport_loop_and_shape(tmp_path: Path, split: bool) -> No
     assert "Run: `stream_x`" in md
 
 
+@pytest.mark.parametrize(
+    ("count", "word", "text"),
+    [
+        (1, "worker process", "1 worker process"),
+        (2, "worker process", "2 worker processes"),
+        (2, "frame", "2 frames"),
+        (1000, "connection", "1,000 connections"),
+        (0, "run", "0 runs"),
+    ],
+)
+def test_plural(count: int, word: str, text: str) -> None:
+    assert report.plural(count, word) == text
+
+
+def test_one_order_of_implementations_everywhere() -> None:
+    # The run order (the per-run lines, the summary lines) is the table's and the chart's.
+    assert tuple(Implementation) == report.REPORT_ORDER
+    tcp = implementations_for(Transport.TCP)
+    assert tcp == list(Implementation)
+    cells = [
+        CellSummary(impl, "coalesced", {"cpu_ns_per_byte": Stat(1, 0, 1)}, Path(impl))
+        for impl in reversed(tcp)
+    ]
+    assert [row[1] for _scenario, row in table_rows(cells)[1]] == tcp
+
+
+def two_worker_cells(base: Path, split: bool = True) -> list[CellSummary]:
+    for i, impl in enumerate(("handoff", "manual_vec", "raw_copy")):
+        for scenario in ("fragmented", "coalesced"):
+            cell = base / impl / scenario
+            cell.mkdir(parents=True)
+            row = run_row(impl, scenario, 1.0 + i, split, worker_threads="2")
+            write_cell_artifacts(cell, [row])
+    return cells_from_directory(base)
+
+
+def test_two_workers_are_worker_processes_everywhere(tmp_path: Path) -> None:
+    cells = two_worker_cells(tmp_path)
+    title = report_title(cells)  # the chart's title too
+    assert title.endswith(", 2 worker processes"), title
+    assert markdown(cells).splitlines()[0].endswith(", 2 worker processes")
+    assert comparison_table(cells).title.endswith(", 2 worker processes")
+    assert "processs" not in markdown(cells)
+
+
+def test_printed_without_a_terminal_at_natural_width(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pipe or a CI log: the title and the caption one line each, each row one line,
+    # and no line padded with spaces to the table's width.
+    cells = two_worker_cells(tmp_path)
+    monkeypatch.setattr(report, "_any_terminal", lambda: False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    report.print_table(cells, "stream_x")
+    lines = capsys.readouterr().out.splitlines()
+    grouped = comparison_table(cells, "stream_x")
+    assert lines[0] == grouped.title == report_title(cells)
+    assert lines[-1] == grouped.caption
+    assert [line for line in lines if line != line.rstrip()] == []
+    rows = [line.split() for line in lines if line.split()[:1] in (["handoff"], ["raw_copy"])]
+    assert len(rows) == 4 and all(row[-1].endswith("x") for row in rows), lines
+
+
 def test_comparison_markdown_for_people(tmp_path: Path) -> None:
     cells = write_cells(tmp_path, 1, split=True)
     md_path, png = write_comparison(tmp_path, cells, "stream_x")
@@ -424,6 +488,8 @@ def test_matrix_plots_and_markdown(tmp_path: Path) -> None:
         "RESULTS_DIR": str(tmp_path),
     }
     cfg = make_config(environ, "python3")
+    # Run, listed and plotted in the one order, not the order they were named in.
+    assert cfg.implementations == ["handoff", "manual_vec", "raw_copy"]
     md_path = tmp_path / "matrix.md"
     write_matrix_md(md_path, cells, cfg, plots)
     md = md_path.read_text()

@@ -14,10 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from harness_support import assert_one_line_error, processes_mentioning
+from harness_support import assert_one_line_error, help_blocks, processes_mentioning
 from harness_support import run_script as run
 
-from bytes_handoff_bench.tools.artifacts import as_number, read_runs_csv, read_summary_csv
+from bytes_handoff_bench.tools import matrix
+from bytes_handoff_bench.tools.artifacts import (
+    as_number,
+    parse_kv_file,
+    parse_kv_text,
+    read_runs_csv,
+    read_summary_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "bench" / "run-stream-harness.sh"
@@ -119,6 +126,87 @@ def test_harness_wrapper_refuses_what_the_harness_would(tmp_path: Path) -> None:
     line = assert_one_line_error(proc)
     assert "--write-pending-bytes (10) must be 0 or at least --read-reserve (1024)" in line
     assert list(tmp_path.iterdir()) == []
+
+
+#: Flags of the harness that the wrapper passes on (or leaves to the harness's default).
+SHARED_FLAGS = (
+    "--transport",
+    "--implementation",
+    "--scenario",
+    "--completion",
+    "--worker-threads",
+    "--connections",
+    "--route-frames",
+    "--frame-len",
+    "--tunnel-bytes",
+    "--read-reserve",
+    "--write-pending-bytes",
+    "--duplex-capacity",
+    "--iterations",
+    "--duration-seconds",
+    "--idle-timeout-millis",
+    "--startup-timeout-seconds",
+)
+
+
+def help_defaults(help_text: str) -> dict[str, str]:
+    """The ``(default: X)`` of each option in a ``--help``, numbers made comparable."""
+    found = {}
+    for flag, block in help_blocks(help_text).items():
+        match = re.search(r"\(default: ([^,;)\s]+)", block)
+        if match:
+            value = match[1]
+            found[flag] = f"{float(value):g}" if re.fullmatch(r"[\d.]+", value) else value
+    return found
+
+
+def test_the_harness_and_its_wrapper_show_one_set_of_defaults() -> None:
+    harness = subprocess.run(
+        [sys.executable, "-m", "bytes_handoff_bench", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wrapper_help = run(HARNESS, "--help")
+    assert wrapper_help.returncode == 0, wrapper_help.stderr
+    ours, theirs = help_defaults(wrapper_help.stdout), help_defaults(harness.stdout)
+    assert {flag: ours.get(flag) for flag in SHARED_FLAGS} == {
+        flag: theirs.get(flag) for flag in SHARED_FLAGS
+    }
+    # Where the wrapper must differ, its --help says so and why.
+    text = " ".join(wrapper_help.stdout.split())
+    assert "split: one per CPU of --service-cores, so that the pinned service uses" in text
+
+
+def test_a_wrapper_run_without_shape_flags_is_the_harness_default_run(tmp_path: Path) -> None:
+    keys = (
+        "transport",
+        "implementation",
+        "completion",
+        "worker_threads",
+        "connections",
+        "route_frames",
+        "frame_len",
+        "tunnel_bytes",
+        "input_fragment",
+        "read_reserve",
+        "write_pending_bytes",
+        "duplex_capacity",
+        "configured_iterations",
+        "duration_seconds_target",
+        "bytes_per_connection",
+    )
+    direct = subprocess.run(
+        [sys.executable, "-m", "bytes_handoff_bench", "--scenario", "coalesced"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    proc = run(HARNESS, "--scenario", "coalesced", "--runs", "1", "--results-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    report = parse_kv_file(one_run_folder(tmp_path) / "handoff-run-1.txt")
+    expected = parse_kv_text(direct.stdout)
+    assert {k: report[k] for k in keys} == {k: expected[k] for k in keys}
 
 
 def test_harness_wrapper_reports_a_failing_run(tmp_path: Path) -> None:
@@ -224,7 +312,11 @@ def test_all_implementations_write_comparison(tmp_path: Path) -> None:
     # For people: what ran in the title, one run's stdev is n/a, no exponent.
     title = comparison.splitlines()[0]
     assert title.startswith("# Comparison: in-memory duplex, one process, asyncio, ticket")
-    assert "2 connections, each 4 frames of 33 B + 4 KiB tunnel" in title
+    assert title.endswith("2 connections, each 4 frames of 33 B + 4 KiB tunnel, 1 worker process")
+    # No terminal here: the printed table at its natural width, its title one line, no
+    # line padded with spaces.
+    assert title.removeprefix("# Comparison: ") in proc.stdout.splitlines()
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []
     assert "± n/a" in comparison and "Lower is better" in comparison
     assert not re.search(r"\d[eE][+-]?\d", comparison.split("Run folders:")[0])
 
@@ -294,6 +386,54 @@ def test_matrix_bad_env(tmp_path: Path, env: dict[str, str], needle: str) -> Non
     proc = run(MATRIX, env={**env, "RESULTS_DIR": str(tmp_path)}, timeout=60)
     assert needle in assert_one_line_error(proc)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_matrix_help_is_plain_text_with_every_setting() -> None:
+    proc = run(MATRIX, "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: run-stream-matrix.sh [-h] [--version]\n")
+    # Plain text, not the module's reStructuredText: no table rules, no ``literals``.
+    assert "``" not in proc.stdout and not re.search(r"^\s*=+\s", proc.stdout, re.M)
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line[:2] == "  "}
+    for name, default, _meaning in matrix.SETTINGS:
+        assert name in rows, name
+        assert rows[name].split(None, 1)[1].startswith(default or "-"), rows[name]
+    # Where it differs from the harness's workload, it says so and why.
+    text = " ".join(proc.stdout.split())
+    assert "(the harness's default is 1048576: smaller here, so that the matrix ends" in text
+
+
+def test_matrix_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
+    # CONECTIONS=1 would be ignored and the whole default matrix would start: say so first.
+    # (RUNS=0 then stops it before any run.)
+    env = {"CONECTIONS": "1", "RUNS": "0", "RESULTS_DIR": str(tmp_path / "results")}
+    proc = run(MATRIX, env=env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    warning, error = proc.stderr.splitlines()
+    assert warning == (
+        "run-stream-matrix.sh: warning: not a setting, ignored: CONECTIONS (did you mean"
+        " CONNECTIONS?)"
+    )
+    assert error.startswith("run-stream-matrix.sh: error: RUNS"), error
+    assert not (tmp_path / "results").exists()
+
+
+def test_matrix_names_close_misspellings_only() -> None:
+    environ = {
+        "CONECTIONS": "1",
+        "RUN": "1",
+        "IMPLEMENTATION": "handoff",
+        "CONNECTIONS": "1",  # a setting
+        "SSH_CONNECTION": "10.0.0.1 22 10.0.0.2 22",  # another program's
+        "PATH": "/bin",
+        "COLUMNS": "80",
+        "conections": "1",  # not upper case
+    }
+    assert matrix.unknown_settings(environ) == [
+        ("CONECTIONS", "CONNECTIONS"),
+        ("IMPLEMENTATION", "IMPLEMENTATIONS"),
+        ("RUN", "RUNS"),
+    ]
 
 
 #: One quick cell per shape: a run that should have been refused ends fast.
@@ -454,10 +594,10 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
     assert "service ns/B" in comparison
     impls = (
         "handoff",
+        "handoff_splice",
         "handoff_protocol",
         "manual_vec",
         "raw_copy",
-        "handoff_splice",
         "manual_protocol",
         "raw_protocol",
     )
@@ -469,3 +609,10 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
         line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if "[run " in line
     ]
     assert order == [f"{impl} coalesced" for impl in impls]
+    # One order everywhere: the runs, the summary lines, the table printed and in
+    # comparison.md (the chart takes the table's).
+    summaries = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("stream ")]
+    printed = [line.split()[0] for line in proc.stdout.splitlines() if line.split()[:1] in
+               [[impl] for impl in impls]]  # fmt: skip
+    md_rows = [line.split(" | ")[1] for line in comparison.splitlines() if line.startswith("| ")]
+    assert summaries == printed == md_rows[1:] == list(impls), (summaries, printed, md_rows)

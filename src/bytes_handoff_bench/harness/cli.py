@@ -1,40 +1,49 @@
 """``bytes-handoff-bench`` / ``python -m bytes_handoff_bench``: parse flags, run, print.
 
-Exit codes: 0 success, 1 the run failed (a stream errored, verification
-failed, a wait timed out), 2 bad usage (unknown flag, bad value, an address
-in use, a service that cannot be reached, a package of the bench extra
-missing: checked first, even for ``--help``; see ``extras``). Every error is
-one line on stderr.
+Exit codes (as every program here, ``cli_common.EXIT_STATUSES``): 0 success,
+1 the run failed (a stream errored, verification failed, a wait timed out),
+2 bad usage (unknown flag, bad value, an address in use, a service that
+cannot be reached, a package of the bench extra missing: checked once the
+flags are parsed, so ``--help`` and ``--version`` answer without it; see
+``extras``), 130 interrupted (SIGINT or SIGTERM, also while the modules load).
+Every error is one line on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-from bytes_handoff import HandoffError
+# A Ctrl-C while the modules below load ends like one during a run: one line, 130.
+try:
+    import argparse
+    import json
+    from collections.abc import Sequence
+    from typing import Any
 
-from ..cli_common import (
-    HelpFormatter,
-    OneLineParser,
-    UsageError,
-    finite_number,
-    run_main,
-    version_text,
-)
-from ..extras import default_loop, require_loop
-from ..limits import (
-    MAX_CONNECTIONS,
-    MAX_ITERATIONS,
-    MAX_ROUTE_FRAMES,
-    MAX_RUN_MEMORY,
-    MAX_WORKER_THREADS,
-)
-from ..names import Completion, Implementation, Loop, Role, Scenario, Transport
-from .config import BenchConfig, parse_addr
+    from bytes_handoff import HandoffError
+
+    from .. import defaults
+    from ..cli_common import (
+        HelpFormatter,
+        OneLineParser,
+        UsageError,
+        finite_number,
+        run_main,
+        version_text,
+    )
+    from ..extras import default_loop, require_loop
+    from ..limits import (
+        MAX_CONNECTIONS,
+        MAX_ITERATIONS,
+        MAX_ROUTE_FRAMES,
+        MAX_RUN_MEMORY,
+        MAX_WORKER_THREADS,
+    )
+    from ..names import Completion, Loop, Role, Scenario, Transport
+    from .config import BenchConfig, parse_addr
+except KeyboardInterrupt:
+    sys.stderr.write("bytes-handoff-bench: error: interrupted\n")
+    raise SystemExit(130) from None
 
 __all__ = ["HelpFormatter", "build_parser", "config_from_args", "main", "version_text"]
 
@@ -112,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
             EXAMPLES
             + "\nEvery number is bounded, and checked before anything is allocated: a run may"
             f" hold\nat most {MAX_RUN_MEMORY // 2**30} GiB (connections x their buffers and"
-            " route frames + workers x the\ntunnel pattern). Needs the bench extra:"
-            " pip install 'bytes-handoff[bench]'."
+            " route frames + workers x the\ntunnel pattern). A run needs the bench extra"
+            " (pip install 'bytes-handoff[bench]');\n--help and --version do not."
         ),
         formatter_class=HelpFormatter,
         allow_abbrev=False,
@@ -121,12 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     integer = finite_number(int)
     number = finite_number(float)
     add = p.add_argument
-    add("--version", action="version", version=version_text(), help="print the version and exit")
     add("--preflight", action=_Preflight)
     add(
         "--transport",
         choices=[m.value for m in Transport],
-        default=Transport.DUPLEX,
+        default=defaults.TRANSPORT,
         help="duplex: in-memory pipes in one process; tcp: localhost or --service-addr sockets",
     )
     add(
@@ -139,50 +147,50 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--implementation",
         choices=[str(name) for name in IMPLEMENTATIONS],  # the names, and any registered beside
-        default=Implementation.HANDOFF,
+        default=defaults.IMPLEMENTATION,
         help="the proxy: the library path or a hand-written baseline",
     )
     add(
         "--scenario",
         choices=[m.value for m in Scenario],
-        default=Scenario.FRAGMENTED,
+        default=defaults.SCENARIO,
         help="fragmented: 64-byte client writes; coalesced: --read-reserve-sized writes",
     )
     add(
         "--completion",
         choices=[m.value for m in Completion],
-        default=Completion.TICKET,
+        default=defaults.COMPLETION,
         help="await a completion ticket per frame, or fire and forget",
     )
     add(
         "--worker-threads",
         type=integer,
-        default=1,
+        default=defaults.WORKER_THREADS,
         help=f"starts this many worker processes (1-{MAX_WORKER_THREADS}), one event loop per"
         " process: the GIL keeps threads from running Python in parallel",
     )
     add(
         "--connections",
         type=integer,
-        default=16,
+        default=defaults.CONNECTIONS,
         help=f"concurrent streams per wave (1-{MAX_CONNECTIONS})",
     )
     add(
         "--route-frames",
         type=integer,
-        default=64,
+        default=defaults.ROUTE_FRAMES,
         help=f"routed frames per stream before the tunnel marker (1-{MAX_ROUTE_FRAMES})",
     )
     add(
         "--frame-len",
         type=integer,
-        default=63,
+        default=defaults.FRAME_LEN,
         help="route frame length without newline (16 to 1 MiB)",
     )
     add(
         "--tunnel-bytes",
         type=integer,
-        default=1024 * 1024,
+        default=defaults.TUNNEL_BYTES,
         help="opaque bytes per stream after the marker (0 to 1 GiB)",
     )
     add(
@@ -194,31 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--read-reserve",
         type=integer,
-        default=16 * 1024,
+        default=defaults.READ_RESERVE,
         help="most bytes one proxy read may fill (1 to 64 MiB)",
     )
     add(
         "--write-pending-bytes",
         type=integer,
-        default=0,
+        default=defaults.WRITE_PENDING_BYTES,
         help="write budget; 0 = 2 * read_reserve, else >= read_reserve (<= 128 MiB)",
     )
     add(
         "--duplex-capacity",
         type=integer,
-        default=64 * 1024,
+        default=defaults.DUPLEX_CAPACITY,
         help="in-memory pipe capacity, duplex transport (1 to 64 MiB)",
     )
     add(
         "--iterations",
         type=integer,
-        default=1,
+        default=defaults.ITERATIONS,
         help=f"connection waves (1-{MAX_ITERATIONS})",
     )
     add(
         "--duration-seconds",
         type=number,
-        default=0.0,
+        default=defaults.DURATION_SECONDS,
         help="repeat waves until this many seconds passed (0 = use --iterations; <= 24 h)",
     )
     add(
@@ -240,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--idle-timeout-millis",
         type=integer,
-        default=2000,
+        default=defaults.IDLE_TIMEOUT_MILLIS,
         help="tcp-service: end after this long without an active stream (<= 1 h)",
     )
     add(
@@ -252,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--startup-timeout-seconds",
         type=number,
-        default=60.0,
+        default=defaults.STARTUP_TIMEOUT_SECONDS,
         help="wait for the first connection / for the service; also the no-progress limit (<= 1 h)",
     )
     add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import defaults
 from ..errors import UsageError
 from ..limits import (
     MAX_BUFFER_BYTES,
@@ -24,7 +25,6 @@ from ..limits import (
 from ..names import (
     FRAME_BUDGET,
     Completion,
-    Implementation,
     Loop,
     Role,
     Scenario,
@@ -49,32 +49,35 @@ def parse_addr(text: str, flag: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Every knob of one run, validated by :meth:`validate`; see ``cli.build_parser``."""
+    """Every knob of one run, validated by :meth:`validate`; see ``cli.build_parser``.
 
-    transport: Transport = Transport.DUPLEX
+    The defaults are :mod:`bytes_handoff_bench.defaults`, which the run tools read too.
+    """
+
+    transport: Transport = defaults.TRANSPORT
     role: Role = Role.INTEGRATED
     #: A :class:`~bytes_handoff_bench.names.Implementation`, or the name of one registered
     #: beside them (``implementations.register``).
-    implementation: str = Implementation.HANDOFF
-    scenario: Scenario = Scenario.FRAGMENTED
-    completion: Completion = Completion.TICKET
-    worker_threads: int = 1
-    connections: int = 16
-    route_frames: int = 64
-    frame_len: int = 63
-    tunnel_bytes: int = 1024 * 1024
+    implementation: str = defaults.IMPLEMENTATION
+    scenario: Scenario = defaults.SCENARIO
+    completion: Completion = defaults.COMPLETION
+    worker_threads: int = defaults.WORKER_THREADS
+    connections: int = defaults.CONNECTIONS
+    route_frames: int = defaults.ROUTE_FRAMES
+    frame_len: int = defaults.FRAME_LEN
+    tunnel_bytes: int = defaults.TUNNEL_BYTES
     input_fragment_flag: int | None = None
-    read_reserve: int = 16 * 1024
-    write_pending_bytes_flag: int = 0
-    duplex_capacity: int = 64 * 1024
-    iterations: int = 1
-    duration_seconds: float = 0.0
+    read_reserve: int = defaults.READ_RESERVE
+    write_pending_bytes_flag: int = defaults.WRITE_PENDING_BYTES
+    duplex_capacity: int = defaults.DUPLEX_CAPACITY
+    iterations: int = defaults.ITERATIONS
+    duration_seconds: float = defaults.DURATION_SECONDS
     service_addr: tuple[str, int] | None = None
     sink_addr: tuple[str, int] | None = None
     ready_file: str | None = None
-    idle_timeout_millis: int = 2000
+    idle_timeout_millis: int = defaults.IDLE_TIMEOUT_MILLIS
     loop: Loop = Loop.ASYNCIO
-    startup_timeout_seconds: float = 60.0
+    startup_timeout_seconds: float = defaults.STARTUP_TIMEOUT_SECONDS
     rss_samples: str | None = None
 
     # -- derived ------------------------------------------------------------------------

@@ -258,6 +258,13 @@ register(
 )
 register(
     Implementation(
+        Name.HANDOFF_SPLICE,
+        proxy_handoff_splice,
+        "HandoffBuffer routing, then bytes_handoff.tunnel (splice, kernel to kernel)",
+    )
+)
+register(
+    Implementation(
         Name.HANDOFF_PROTOCOL,
         proxy_handoff_protocol,
         "HandoffProtocol + WriteHandoff over transports (the library's create_server path)",
@@ -265,13 +272,6 @@ register(
 )
 register(Implementation(Name.MANUAL_VEC, proxy_manual_vec, "bytearray parser on asyncio streams"))
 register(Implementation(Name.RAW_COPY, proxy_raw_copy, "unparsed copy on asyncio streams"))
-register(
-    Implementation(
-        Name.HANDOFF_SPLICE,
-        proxy_handoff_splice,
-        "HandoffBuffer routing, then bytes_handoff.tunnel (splice, kernel to kernel)",
-    )
-)
 register(
     Implementation(
         Name.MANUAL_PROTOCOL,

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from bytes_handoff import DuplexStream, duplex_pair
 
-from ..errors import BenchError
+from ..errors import BenchError, Interrupted
 from ..names import Role, Scenario, Transport
 from ..output_paths import write_output
 from .config import SINK_BUFFER, BenchConfig
@@ -292,7 +292,7 @@ async def wait_wave(
     while True:
         sup.check()
         if sup.stop_requested:
-            raise BenchError("interrupted by a signal")
+            raise Interrupted("interrupted by a signal")
         if shared.get(Shared.VERIFIED) >= target and all(t.done() for t in clients):
             return
         await sup.nap(poll)

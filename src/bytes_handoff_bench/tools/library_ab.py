@@ -21,9 +21,7 @@ The table is printed and saved as ``<results>/<rev>_<time>.md`` (default
 ``bench/results/ab`` of the clone, else of the current folder) and
 ``.json``. ``BENCH_SMOKE=1`` runs the tiny inputs (a quick check; no meaning).
 
-Exit status: 0 compared, 1 a run or a check failed, 2 bad flags (an unknown
-revision, one without ``src/bytes_handoff``, a family that does not exist),
-130 interrupted.
+Exit statuses: :data:`EXIT_STATUSES` (the end of ``--help``).
 """
 
 from __future__ import annotations
@@ -79,6 +77,15 @@ MAX_ROUNDS = 1000
 
 #: An import of the library at the start of a line (absolute, so it must be renamed).
 _IMPORT = re.compile(r"^(\s*)(from|import) bytes_handoff(?=[\s.])", re.M)
+
+
+#: What ``--help`` says of the exit statuses (the others are every program's).
+EXIT_STATUSES = {
+    0: "compared",
+    1: "a run or a check failed",
+    2: "bad usage (a flag, an unknown revision, one without src/bytes_handoff, a family"
+    " that does not exist; a missing micro extra)",
+}
 
 
 def renamed(source: str, package: str) -> str:
@@ -300,8 +307,9 @@ def build_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(
         prog=prog,
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0] if __doc__ else None,
         formatter_class=HelpFormatter,
+        exit_statuses=EXIT_STATUSES,
     )
     parser.add_argument("rev", help="the git revision to compare the working tree with")
     parser.add_argument(

@@ -1,71 +1,35 @@
 """The logic behind ``bench/run-stream-matrix.sh``: a decision matrix.
 
-Configured by environment variables (defaults scaled to a
-2-core machine):
-
-=================  ==================================  =========================
-variable           default                             meaning
-=================  ==================================  =========================
-TRANSPORT          duplex                              duplex or tcp
-IMPLEMENTATIONS    all                                 all: each that runs on TRANSPORT
-SCENARIOS          fragmented coalesced
-CONNECTIONS        1 4 16                              connections per wave
-FRAME_SIZES        64 1024 16384                       frame size incl. newline
-INPUT_FRAGMENTS    (scenario default)                  optional client write sizes
-COMPLETION         fire_and_forget                     ticket or fire_and_forget
-WORKER_THREADS     1                                   event-loop processes
-RUNS               3                                   runs per cell
-ROUTE_FRAMES       64
-TUNNEL_BYTES       262144                              (1 MiB on larger machines)
-READ_RESERVE       16384
-DURATION_SECONDS   0                                   >0: sustained runs
-LOOP               (harness default)                   asyncio or uvloop
-SERVICE_CORES      (none)                              with DRIVER_CORES: split TCP
-DRIVER_CORES       (none)
-RESULTS_DIR        bench/results                       of the clone, else of the
-                                                       current folder
-=================  ==================================  =========================
-
-``RESULTS_DIR`` must be a folder, or a new one in an existing folder (empty:
-the default); it is checked before any run (``output_paths``).
-
-A frame size maps to ``--frame-len size - 1`` (the frame plus its newline is
-``size`` bytes); sizes outside the harness's 17 bytes to 1 MiB + 1 are refused
-before any run. When a frame (plus newline) is larger than the
-default write budget (``2 * READ_RESERVE``), the cell raises
-``--write-pending-bytes`` to the frame size so the handoff can queue one frame.
-
-Cells of one shape run interleaved per run index (run 1 of every
-implementation, then run 2, ...). Output: ``<RESULTS_DIR>/matrix_<timestamp>/``
-with one folder per cell (run files, ``runs.csv``, ``summary.csv``),
-``matrix.csv`` (one row per cell: mean and sample stdev of the key metrics),
-``matrix.md`` (the table, with each cell's ns/B relative to ``handoff`` in
-the same shape, and the plots), and per scenario two PNGs:
-``ratio_heatmap_<scenario>.png`` (each implementation's ns/B over
-``handoff``'s, connections x frame size; blue below 1.00x, red above) and
-``ns_per_byte_<scenario>.png`` (ns/B against frame size, one line per
-implementation, one panel per connection count). Without ``handoff`` the
-ratios are to the first implementation.
-
-While it runs: a progress bar with elapsed time and ETA, and each cell's
-result printed above it as the cell finishes (without a terminal, one line
-per run instead of the bar). At the end, a table sized to the terminal
-(without one: its natural width, or ``COLUMNS``).
+Every implementation over scenario x connections x frame size, configured by
+environment variables (:data:`SETTINGS`: name, default, meaning; defaults
+scaled to a 2-core machine). ``--help`` prints them with :data:`NOTES`: how
+frame sizes map to the harness's flags, how cells are run, and what is
+written. An upper-case variable that is not a setting but close to one
+(``CONECTIONS``) is named in one warning line on stderr before the run.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bytes_handoff_bench.cli_common import UsageError, cpuset, prog_and_args, run_main
+from bytes_handoff_bench import defaults
+from bytes_handoff_bench.cli_common import (
+    OneLineParser,
+    UsageError,
+    cpuset,
+    prog_and_args,
+    run_main,
+)
 from bytes_handoff_bench.errors import BenchError
 from bytes_handoff_bench.extras import require_loop
 from bytes_handoff_bench.limits import MAX_FRAME_LEN, MAX_RUNS, MIN_FRAME_LEN
@@ -87,7 +51,8 @@ from bytes_handoff_bench.tools.report import (
     format_tick,
     format_value,
     implementation_color,
-    output_console,
+    plural,
+    print_out,
     ratio,
     run_headline,
     run_shape,
@@ -104,25 +69,109 @@ from bytes_handoff_bench.tools.wrapper import (
 if TYPE_CHECKING:
     from rich.progress import ProgressColumn
 
-DEFAULTS: dict[str, str] = {
-    "TRANSPORT": Transport.DUPLEX,
-    "IMPLEMENTATIONS": "all",
-    "SCENARIOS": "fragmented coalesced",
-    "CONNECTIONS": "1 4 16",
-    "FRAME_SIZES": "64 1024 16384",
-    "INPUT_FRAGMENTS": "",
-    "COMPLETION": Completion.FIRE_AND_FORGET,
-    "WORKER_THREADS": "1",
-    "RUNS": "3",
-    "ROUTE_FRAMES": "64",
-    "TUNNEL_BYTES": "262144",
-    "READ_RESERVE": "16384",
-    "DURATION_SECONDS": "0",
-    "LOOP": "",
-    "SERVICE_CORES": "",
-    "DRIVER_CORES": "",
-    "RESULTS_DIR": "",
-}
+#: The settings: (variable, default, meaning). An empty default means "not passed on".
+SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("TRANSPORT", defaults.TRANSPORT, "duplex or tcp"),
+    ("IMPLEMENTATIONS", "all", "all: each that runs on TRANSPORT"),
+    ("SCENARIOS", "fragmented coalesced", "client write patterns"),
+    ("CONNECTIONS", "1 4 16", "connections per wave"),
+    ("FRAME_SIZES", "64 1024 16384", "frame sizes, newline included"),
+    ("INPUT_FRAGMENTS", "", "client write sizes (default: by scenario)"),
+    (
+        "COMPLETION",
+        Completion.FIRE_AND_FORGET,
+        f"ticket or fire_and_forget (the harness's default is {defaults.COMPLETION}; the"
+        " published comparisons use fire_and_forget)",
+    ),
+    ("WORKER_THREADS", str(defaults.WORKER_THREADS), "event-loop processes"),
+    ("RUNS", "3", "runs per cell"),
+    ("ROUTE_FRAMES", str(defaults.ROUTE_FRAMES), "route frames per connection"),
+    (
+        "TUNNEL_BYTES",
+        "262144",
+        f"tunnel bytes per connection (the harness's default is {defaults.TUNNEL_BYTES}:"
+        " smaller here, so that the matrix ends in minutes on 2 cores)",
+    ),
+    ("READ_RESERVE", str(defaults.READ_RESERVE), "proxy read size"),
+    ("DURATION_SECONDS", "0", ">0: sustained runs"),
+    ("LOOP", "", "asyncio or uvloop (default: the harness's)"),
+    ("SERVICE_CORES", "", "with DRIVER_CORES: split TCP, e.g. 0"),
+    ("DRIVER_CORES", "", "e.g. 1"),
+    (
+        "RESULTS_DIR",
+        "",
+        "a folder, or a new one in an existing folder (default: bench/results of the"
+        " clone, else of the current folder); checked before any run",
+    ),
+)
+DEFAULTS: dict[str, str] = {name: default for name, default, _meaning in SETTINGS}
+
+#: The rest of ``--help``, after the settings.
+NOTES = """\
+A frame size maps to --frame-len size - 1 (the frame plus its newline is size
+bytes); sizes outside the harness's 17 bytes to 1 MiB + 1 are refused before
+any run. When a frame (plus newline) is larger than the default write budget
+(2 * READ_RESERVE), the cell raises --write-pending-bytes to the frame size so
+the handoff can queue one frame.
+
+Cells of one shape run interleaved per run index (run 1 of every
+implementation, then run 2, ...). Output: <RESULTS_DIR>/matrix_<timestamp>/
+with one folder per cell (run files, runs.csv, summary.csv), matrix.csv (one
+row per cell: mean and sample stdev of the key metrics), matrix.md (the table,
+with each cell's ns/B relative to handoff in the same shape, and the plots),
+and per scenario two PNGs: ratio_heatmap_<scenario>.png (each implementation's
+ns/B over handoff's, connections x frame size; blue below 1.00x, red above)
+and ns_per_byte_<scenario>.png (ns/B against frame size, one line per
+implementation, one panel per connection count). Without handoff the ratios
+are to the first implementation.
+
+While it runs: a progress bar with elapsed time and ETA, and each cell's
+result printed above it as the cell finishes (without a terminal, one line per
+run instead of the bar). At the end, a table sized to the terminal (without
+one: its natural width, or COLUMNS).
+
+An upper-case variable close to a setting's name (CONECTIONS, RUN) is not one:
+it is named in a warning on stderr, and the setting keeps its value."""
+
+#: How alike a variable's name must be to a setting's to be warned about (difflib's
+#: ratio: CONECTIONS/CONNECTIONS is 0.95, RUN/RUNS 0.86, SSH_CONNECTION/CONNECTIONS 0.8).
+CLOSE_NAME = 0.85
+
+
+def build_parser(prog: str) -> OneLineParser:
+    """``--help`` (the settings and :data:`NOTES`) and ``--version``; no other argument."""
+    width = max(len(name) for name, _default, _meaning in SETTINGS) + 2
+    shown = max(len(default or "-") for _name, default, _meaning in SETTINGS) + 2
+    rows = []
+    for name, default, meaning in SETTINGS:
+        lines = textwrap.wrap(meaning, 78 - 2 - width - shown) or [""]
+        rows.append(f"  {name:<{width}}{default or '-':<{shown}}{lines[0]}")
+        rows += [" " * (2 + width + shown) + line for line in lines[1:]]
+    header = f"  {'variable':<{width}}{'default':<{shown}}meaning"
+    return OneLineParser(
+        prog=prog,
+        description=(
+            "A decision matrix: every implementation over scenario x connections x frame\n"
+            "size, each cell's runs interleaved, with tables and plots. It takes no\n"
+            "arguments: it is configured by environment variables (defaults scaled to\n"
+            "a 2-core machine)."
+        ),
+        epilog="environment variables:\n" + "\n".join([header, *rows]) + "\n\n" + NOTES,
+    )
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(variable, setting)`` for each upper-case variable that looks like a setting's
+    name but is none (a misspelling the matrix would otherwise ignore)."""
+    found = []
+    for name in sorted(environ):
+        if name in DEFAULTS or name != name.upper() or not any(c.isalpha() for c in name):
+            continue
+        close = difflib.get_close_matches(name, list(DEFAULTS), n=1, cutoff=CLOSE_NAME)
+        if close:
+            found.append((name, close[0]))
+    return found
+
 
 KEY_METRICS = (
     "mib_per_sec",
@@ -269,21 +318,23 @@ def make_config(environ: Mapping[str, str], python: str) -> MatrixConfig:
         driver_cores=driver_cores or None,
         service_addr=None,
         sink_addr=None,
-        idle_timeout_millis=1000,
+        idle_timeout_millis=defaults.IDLE_TIMEOUT_MILLIS,
         run_timeout_seconds=max(600.0, 3.0 * duration_value + 300.0),
         results_dir=choose_results_dir(Path(results) if results else None, "RESULTS_DIR")[0],
         python=python,
     )
     return MatrixConfig(
         plan=plan,
-        implementations=list(
-            dict.fromkeys(
+        # In the one order of every list (names.Implementation), whatever order they came in.
+        implementations=sorted(
+            {
                 impl
                 for word in choice_list("IMPLEMENTATIONS", environ, (*Implementation, "all"))
                 for impl in (
                     implementations_for(transport[0]) if word == "all" else [Implementation(word)]
                 )
-            )
+            },
+            key=list(Implementation).index,
         ),
         scenarios=[Scenario(word) for word in choice_list("SCENARIOS", environ, tuple(Scenario))],
         connections=int_list("CONNECTIONS", environ),
@@ -482,7 +533,7 @@ def group_label(cell: Cell) -> str:
     """A shape in words: ``coalesced, 4 connections, 1 KiB frames``."""
     words = [
         cell.scenario,
-        f"{cell.connections} connection{'' if cell.connections == 1 else 's'}",
+        plural(cell.connections, "connection"),
         f"{format_bytes(cell.frame_size)} frames",
     ]
     if cell.input_fragment:
@@ -546,7 +597,7 @@ def matrix_title(cells: Sequence[Cell], cfg: MatrixConfig) -> tuple[str, str]:
         "duration_seconds_target": plan.shape.get("--duration-seconds", ""),
     }
     workload = run_shape(shape_row, per_connection_only=True)
-    runs = f"{plan.runs} run{'' if plan.runs == 1 else 's'} per cell"
+    runs = f"{plural(plan.runs, 'run')} per cell"
     return headline, f"{workload}; {runs}" if workload else runs
 
 
@@ -836,7 +887,7 @@ def write_lines(
         else:
             ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-        ax.set_title(f"{conns} connection{'' if conns == 1 else 's'}", fontsize=10)
+        ax.set_title(plural(conns, "connection"), fontsize=10)
         ax.set_xlabel("frame size (bytes, incl. newline)", fontsize=9)
         ax.set_ylabel(f"{ns_label(split)}\n(lower is better)", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -889,11 +940,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(prog: str, argv: Sequence[str]) -> int:
     """Check every cell (``UsageError``, ``RunError``), then run the matrix."""
-    if argv[:1] in (["--help"], ["-h"]):
-        print(__doc__)
-        return 0
-    if argv:
-        raise UsageError("takes no arguments (configure with environment variables; see --help)")
+    _ns, extra = build_parser(prog).parse_known_args(argv)
+    if extra:
+        raise UsageError(
+            f"takes no arguments, got {extra[0][:40]!r} (configure with environment variables;"
+            " see --help)"
+        )
+    misspelt = unknown_settings(os.environ)
+    if misspelt:
+        sys.stdout.flush()
+        print(
+            f"{prog}: warning: not a setting, ignored: "
+            + ", ".join(f"{name} (did you mean {setting}?)" for name, setting in misspelt),
+            file=sys.stderr,
+            flush=True,
+        )
     python = os.environ.get("PYTHON") or sys.executable
     cfg = make_config(os.environ, python)  # RESULTS_DIR checked too
     probe = cell_plan(cfg, build_cells(cfg, Path("."))[0][0])
@@ -1003,7 +1064,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
         title=f"stream matrix: {headline}",
         caption=f"{workload}. Means over the runs. {matrix_legend(plan.split, reference)}",
     )
-    output_console(out).print(out)
+    print_out(out)
     csv_path, md_path = display_path(base / "matrix.csv"), display_path(base / "matrix.md")
     print(f"matrix_csv={csv_path} matrix_md={md_path}")
     if plots:

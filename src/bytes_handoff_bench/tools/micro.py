@@ -47,7 +47,8 @@ Extra arguments after `--` go to pytest unchanged.
 Output, next to the saved JSON: NNNN_NAME.md (family, case, median, throughput),
 NNNN_NAME.log (the full console output) and, with PERF_STAT=1, NNNN_NAME.perf.txt.
 Frequency governor and turbo policy still need to be controlled on the host.
-Exit status: pytest's; 2 for a bad setting or a missing micro extra.
+Exit status: pytest's; 2 for a bad setting or a missing micro extra; 130 interrupted.
+--version prints the version.
 """
 
 from __future__ import annotations
@@ -222,9 +223,52 @@ def taskset_prefix(cores: str) -> list[str]:
     return ["taskset", "-c", cores]
 
 
-def tee(cmd: Sequence[str], log: Path) -> tuple[int, bool]:
-    """Run ``cmd`` in the repo, its output to stdout and ``log``: (status, interrupted)."""
+class LineFilter:
+    """Bytes passed through as they come, less every whole line equal to ``line``.
+
+    Only the end of what came so far that could start that line is held back
+    (until more bytes or :meth:`flush`), so the output is not delayed.
+    """
+
+    def __init__(self, line: str) -> None:
+        self.pattern = b"\n" + line.encode() + b"\n"
+        self.held = b"\n"  # a newline before the first byte, so that a first line matches too,
+        self.fake = True  # which is not passed on
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.held + chunk
+        while self.pattern in data:
+            data = data.replace(self.pattern, b"\n")
+        top = min(len(self.pattern) - 1, len(data))
+        keep = next((n for n in range(top, 0, -1) if self.pattern.startswith(data[-n:])), 0)
+        self.held = data[len(data) - keep :]
+        return self._passed(data[: len(data) - keep])
+
+    def flush(self) -> bytes:
+        data, self.held = self.held, b""
+        return self._passed(data)
+
+    def _passed(self, data: bytes) -> bytes:
+        if self.fake and data:
+            self.fake = False
+            return data[1:]
+        return data
+
+
+def tee(cmd: Sequence[str], log: Path, hide_line: str | None = None) -> tuple[int, bool]:
+    """Run ``cmd`` in the repo, its output to stdout and ``log``: (status, interrupted).
+
+    ``hide_line``: a line of the output left out of both (a path that will not exist).
+    """
     sys.stdout.flush()
+    filtered = LineFilter(hide_line) if hide_line is not None else None
+
+    def out(data: bytes) -> None:
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            sink.write(data)
+
     with (
         log.open("wb") as sink,
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc,
@@ -232,9 +276,9 @@ def tee(cmd: Sequence[str], log: Path) -> tuple[int, bool]:
         assert proc.stdout is not None
         try:
             while chunk := os.read(proc.stdout.fileno(), 65536):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                sink.write(chunk)
+                out(filtered.feed(chunk) if filtered is not None else chunk)
+            if filtered is not None:
+                out(filtered.flush())
         except KeyboardInterrupt:
             proc.terminate()
             try:
@@ -338,7 +382,10 @@ def run(prog: str, argv: Sequence[str]) -> int:
             print(f"comparing with: {compare_file}")
         before = set(results.glob("*/*.json"))
         raise_on_termination()
-        status, interrupted = tee(cmd, work / "run.log")
+        # benches/conftest.py names the table it wrote into this temporary folder: it is
+        # copied beside the saved results (its path printed below), and the folder removed.
+        hide = f"Markdown table: {work / 'table.md'}"
+        status, interrupted = tee(cmd, work / "run.log", hide_line=hide)
         outputs = {
             ".md": work / "table.md",
             ".log": work / "run.log",

@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bytes_handoff_bench import defaults
 from bytes_handoff_bench.cli_common import (
     OneLineParser,
     UsageError,
@@ -56,7 +57,6 @@ from bytes_handoff_bench.extras import require_loop
 from bytes_handoff_bench.limits import MIN_FRAME_LEN
 from bytes_handoff_bench.names import (
     Completion,
-    Implementation,
     Loop,
     Scenario,
     Transport,
@@ -74,67 +74,117 @@ from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.split import Attacher, SplitConfig, check_run_files, run_split
 from bytes_handoff_bench.tools.wrapper import cpu_count, display_path, preflight
 
-# Seed defaults, scaled to a 2-core machine: one service core, one driver core.
+# The harness's workload (``defaults``), shorter for strace, which slows the service down.
 PERF_DEFAULTS = {
-    "connections": 16,
-    "tunnel_bytes": 1048576,
+    "connections": defaults.CONNECTIONS,
+    "tunnel_bytes": defaults.TUNNEL_BYTES,
     "duration_seconds": "5",
 }
 STRACE_DEFAULTS = {
-    "connections": 16,
+    "connections": defaults.CONNECTIONS,
     "tunnel_bytes": 262144,
     "duration_seconds": "2",
 }
 
 
 def build_parser(prog: str, mode: str) -> OneLineParser:
-    defaults = PERF_DEFAULTS if mode == "perf" else STRACE_DEFAULTS
+    perf = mode == "perf"
+    settings = PERF_DEFAULTS if perf else STRACE_DEFAULTS
     what = (
-        "py-spy flame graph + top functions, and perf record"
-        if mode == "perf"
+        "a py-spy flame graph, its top functions,\nand perf record where it works"
+        if perf
         else "strace -c -f syscall counts"
     )
     parser = OneLineParser(
         prog=prog,
-        description=f"Profile the split TCP service ({what}) while the driver runs elsewhere.",
+        description=(
+            f"Profile the tcp-service role of a split TCP run ({what})\nwhile the driver runs"
+            " pinned to other cores. The outputs' paths are printed."
+        ),
+        epilog=(
+            "The workload is the harness's (bytes-handoff-bench --help), but for the\n"
+            "scenario (coalesced), the completion (fire_and_forget) and a sustained run"
+            + ("." if perf else ",\nand a 256 KiB tunnel: strace slows the service down.")
+        ),
     )
     parser.add_argument(
         "--implementation",
         choices=[m.value for m in implementations_for(Transport.TCP)],
-        default=Implementation.HANDOFF,
+        default=defaults.IMPLEMENTATION,
+        help="the proxy in the profiled service",
     )
     parser.add_argument(
-        "--scenario", choices=[*(m.value for m in Scenario), "all"], default=Scenario.COALESCED
+        "--scenario",
+        choices=[*(m.value for m in Scenario), "all"],
+        default=Scenario.COALESCED,
+        help="client write pattern; all: each, one subfolder each",
     )
     parser.add_argument(
         "--completion",
         choices=[m.value for m in Completion],
         default=Completion.FIRE_AND_FORGET,
+        help="await a completion ticket per frame, or fire and forget",
     )
     parser.add_argument(
         "--worker-threads",
         type=positive_int,
         help="worker processes, one event loop each (default: CPUs in --service-cores)",
     )
-    parser.add_argument("--connections", type=positive_int, default=defaults["connections"])
-    parser.add_argument("--route-frames", type=positive_int, default=64)
-    parser.add_argument("--frame-len", type=positive_int, default=63)
-    parser.add_argument("--tunnel-bytes", type=non_negative_int, default=defaults["tunnel_bytes"])
-    parser.add_argument("--read-reserve", type=positive_int, default=16384)
     parser.add_argument(
-        "--duration-seconds", type=non_negative_number, default=defaults["duration_seconds"]
+        "--connections",
+        type=positive_int,
+        default=settings["connections"],
+        help="connections per wave",
     )
-    parser.add_argument("--service-cores", type=cpuset, default="0")
-    parser.add_argument("--driver-cores", type=cpuset, default="1")
-    parser.add_argument("--loop", choices=[m.value for m in Loop])
-    parser.add_argument("--idle-timeout-millis", type=positive_int, default=1000)
+    parser.add_argument(
+        "--route-frames",
+        type=positive_int,
+        default=defaults.ROUTE_FRAMES,
+        help="route frames per connection",
+    )
+    parser.add_argument(
+        "--frame-len", type=positive_int, default=defaults.FRAME_LEN, help="frame length, >= 16"
+    )
+    parser.add_argument(
+        "--tunnel-bytes",
+        type=non_negative_int,
+        default=settings["tunnel_bytes"],
+        help="tunnel payload per connection",
+    )
+    parser.add_argument(
+        "--read-reserve",
+        type=positive_int,
+        default=defaults.READ_RESERVE,
+        help="proxy read size",
+    )
+    parser.add_argument(
+        "--duration-seconds",
+        type=non_negative_number,
+        default=settings["duration_seconds"],
+        help="repeat waves this long (0: one wave)",
+    )
+    parser.add_argument(
+        "--service-cores", type=cpuset, default="0", help="CPU list of the profiled service"
+    )
+    parser.add_argument("--driver-cores", type=cpuset, default="1", help="CPU list of the driver")
+    parser.add_argument(
+        "--loop",
+        choices=[m.value for m in Loop],
+        help="event loop (default: the harness's: uvloop if installed, else asyncio)",
+    )
+    parser.add_argument(
+        "--idle-timeout-millis",
+        type=positive_int,
+        default=defaults.IDLE_TIMEOUT_MILLIS,
+        help="the service ends this long after its last stream",
+    )
     parser.add_argument(
         "--out-dir",
         type=output_dir_arg,
         help="a folder, or a new one in an existing folder (default:"
-        " bench/results/<mode>_split_... of the clone, else of the current folder)",
+        f" bench/results/{mode}_split_... of the clone, else of the current folder)",
     )
-    if mode == "perf":
+    if perf:
         parser.add_argument("--rate", type=positive_int, default=250, help="py-spy samples/s")
         parser.add_argument("--perf-freq", type=positive_int, default=997, help="perf samples/s")
         parser.add_argument("--no-perf", action="store_true", help="skip the perf record pass")

@@ -217,8 +217,12 @@ def _count(row: Mapping[str, str], key: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(count: int, word: str) -> str:
+    """A count and its noun: ``1 frame``, ``2 frames``, ``2 worker processes``."""
+    if count == 1:
+        return f"{count:,} {word}"
+    ending = "es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s"
+    return f"{count:,} {word}{ending}"
 
 
 def run_shape(row: Mapping[str, str], *, per_connection_only: bool = False) -> str:
@@ -233,9 +237,9 @@ def run_shape(row: Mapping[str, str], *, per_connection_only: bool = False) -> s
     per_conn: list[str] = []
     if frames is not None:
         if frame_len is not None and not per_connection_only:
-            per_conn.append(f"{_plural(frames, 'frame')} of {format_bytes(frame_len + 1)}")
+            per_conn.append(f"{plural(frames, 'frame')} of {format_bytes(frame_len + 1)}")
         else:
-            per_conn.append(_plural(frames, "frame"))
+            per_conn.append(plural(frames, "frame"))
     if tunnel is not None:
         per_conn.append(f"{format_bytes(tunnel)} tunnel")
     workload = " + ".join(per_conn)
@@ -243,11 +247,11 @@ def run_shape(row: Mapping[str, str], *, per_connection_only: bool = False) -> s
     if per_connection_only or connections is None:
         text = f"{workload} per connection" if workload else ""
     else:
-        text = f"{_plural(connections, 'connection')}, each {workload}" if workload else ""
+        text = f"{plural(connections, 'connection')}, each {workload}" if workload else ""
     extras = []
     workers = _count(row, "worker_threads")
     if workers is not None:
-        extras.append(_plural(workers, "worker process"))
+        extras.append(plural(workers, "worker process"))
     duration = row.get("duration_seconds_target", "").strip()
     try:
         seconds = float(duration) if duration else 0.0
@@ -553,21 +557,49 @@ def _any_terminal() -> bool:
     return False
 
 
+def fits_a_terminal() -> bool:
+    """Whether printed tables are fitted to a width: a terminal's, or ``COLUMNS``."""
+    return "COLUMNS" in os.environ or _any_terminal()
+
+
 def output_console(renderable: GroupedTable | None = None) -> Console:
     """A stdout ``Console`` for a table, as wide as rich detects.
 
     On a terminal (or with ``COLUMNS`` set) that is rich's own width detection,
     and tables fit it. With neither (CI logs, a pipe into a file) rich would
-    assume 80 columns; the table is printed at its natural width instead, so
-    its rows stay one line each in the log.
+    assume 80 columns; the console is as wide as the table's columns instead.
+    :func:`print_out` prints a :class:`GroupedTable` so.
     """
     from rich.console import Console
 
     console = Console()
-    if renderable is None or "COLUMNS" in os.environ or _any_terminal():
+    if renderable is None or fits_a_terminal():
         return console
     natural = console.measure(renderable, options=console.options.update_width(10_000))
     return Console(width=max(natural.maximum, 1))
+
+
+def print_out(table: GroupedTable) -> None:
+    """Print ``table`` on stdout, as the README says.
+
+    On a terminal (or with ``COLUMNS`` set) it fits that width. Without one (CI
+    logs, a pipe) it is printed at its natural width: the title and the caption
+    one line each, each row one line, and no line padded with spaces (rich
+    pads every line to the table's width, and breaks a title at it).
+    """
+    from rich.console import Console
+
+    if fits_a_terminal():
+        Console().print(table)
+        return
+    console = Console(width=10_000)
+    with console.capture() as captured:
+        console.print(table.table(annotations=False))
+    lines = [table.title, *(line.rstrip() for line in captured.get().splitlines())]
+    if table.caption:
+        lines.append(table.caption)
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 class GroupedTable:
@@ -598,15 +630,16 @@ class GroupedTable:
         self.left_columns = tuple(left_columns)
         self.groups = list(groups)
 
-    def table(self, label_width: int | None = None) -> Table:
-        """The rich ``Table``; labels broken to ``label_width`` columns when it is given."""
+    def table(self, label_width: int | None = None, *, annotations: bool = True) -> Table:
+        """The rich ``Table``; labels broken to ``label_width`` columns when it is given;
+        without its title and caption for ``annotations=False``."""
         from rich import box
         from rich.table import Table
         from rich.text import Text
 
         table = Table(
-            title=self.title,
-            caption=self.caption or None,
+            title=self.title if annotations else None,
+            caption=(self.caption or None) if annotations else None,
             box=box.SIMPLE_HEAD,
             pad_edge=False,
             collapse_padding=True,
@@ -681,8 +714,7 @@ def comparison_table(cells: Sequence[CellSummary], title: str = "") -> GroupedTa
 
 
 def print_table(cells: Sequence[CellSummary], title: str = "") -> None:
-    table = comparison_table(cells, title)
-    output_console(table).print(table)
+    print_out(comparison_table(cells, title))
 
 
 def cells_from_directory(directory: Path) -> list[CellSummary]:

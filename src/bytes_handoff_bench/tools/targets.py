@@ -241,47 +241,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(prog, lambda: check(prog, argv))
 
 
-def check(prog: str, argv: Sequence[str] | None) -> int:
-    """Run the target shapes and print the table; 0 all pass, 3 any miss."""
-    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+def build_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0],
+        epilog="The shape is fixed (the published one); the flags set how long and how often.",
+        exit_statuses={0: "every target held", 3: "a target missed"},
+    )
     both = f"{Loop.UVLOOP},{Loop.ASYNCIO}" if default_loop() == Loop.UVLOOP else Loop.ASYNCIO
     parser.add_argument(
-        "--loops", default=both, help="comma list (default: both; asyncio without uvloop)"
+        "--loops", default=both, help="comma list of event loops (asyncio only without uvloop)"
     )
     parser.add_argument(
         "--runs",
         type=whole_number(3, MAX_RUNS),
         default=3,
-        help="runs per cell, at least 3: targets are medians (default 3)",
+        help="runs per cell, at least 3: targets are medians",
     )
     parser.add_argument(
         "--duration-seconds",
         type=seconds(MAX_DURATION_SECONDS),
         default=5.0,
-        help="each CPU-cost run (default 5)",
+        help="seconds of each CPU-cost run",
     )
     parser.add_argument(
         "--connections",
         type=whole_number(1, MAX_CONNECTIONS),
         default=16,
-        help="connections per wave (default 16)",
+        help="connections per wave",
     )
     parser.add_argument(
         "--sustained-seconds",
         type=seconds(MAX_DURATION_SECONDS),
         default=60.0,
-        help=f"the sustained memory run, at least {MIN_SUSTAINED_SECONDS:g} (default 60)",
+        help=f"seconds of the sustained memory run, at least {MIN_SUSTAINED_SECONDS:g}",
     )
     parser.add_argument("--skip-memory", action="store_true", help="only the CPU-cost targets")
-    parser.add_argument("--service-cores", type=cpuset, default="0", help="(default 0)")
-    parser.add_argument("--driver-cores", type=cpuset, default="1", help="(default 1)")
+    parser.add_argument("--service-cores", type=cpuset, default="0", help="the service's CPU list")
+    parser.add_argument("--driver-cores", type=cpuset, default="1", help="the driver's CPU list")
     parser.add_argument(
         "--results-dir",
         type=output_dir_arg,
         help="a folder, or a new one in an existing folder (default: bench/results of the"
         " clone, else of the current folder)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check(prog: str, argv: Sequence[str] | None) -> int:
+    """Run the target shapes and print the table; 0 all pass, 3 any miss."""
+    args = build_parser(prog).parse_args(argv)
     if not args.skip_memory and args.sustained_seconds < MIN_SUSTAINED_SECONDS:
         raise UsageError(
             f"--sustained-seconds must be at least {MIN_SUSTAINED_SECONDS:g}, got"

@@ -429,10 +429,13 @@ def build_parser(prog: str) -> OneLineParser:
             f"workload per connection: {ROUTE_FRAMES} frames of {FRAME_LEN} bytes + newline,\n"
             f"  TUNNEL, {TUNNEL_BYTES} tunnel bytes ({BYTES_PER_CONNECTION} bytes); one\n"
             "  worker each; service and driver pinned to the lowest and highest CPU.\n"
-            "prints: the wrapper's output, then one line two_hosts=ok ... results=<folder>\n"
-            "exit: 0 run and checked, 1 a failed run or check, 2 no privilege or bad flags,\n"
-            "  130 interrupted"
+            "prints: the wrapper's output, then one line two_hosts=ok ... results=<folder>"
         ),
+        exit_statuses={
+            0: "run and checked",
+            1: "a failed run or check",
+            2: "bad usage (a flag; no privilege; a missing extra)",
+        },
     )
     parser.add_argument(
         "--implementation",

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bytes_handoff_bench import defaults
 from bytes_handoff_bench.cli_common import (
     HelpFormatter,
     OneLineParser,
@@ -46,7 +47,6 @@ from bytes_handoff_bench.cli_common import (
     positive_int,
     prog_and_args,
     run_main,
-    version_text,
     whole_number,
 )
 from bytes_handoff_bench.limits import MAX_RUNS, MAX_WORKER_THREADS
@@ -69,8 +69,6 @@ from bytes_handoff_bench.tools.artifacts import (
     write_cell_artifacts,
 )
 from bytes_handoff_bench.tools.split import SplitConfig, harness_command, run_split
-
-DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS = 1000
 
 EXAMPLES = """\
 Examples:
@@ -116,39 +114,58 @@ def host_port(text: str) -> str:
     return text
 
 
-# Harness flags forwarded as they are: (flag, type, help). ``None`` means omitted.
+# Harness flags forwarded as they are: (flag, type, help). ``None`` means not passed: the
+# harness's own default (``defaults``, which the harness reads too) applies.
 SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     (
         "--worker-threads",
         positive_int,
         "starts this many worker processes, one event loop per process (the GIL keeps"
-        " threads from running Python in parallel) (default: the CPUs of --service-cores,"
-        " else all CPUs)",
+        f" threads from running Python in parallel) (default: {defaults.WORKER_THREADS}, the"
+        " harness's; split: one per CPU of --service-cores, so that the pinned service uses"
+        " every core it was given)",
     ),
-    ("--connections", positive_int, "connections per wave (default 64)"),
-    ("--route-frames", positive_int, "route frames per connection (default 64)"),
-    ("--frame-len", positive_int, "frame length, >= 16 (default 63)"),
-    ("--tunnel-bytes", non_negative_int, "tunnel payload per connection (default 65536)"),
+    ("--connections", positive_int, f"connections per wave (default: {defaults.CONNECTIONS})"),
+    (
+        "--route-frames",
+        positive_int,
+        f"route frames per connection (default: {defaults.ROUTE_FRAMES})",
+    ),
+    ("--frame-len", positive_int, f"frame length, >= 16 (default: {defaults.FRAME_LEN})"),
+    (
+        "--tunnel-bytes",
+        non_negative_int,
+        f"tunnel payload per connection (default: {defaults.TUNNEL_BYTES})",
+    ),
     ("--input-fragment", positive_int, "client write size (default: by scenario)"),
-    ("--read-reserve", positive_int, "proxy read size (default 16384)"),
+    ("--read-reserve", positive_int, f"proxy read size (default: {defaults.READ_RESERVE})"),
     (
         "--write-pending-bytes",
         non_negative_int,
-        "write budget; 0 = 2 * read reserve (default: 0)",
+        f"write budget; 0 = 2 * read reserve (default: {defaults.WRITE_PENDING_BYTES})",
     ),
-    ("--duplex-capacity", positive_int, "in-memory pipe capacity (default 262144)"),
-    ("--iterations", positive_int, "connection waves per run (default: the harness's, 1)"),
+    (
+        "--duplex-capacity",
+        positive_int,
+        f"in-memory pipe capacity (default: {defaults.DUPLEX_CAPACITY})",
+    ),
+    ("--iterations", positive_int, f"connection waves per run (default: {defaults.ITERATIONS})"),
     (
         "--duration-seconds",
         non_negative_number,
-        "repeat waves this long: a sustained run (default: 0, use --iterations)",
+        f"repeat waves this long: a sustained run (default: {defaults.DURATION_SECONDS:g},"
+        " use --iterations)",
     ),
     (
         "--handoff-flush-bytes",
         positive_int,
         "seed flag; passed on only if the harness has it (default: not passed)",
     ),
-    ("--startup-timeout-seconds", positive_int, "harness startup timeout (default: 60)"),
+    (
+        "--startup-timeout-seconds",
+        positive_int,
+        f"harness startup timeout (default: {defaults.STARTUP_TIMEOUT_SECONDS:g})",
+    ),
 ]
 
 
@@ -162,11 +179,10 @@ def build_parser(prog: str) -> OneLineParser:
         ),
         epilog=(
             f"{EXAMPLES.replace('PROG', prog)}\n"
-            "defaults: --transport duplex --implementation handoff\n"
-            "  --scenario fragmented --completion ticket --runs 3 --connections 64\n"
-            "  --route-frames 64 --frame-len 63 --tunnel-bytes 65536 --read-reserve 16384\n"
-            "  --duplex-capacity 262144; --worker-threads = CPUs available (split: CPUs in\n"
-            "  --service-cores); split service idle timeout 1000 ms; --loop: the harness's.\n"
+            "defaults: the workload of bytes-handoff-bench (one set, in\n"
+            "  bytes_handoff_bench.defaults): a flag not given here is not passed on.\n"
+            "  Only --runs (3) is the wrapper's own; in split mode --worker-threads is one\n"
+            "  per CPU of --service-cores, so that the pinned service uses every core.\n"
             "split-process TCP: give both --service-cores and --driver-cores (implies\n"
             "  --transport tcp); the service and the driver are pinned with taskset.\n"
             "  On two hosts or network namespaces: --service-prefix/--driver-prefix run a\n"
@@ -182,29 +198,27 @@ def build_parser(prog: str) -> OneLineParser:
         ),
     )
     parser.add_argument(
-        "--version", action="version", version=version_text(), help="print the version and exit"
-    )
-    parser.add_argument(
         "--transport",
         choices=[m.value for m in Transport],
-        help="in-memory duplex or localhost TCP (default: duplex; tcp with the core flags)",
+        help=f"in-memory duplex or localhost TCP (default: {defaults.TRANSPORT}; tcp with the"
+        " core flags)",
     )
     parser.add_argument(
         "--implementation",
         choices=[*(m.value for m in Implementation), "all"],
-        default=Implementation.HANDOFF,
+        default=defaults.IMPLEMENTATION,
         help="the proxy; all: each that runs on the transport, interleaved per run",
     )
     parser.add_argument(
         "--scenario",
         choices=[*(m.value for m in Scenario), "all"],
-        default=Scenario.FRAGMENTED,
+        default=defaults.SCENARIO,
         help="client write pattern; all: both, one subfolder each",
     )
     parser.add_argument(
         "--completion",
         choices=[m.value for m in Completion],
-        default=Completion.TICKET,
+        default=defaults.COMPLETION,
         help="await a completion ticket per frame, or fire and forget",
     )
     parser.add_argument(
@@ -218,7 +232,7 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument(
         "--idle-timeout-millis",
         type=positive_int,
-        help="split service: exit after this long idle (default: 1000)",
+        help=f"split service: exit after this long idle (default: {defaults.IDLE_TIMEOUT_MILLIS})",
     )
     parser.add_argument(
         "--service-cores",
@@ -379,20 +393,11 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
     if frame_len is not None and frame_len < 16:
         raise UsageError(f"--frame-len must be >= 16, got {frame_len}")
 
-    shape: dict[str, str] = {
-        "--worker-threads": str(
-            min(
-                cpu_count(args.service_cores) if split else len(os.sched_getaffinity(0)),
-                MAX_WORKER_THREADS,
-            )
-        ),
-        "--connections": "64",
-        "--route-frames": "64",
-        "--frame-len": "63",
-        "--tunnel-bytes": "65536",
-        "--read-reserve": "16384",
-        "--duplex-capacity": "262144",
-    }
+    # Only what was given is passed on: the harness's defaults are the defaults. In split
+    # mode the service gets one worker per CPU it is pinned to.
+    shape: dict[str, str] = {}
+    if split:
+        shape["--worker-threads"] = str(min(cpu_count(args.service_cores), MAX_WORKER_THREADS))
     for flag, _kind, _text in SHAPE_FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -427,7 +432,7 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         driver_cores=args.driver_cores,
         service_addr=args.service_addr,
         sink_addr=args.sink_addr,
-        idle_timeout_millis=args.idle_timeout_millis or DEFAULT_SPLIT_IDLE_TIMEOUT_MILLIS,
+        idle_timeout_millis=args.idle_timeout_millis or defaults.IDLE_TIMEOUT_MILLIS,
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
@@ -521,7 +526,9 @@ def run_cell_once(
             service_addr=plan.service_addr,
             sink_addr=plan.sink_addr,
             idle_timeout_millis=plan.idle_timeout_millis,
-            startup_timeout_seconds=float(plan.shape.get("--startup-timeout-seconds", "60")),
+            startup_timeout_seconds=float(
+                plan.shape.get("--startup-timeout-seconds", defaults.STARTUP_TIMEOUT_SECONDS)
+            ),
             run_timeout_seconds=plan.run_timeout_seconds,
             service_prefix=plan.service_prefix,
             driver_prefix=plan.driver_prefix,
