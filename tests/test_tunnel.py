@@ -198,3 +198,176 @@ async def test_closing_either_tunnelled_transport_closes_its_connection_and_ends
                 expected = BufferIOError if side == "source" else WriteIOError
                 assert isinstance(error, expected), error
                 await _peer_sees_the_close(client if side == "source" else sink)
+
+
+# -- protocol-to-protocol tunnels under faults (found by a red-team pass) -----------------------
+
+
+async def _server_side() -> tuple[socket.socket, HandoffProtocol]:
+    """(its peer's raw socket, a server-side HandoffProtocol)."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[HandoffProtocol] = loop.create_future()
+
+    async def handler(proto: HandoffProtocol) -> None:
+        made.set_result(proto)
+        await proto.wait_closed()
+
+    server = await start_handoff_server(handler, "127.0.0.1", 0)
+    peer = socket.socket()
+    peer.setblocking(False)
+    await loop.sock_connect(peer, server.sockets[0].getsockname())
+    proto = await made
+    server.close()
+    return peer, proto
+
+
+async def _client_side(rcvbuf: int = 4096) -> tuple[socket.socket, HandoffProtocol]:
+    """(its peer's raw socket, with a small receive buffer; a connected HandoffProtocol)."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        listener.setblocking(False)
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        proto = await open_handoff_connection(*listener.getsockname())
+        peer, _ = await accepting
+    peer.setblocking(False)
+    return peer, proto
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+@pytest.mark.asyncio
+async def test_a_destination_closed_while_its_backlog_waits_ends_the_tunnel(splice: bool) -> None:
+    """The destination's transport holds bytes its peer never reads; then it is closed.
+
+    Spliced, the wait for that backlog looped on a wait that returned at once:
+    the loop froze at 100 % CPU. Copied, the failed handoff went unnoticed while
+    the source was quiet, and the tunnel waited for good.
+    """
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side()
+    assert dst.transport is not None and src.transport is not None
+    with src_peer, dst_peer:
+        if splice:
+            dst.transport.write(b"x" * (8 << 20))  # written before the switch, never read
+        tunnelling = asyncio.ensure_future(
+            tunnel(src.buffer, src, WriteHandoff.spawn(dst), splice=splice)
+        )
+        if not splice:
+            await asyncio.get_running_loop().sock_sendall(src_peer, b"y" * (4 << 20))
+        await asyncio.sleep(0.2)
+        assert not tunnelling.done()
+        dst.transport.close()
+        async with asyncio.timeout(5):
+            with pytest.raises(WriteIOError):
+                await tunnelling
+        dst.transport.abort()
+        src.transport.abort()
+
+
+@pytest.mark.asyncio
+async def test_a_destination_backlog_goes_first_and_its_limits_are_restored() -> None:
+    """The splice waits for the destination transport's own buffer first; it used to restore
+    the write-buffer limits swapped (ValueError, none of the source's bytes forwarded)."""
+    loop = asyncio.get_running_loop()
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side(rcvbuf=65536)
+    assert dst.transport is not None and src.transport is not None
+    limits = dst.transport.get_write_buffer_limits()
+    backlog = b"b" * (4 << 20)
+    payload = bytes(range(256)) * 400
+    with src_peer, dst_peer:
+        dst.transport.write(backlog)
+
+        async def late_reader() -> bytes:
+            await asyncio.sleep(0.1)
+            return await recv_all(dst_peer)
+
+        async def sender() -> None:
+            await asyncio.sleep(0.2)
+            await loop.sock_sendall(src_peer, payload)
+            src_peer.shutdown(socket.SHUT_WR)
+
+        reading = asyncio.ensure_future(late_reader())
+        sending = asyncio.ensure_future(sender())
+        async with asyncio.timeout(20):
+            assert await tunnel(src.buffer, src, WriteHandoff.spawn(dst)) == len(payload)
+            assert dst.transport.get_write_buffer_limits() == limits
+            await sending
+            dst.transport.close()
+            assert await reading == backlog + payload
+        src.transport.abort()
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+@pytest.mark.asyncio
+async def test_a_source_closed_while_its_tail_is_forwarded_is_an_error_not_an_end(
+    how: str,
+) -> None:
+    """The tunnel took the local close for the peer's end of stream: it reported success and
+    the destination saw a clean end, though the source's peer had more to send."""
+    loop = asyncio.get_running_loop()
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side()
+    assert dst.transport is not None and src.transport is not None
+    with src_peer, dst_peer:
+        await loop.sock_sendall(src_peer, b"t" * 60_000)
+        while len(src.buffer) < 60_000:
+            await src.read_available()
+        dst.transport.write(b"x" * (8 << 20))  # the tail waits behind this
+        tunnelling = asyncio.ensure_future(tunnel(src.buffer, src, WriteHandoff.spawn(dst)))
+        await asyncio.sleep(0.2)
+        assert not tunnelling.done()
+        getattr(src.transport, how)()
+        async with asyncio.timeout(5):
+            with pytest.raises(BufferIOError):
+                await tunnelling
+        dst.transport.abort()
+
+
+@pytest.mark.asyncio
+async def test_a_copy_tunnel_reads_a_source_its_user_had_paused() -> None:
+    """The tunnel owns the source from the call on: a pause_reading() before it hung it."""
+    loop = asyncio.get_running_loop()
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side(rcvbuf=65536)
+    assert dst.transport is not None and src.transport is not None
+    with src_peer, dst_peer:
+        src.pause_reading()
+        await loop.sock_sendall(src_peer, b"after the pause")
+        src_peer.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(5):
+            n = await tunnel(src.buffer, src, WriteHandoff.spawn(dst), splice=False)
+            assert n == len(b"after the pause")
+            dst.transport.close()
+            assert await recv_all(dst_peer) == b"after the pause"
+        src.transport.abort()
+
+
+@pytest.mark.parametrize("how", ["idle_timeout", "cancel"])
+@pytest.mark.asyncio
+async def test_a_timeout_or_cancel_while_the_backlog_drains_is_itself_and_restores_limits(
+    how: str,
+) -> None:
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side()
+    assert dst.transport is not None and src.transport is not None
+    limits = dst.transport.get_write_buffer_limits()
+    with src_peer, dst_peer:
+        dst.transport.write(b"x" * (8 << 20))
+        idle = 0.2 if how == "idle_timeout" else None
+        tunnelling = asyncio.ensure_future(
+            tunnel(src.buffer, src, WriteHandoff.spawn(dst), idle_timeout=idle)
+        )
+        async with asyncio.timeout(5):
+            if how == "cancel":
+                await asyncio.sleep(0.2)
+                tunnelling.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await tunnelling
+                assert tunnelling.cancelled()
+            else:
+                with pytest.raises(TimeoutError):
+                    await tunnelling
+        assert dst.transport.get_write_buffer_limits() == limits
+        dst.transport.abort()
+        src.transport.abort()

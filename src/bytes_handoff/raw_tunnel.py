@@ -74,8 +74,11 @@ async def tunnel(
     order, whatever its size: pieces larger than the handoff's byte budget go
     as several chunks. What is refused (a closed ``handoff``, a TLS or
     blocking socket, an unsupported ``source``) is refused before anything is
-    taken, so the tail is still in ``buf``. A protocol source's transport is
-    left paused; close it afterwards.
+    taken, so the tail is still in ``buf``. A protocol source is read by the
+    tunnel from the call on (reading resumed if it was paused); on the splice
+    path its transport is left paused: close it afterwards. Closing or
+    aborting either protocol's transport meanwhile ends the tunnel, as does
+    ``handoff`` failing while the source is quiet.
 
     ``splice=False`` forces the copy path. ``idle_timeout`` (seconds) bounds
     every wait, on both ends: for the source to send, for the destination to
@@ -109,36 +112,14 @@ async def tunnel(
     if handoff.closed:
         raise handoff.error or WriteClosed()
     spliced = src_sock is not None and dst_sock is not None
-    total = 0
+    src_proto = source if isinstance(source, HandoffProtocol) else None
+    dst_proto = sink.protocol if isinstance(sink, TransportWriter) else None
     try:
-        if isinstance(source, HandoffProtocol) and spliced:
-            source.pause_reading()  # from here on the socket's bytes are spliced, not read
-        if buf:
-            tail = buf.freeze_all()
-            total += len(tail)
-            await _forward(handoff, tail, idle_timeout)
-        if spliced:
-            assert src_sock is not None and dst_sock is not None
-            # Everything queued must reach the sink before spliced bytes do.
-            async with asyncio.timeout(idle_timeout):
-                await handoff.flush()
-            if isinstance(source, HandoffProtocol):
-                assert isinstance(sink, TransportWriter)
-                if not source.at_eof:
-                    async with asyncio.timeout(idle_timeout):
-                        await _drained(sink.protocol)
-                    total += await _splice_transports(
-                        source, sink.protocol, src_sock, dst_sock, idle_timeout
-                    )
-            else:
-                total += await _splice(src_sock, dst_sock, idle_timeout)
-        elif isinstance(source, HandoffProtocol):
-            dst_proto = sink.protocol if isinstance(sink, TransportWriter) else None
-            total += await _until_lost(
-                _copy_protocol(source, handoff, idle_timeout), None, dst_proto
-            )
-        else:
-            total += await _copy(buf, reader, handoff, idle_timeout)
+        if src_proto is not None and spliced:
+            src_proto.pause_reading()  # from here on the socket's bytes are spliced, not read
+        moving = _move(buf, source, reader, handoff, src_sock, dst_sock, idle_timeout)
+        # A close of either protocol's transport, or the handoff failing, ends it early.
+        total = await _until_lost(moving, src_proto, dst_proto, handoff)
     except WriteClosed:
         handoff.abort()
         # The handoff closed under us because its writer failed: raise that failure
@@ -155,29 +136,72 @@ async def tunnel(
     return total
 
 
+async def _move(
+    buf: HandoffBuffer,
+    source: object,
+    reader: object,
+    handoff: WriteHandoff,
+    src_sock: socket.socket | None,
+    dst_sock: socket.socket | None,
+    idle_timeout: float | None,
+) -> int:
+    """The tail, then the rest: spliced when both sockets are given, else copied."""
+    total = 0
+    if buf:
+        tail = buf.freeze_all()
+        total += len(tail)
+        await _forward(handoff, tail, idle_timeout)
+    if src_sock is not None and dst_sock is not None:
+        # Everything queued must reach the sink before spliced bytes do.
+        async with asyncio.timeout(idle_timeout):
+            await handoff.flush()
+        if isinstance(source, HandoffProtocol):
+            sink = handoff.writer
+            assert isinstance(sink, TransportWriter)
+            total += await _splice_transports(
+                source, sink.protocol, src_sock, dst_sock, idle_timeout
+            )
+        else:
+            total += await _splice(src_sock, dst_sock, idle_timeout)
+    elif isinstance(source, HandoffProtocol):
+        source.resume_reading()  # the tunnel reads it now, whoever paused it before
+        total += await _copy_protocol(source, handoff, idle_timeout)
+    else:
+        total += await _copy(buf, reader, handoff, idle_timeout)
+    return total
+
+
 async def _drained(proto: HandoffProtocol) -> None:
     """Wait until ``proto``'s transport has handed every buffered byte to its socket."""
     transport = proto.transport
     assert transport is not None
     if not transport.get_write_buffer_size():
         return
-    high, low = transport.get_write_buffer_limits()
+    low, high = transport.get_write_buffer_limits()
     # With both marks at 0 the transport pauses us while anything is buffered and
     # resumes us exactly when its buffer is empty.
     transport.set_write_buffer_limits(high=0, low=0)
     try:
-        while transport.get_write_buffer_size() and not proto.closed:
+        while transport.get_write_buffer_size():
+            if proto.closed or transport.is_closing():
+                # Closed under us: it flushes (or drops) its buffer on its own now, and
+                # _writable() would return at once: looping on it would freeze the loop.
+                raise WriteIOError(proto.exception or _aborted("destination"))
             if proto._write_paused:
                 await proto._writable()
             else:
                 await asyncio.sleep(0.001)
     finally:
-        if not proto.closed:
+        if not proto.closed and not transport.is_closing():
             transport.set_write_buffer_limits(high=high, low=low)
-    if proto.closed:
-        raise WriteIOError(
-            BrokenPipeError(errno.EPIPE, "transport closed before it sent its buffer")
-        )
+
+
+def _check_source(proto: HandoffProtocol) -> None:
+    """``BufferIOError`` if ``proto``'s connection was lost other than by the peer's end."""
+    if proto.exception is not None:
+        raise BufferIOError(proto.exception)
+    if proto.closed and not proto._eof_from_peer:
+        raise BufferIOError(_aborted("source"))  # closed here: not the end of the stream
 
 
 async def _splice_transports(
@@ -192,28 +216,37 @@ async def _splice_transports(
     The splice runs on duplicated descriptors, which the loop watches apart from
     the (paused) transports. A duplicate keeps the kernel socket open, so a
     ``close()`` or ``abort()`` of either transport alone would not close its
-    connection: it ends the splice here, and the duplicates, by then the last
-    descriptors, close with it, so the peer sees the close.
+    connection: it ends the splice here (``_until_lost``), and the duplicates,
+    by then the last descriptors, close with it, so the peer sees the close.
     """
+    _check_source(src_proto)
+    if src_proto.at_eof:
+        return 0  # the peer ended before the switch: nothing left to splice
+    async with asyncio.timeout(idle_timeout):
+        await _drained(dst_proto)  # the transport's own buffer goes before spliced bytes
+    _check_source(src_proto)
     async with _dup(src_sock) as src, _dup(dst_sock) as dst:
-        return await _until_lost(_splice(src, dst, idle_timeout), src_proto, dst_proto)
+        return await _splice(src, dst, idle_timeout)
 
 
 async def _until_lost(
     work: Coroutine[object, object, int],
     src_proto: HandoffProtocol | None,
     dst_proto: HandoffProtocol | None,
+    handoff: WriteHandoff,
 ) -> int:
-    """``await work``, ended early with the error of either protocol's lost connection.
+    """``await work``, ended early by either protocol's lost connection or a failed handoff.
 
     A wait on one end of a tunnel does not notice the other end's transport
-    closing; without this a tunnel would outlive a transport closed under it.
+    closing, nor the handoff failing while the source is quiet; without this a
+    tunnel would outlive them.
     """
     protos = [p for p in (src_proto, dst_proto) if p is not None]
     task = asyncio.ensure_future(work)
     closing = [asyncio.ensure_future(p.wait_closed()) for p in protos]
+    writer = handoff._task  # ends only when the handoff fails or is aborted meanwhile
     try:
-        await asyncio.wait([task, *closing], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, writer, *closing], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for fut in closing:
             fut.cancel()
@@ -225,8 +258,9 @@ async def _until_lost(
         return task.result()  # its own end wins over a close seen at the same time
     if src_proto is not None and src_proto.closed:
         raise BufferIOError(src_proto.exception or _aborted("source"))
-    assert dst_proto is not None
-    raise WriteIOError(dst_proto.exception or _aborted("destination"))
+    if dst_proto is not None and dst_proto.closed:
+        raise WriteIOError(dst_proto.exception or _aborted("destination"))
+    raise handoff.error or WriteClosed("write handoff closed mid-tunnel")
 
 
 def _aborted(end: str) -> OSError:
@@ -236,7 +270,10 @@ def _aborted(end: str) -> OSError:
 @contextlib.asynccontextmanager
 async def _dup(sock: socket.socket) -> AsyncIterator[socket.socket]:
     """A second descriptor of a transport's socket: the loop watches it apart from the transport."""
-    dup = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError as exc:  # EMFILE, or the socket closed meanwhile
+        raise BufferIOError(exc) from exc
     try:
         dup.setblocking(False)
         yield dup
@@ -253,8 +290,7 @@ async def _copy_protocol(
         async with asyncio.timeout(idle_timeout):
             n = await proto.read_available()
         if n == 0:
-            if not proto._eof_from_peer:
-                raise BufferIOError(_aborted("source"))  # closed here, not by the peer
+            _check_source(proto)
             return total
         total += len(buf)
         await _forward(handoff, buf.freeze_all(), idle_timeout)
@@ -294,7 +330,10 @@ async def _splice(src: socket.socket, dst: socket.socket, idle_timeout: float | 
     # Hot path: two splice(2) calls per pipe-full; Python only waits for readiness.
     import fcntl  # Linux only, like splice: importing the package must work everywhere
 
-    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # EMFILE, ENFILE: reported like the reader's own failure
+        raise BufferIOError(exc) from exc
     try:
         try:
             chunk = fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
