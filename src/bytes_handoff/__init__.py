@@ -10,6 +10,8 @@
   ``WriteHandoff.spawn(protocol)`` drains into its transport.
 * :func:`tunnel` -- forward the rest of a stream after a parser switches to
   raw mode, kernel to kernel (``splice``) where both ends are Linux sockets.
+* :func:`parse_proxy_header` -- take a PROXY protocol header (v1 or v2) off a
+  buffer's front, leaving the connection's first bytes for the next parser.
 """
 
 from ._types import BytesLike
@@ -42,6 +44,20 @@ from .protocol import (
     open_handoff_connection,
     start_handoff_server,
 )
+from .proxy_protocol import (
+    NO_PROXY_HEADER,
+    NoProxyHeader,
+    ProxyCommand,
+    ProxyFamily,
+    ProxyHeader,
+    ProxyHeaderError,
+    ProxySSL,
+    ProxyTLV,
+    ProxyTransport,
+    build_proxy_header_v1,
+    build_proxy_header_v2,
+    parse_proxy_header,
+)
 from .raw_tunnel import splice_supported, tunnel
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
 from .write_queue import WriteHandoff, WriteHandoffConfig, WriteTicket
@@ -49,6 +65,7 @@ from .write_queue import WriteHandoff, WriteHandoffConfig, WriteTicket
 __version__ = "0.1.0"
 
 __all__ = [
+    "NO_PROXY_HEADER",
     "BackpressureReason",
     "BufferIOError",
     "ByteBudgetExceeded",
@@ -62,6 +79,14 @@ __all__ = [
     "HandoffError",
     "HandoffProtocol",
     "LimitExceeded",
+    "NoProxyHeader",
+    "ProxyCommand",
+    "ProxyFamily",
+    "ProxyHeader",
+    "ProxyHeaderError",
+    "ProxySSL",
+    "ProxyTLV",
+    "ProxyTransport",
     "SplitOutOfBounds",
     "TransportWriter",
     "WriteBackpressure",
@@ -74,8 +99,11 @@ __all__ = [
     "__version__",
     "as_reader",
     "as_writer",
+    "build_proxy_header_v1",
+    "build_proxy_header_v2",
     "duplex_pair",
     "open_handoff_connection",
+    "parse_proxy_header",
     "register_reader",
     "register_writer",
     "splice_supported",
