@@ -46,7 +46,11 @@ EXPECTED_OUTPUT = {
 
 
 #: Long-running servers: not run here, each has its own end-to-end test file.
-SERVERS = {"http_proxy.py": "test_http_proxy.py"}
+SERVERS = {
+    "http_proxy.py": "test_http_proxy.py",
+    "starttls_server.py": "test_tls_examples.py",
+    "tls_front.py": "test_tls_examples.py",
+}
 
 
 def test_every_example_is_covered() -> None:

@@ -8,6 +8,9 @@
 * :class:`HandoffProtocol` -- the same buffer as an ``asyncio.BufferedProtocol``'s
   storage, for ``create_server`` / ``create_connection`` (TLS included);
   ``WriteHandoff.spawn(protocol)`` drains into its transport.
+* ``HandoffProtocol.start_tls`` / ``hand_over`` / ``adopt`` -- switch an open
+  connection to TLS (STARTTLS, the bytes already read first) or to another
+  protocol, keeping the buffered tail.
 * :func:`tunnel` -- forward the rest of a stream after a parser switches to
   raw mode, kernel to kernel (``splice``) where both ends are Linux sockets.
 * :func:`parse_proxy_header` -- take a PROXY protocol header (v1 or v2) off a
@@ -60,6 +63,7 @@ from .proxy_protocol import (
 )
 from .raw_tunnel import splice_supported, tunnel
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
+from .tls import TLSHandshakeError, TLSTransport
 from .write_queue import WriteHandoff, WriteHandoffConfig, WriteTicket
 
 __version__ = "0.1.0"
@@ -88,6 +92,8 @@ __all__ = [
     "ProxyTLV",
     "ProxyTransport",
     "SplitOutOfBounds",
+    "TLSHandshakeError",
+    "TLSTransport",
     "TransportWriter",
     "WriteBackpressure",
     "WriteClosed",

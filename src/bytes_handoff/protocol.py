@@ -37,6 +37,10 @@ from ._types import BytesLike
 from .adapters import CLOSED_CHECK_SECONDS, register_writer
 from .errors import BufferIOError, LimitExceeded
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
+from .swap import adopt as _adopt
+from .swap import hand_over as _hand_over
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT
+from .tls import start_tls as _start_tls
 
 if TYPE_CHECKING:
     from .write_queue import WriteHandoff
@@ -161,6 +165,68 @@ class HandoffProtocol(asyncio.BufferedProtocol):
             if self._lost is None:
                 self._lost = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._lost)
+
+    # -- switching modes on the same connection (tls.py, swap.py) -------------------------------
+
+    async def start_tls(
+        self,
+        ssl_context: _ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        flush: WriteHandoff | None = None,
+    ) -> None:
+        """Upgrade this connection to TLS, the bytes already buffered first (STARTTLS).
+
+        Bytes the peer sent right after its last plaintext message (a
+        ClientHello in the same packet as ``STARTTLS``, or after a PROXY
+        header) are in :attr:`buffer`: the handshake reads them before the
+        socket. Afterwards the buffer, ``on_data``, the readers and
+        ``WriteHandoff.spawn(self)`` work as before, on plaintext, with the
+        same bounds; ``transport`` is the TLS layer (``get_extra_info``
+        answers ``ssl_object``, ``peercert``, ``cipher``). ``flush``: a
+        ``WriteHandoff`` on this protocol whose queued chunks go out in
+        plaintext first (the ``220 ready`` reply); what it is given after the
+        call is encrypted. ``TLSHandshakeError`` if the handshake fails, the
+        connection ends, or ``handshake_timeout`` seconds pass (each for the
+        flush and the handshake); the connection is closed then. Arguments are
+        checked at the call (``TypeError``, ``ValueError``), and the state
+        (``RuntimeError``: not connected, closed, at end of stream, TLS
+        already, another task reading).
+        """
+        await _start_tls(
+            self,
+            ssl_context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            handshake_timeout=handshake_timeout,
+            flush=flush,
+        )
+
+    def hand_over(self, protocol: asyncio.BaseProtocol) -> asyncio.Transport:
+        """Give the transport and the buffered tail to ``protocol``; return the transport.
+
+        ``protocol`` (an ``asyncio.Protocol`` or ``asyncio.BufferedProtocol``)
+        gets ``connection_made``, then the tail (once, before any later
+        byte), then reading resumes; if the peer already ended its stream it
+        gets ``eof_received()`` after the tail. This protocol lets go: it gets
+        ``connection_lost(None)``, its ``transport`` is ``None``, and writes
+        through it fail, so flush a ``WriteHandoff`` on it first. Works from
+        ``on_data`` and on a TLS connection (the new protocol reads plaintext).
+        """
+        return _hand_over(self, protocol)
+
+    def adopt(self, transport: asyncio.BaseTransport, tail: BytesLike = b"") -> None:
+        """Take over ``transport`` from the protocol that read from it, ``tail`` first.
+
+        ``tail`` is what that protocol read and did not use; it lands in
+        :attr:`buffer` (``on_data`` runs, the readers see it) before any later
+        byte. For a fresh protocol: ``ValueError`` if it already has a
+        connection, ``LimitExceeded`` if ``tail`` is over ``max_len``, with
+        nothing changed.
+        """
+        _adopt(self, transport, tail)
 
     # -- flow control the consumer controls ---------------------------------------------------
 

@@ -386,6 +386,28 @@ async def protocol_tls_kind(request: Any) -> AsyncIterator[Endpoint]:
 
 
 @contextlib.asynccontextmanager
+async def protocol_starttls_kind(request: Any) -> AsyncIterator[Endpoint]:
+    """The protocol path upgraded in place: plain TCP, a ``STARTTLS`` line, then
+    ``proto.start_tls()`` while the peer starts TLS on its asyncio stream."""
+    client_ctx, server_ctx = request.getfixturevalue("tls_contexts")
+    async with _protocol_server(None) as (server, accepted):
+        sock = await _connected_socket(_address(server))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        peer = StreamPeer(reader, writer)
+        writer.write(b"STARTTLS\r\n")
+        proto = await accepted.get()
+        try:
+            assert await proto.read_until(b"\r\n") == b"STARTTLS\r\n"
+            upgrading = asyncio.ensure_future(proto.start_tls(server_ctx, server_side=True))
+            await writer.start_tls(client_ctx, server_hostname="localhost")
+            await upgrading
+            yield await _protocol_endpoint("protocol-starttls", proto, peer)
+        finally:
+            await peer.close()
+            await _close_transport(proto)
+
+
+@contextlib.asynccontextmanager
 async def streams_kind(request: Any) -> AsyncIterator[Endpoint]:
     """asyncio streams: a ``StreamReader`` read with one copy, a ``StreamWriter`` written."""
     accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -574,6 +596,7 @@ KINDS: dict[str, KindSpec] = {
     "socket": KindSpec(socket_kind),
     "protocol": KindSpec(protocol_kind, callback=True),
     "protocol-tls": KindSpec(protocol_tls_kind, half_close=False, callback=True),
+    "protocol-starttls": KindSpec(protocol_starttls_kind, half_close=False, callback=True),
     "streams": KindSpec(streams_kind),
     "duplex": KindSpec(duplex_kind),
     "anyio": KindSpec(anyio_kind),
