@@ -303,6 +303,11 @@ def readme_router() -> type[HandoffProtocol]:
     return router
 
 
+#: Made at import, not on a test's loop: 300,000 lines take long enough to block it.
+ROUTER_FIRST = b"".join(b"line %04d\n" % i for i in range(1500))
+ROUTER_REST = b"".join(b"more %04d\n" % (i % 10_000) for i in range(300_000))  # 3 MB
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 @pytest.mark.asyncio
 async def test_the_readme_router_applies_back_pressure_to_a_client_that_does_not_read(
@@ -324,8 +329,7 @@ async def test_the_readme_router_applies_back_pressure_to_a_client_that_does_not
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, "127.0.0.1", 0, ssl=server_ctx if tls else None)
-    first = b"".join(b"line %04d\n" % i for i in range(1500))
-    rest = b"".join(b"more %04d\n" % (i % 10_000) for i in range(300_000))  # 3 MB
+    first, rest = ROUTER_FIRST, ROUTER_REST
     async with server, asyncio.timeout(WAIT * 3):
         sock = await slow_client(server.sockets[0].getsockname()[1])
         reader, writer = await asyncio.open_connection(

@@ -143,6 +143,10 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         self.closed = True
         self.exception = exc
         self.at_eof = True
+        # Nothing calls it any more, and it is often a bound method of this protocol
+        # (on_data=self.route): a cycle that kept the protocol, its buffer and its
+        # transport alive until the collector's next full pass.
+        self.on_data = None
         self._wake_reader()
         waiters, self._drain_waiters = self._drain_waiters, []
         for fut in waiters:

@@ -60,6 +60,7 @@ and every waiting producer is released: nothing waits forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -181,6 +182,18 @@ def _bad_size(size: object) -> Exception:
     return TypeError(f"size must be an int, got {type(size).__name__}")
 
 
+def _drop_cancelled_error(task: asyncio.Task[None]) -> None:
+    """Let a writer task cancelled by ``abort()`` drop its ``CancelledError``.
+
+    Its traceback holds ``_run``'s frame, which holds the handoff, which holds the
+    task: a cycle that kept the handoff and its writer until a full collection.
+    Retrieving the error once makes the task let go of it.
+    """
+    if task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.exception()
+
+
 class WriteHandoff:
     """A bounded write queue drained by one writer task. Create it with :meth:`spawn`."""
 
@@ -205,6 +218,7 @@ class WriteHandoff:
         self._wakeup: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._task: asyncio.Task[None] = self._loop.create_task(self._run())
+        self._task.add_done_callback(_drop_cancelled_error)
 
     @classmethod
     def spawn(cls, writer: object, cfg: WriteHandoffConfig | None = None) -> WriteHandoff:

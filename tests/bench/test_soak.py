@@ -1,5 +1,5 @@
 """bench/run-fault-soak.sh: a few-second smoke run with real faults, its bad-input
-handling, and the stream classification it rests on."""
+handling, the stream classification and the leak gate it rests on."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ import pytest
 from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
 from bytes_handoff_bench.harness.implementations import ProtocolError
 from bytes_handoff_bench.harness.soak import (
+    HEAP_CSV_HEADER,
+    HeapSample,
     Orchestrator,
     SoakConfig,
     StreamRecord,
+    heap_failures,
+    heap_growth,
+    parse_heap_samples,
     processes_with,
     proxy_error_category,
+    robust_slope,
+    steady_slope,
 )
 from bytes_handoff_bench.tools.artifacts import parse_kv_text
 
@@ -109,6 +116,10 @@ def test_protocol_path_survives_sinks_that_stall_then_reset(tmp_path: Path) -> N
         ["--services", "99999999"],
         ["--seed", "9" * 30],
         ["--rss-limit-mib-per-min", "inf"],
+        ["--rss-limit-mib-per-min", "-1"],
+        ["--heap-limit-bytes-per-stream", "-1"],
+        ["--heap-limit-bytes-per-stream", "inf"],
+        ["--py-blocks-limit-per-stream", "nan"],
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
@@ -177,3 +188,136 @@ def test_a_break_counts_as_proxy_killed_only_when_its_proxy_died_first(tmp_path:
     assert orch.classify_pending(dying, accepts)[0] == "proxy_killed"
     later = {"t_start": 11.0, "t_end": 12.0, "client_port": 5003}
     assert orch.classify_pending(later, accepts)[0] == "unexplained"
+
+
+# -- the leak gate ------------------------------------------------------------------------------
+
+
+def idle_samples(
+    leak_bytes: float = 0.0,
+    leak_blocks: float = 0.0,
+    leak_objects: float = 0.0,
+    n: int = 30,
+    per_wave: int = 64,
+    step_at: int = 24,
+) -> list[HeapSample]:
+    """Service 0's idle samples over a run, one a wave, shaped like the measured ones: free
+    lists filling ever slower, a table that grows once at a new peak of streams open at
+    once (at sample ``step_at``), a little jitter; plus a leak of so much a stream."""
+    samples = []
+    for i in range(n):
+        streams = i * per_wave
+        warm = 1.0 - 0.9**i  # flattens; still grows after the warm-up, as measured
+        step = 1 if i >= step_at else 0
+        jitter = (-1) ** i
+        samples.append(
+            HeapSample(
+                t=100.0 + 2.0 * i,
+                streams=streams,
+                heap_bytes=int(
+                    5_000_000 + 50_000 * warm + 32_768 * step + 500 * jitter + leak_bytes * streams
+                ),
+                py_blocks=int(
+                    90_000 + 600 * warm + 140 * step + 3 * jitter + leak_blocks * streams
+                ),
+                gc_objects=int(21_000 + (i % 2) + leak_objects * streams),
+            )
+        )
+    return samples
+
+
+def test_leak_gate_passes_high_water_steps_and_fails_a_leak_per_stream() -> None:
+    cfg = SoakConfig()
+    healthy = heap_growth(idle_samples())
+    assert healthy is not None and healthy.not_gated is None
+    assert healthy.bytes_per_stream is not None
+    assert abs(healthy.bytes_per_stream) < cfg.heap_limit_bytes_per_stream / 4
+    assert abs(healthy.py_blocks_per_stream) < cfg.py_blocks_limit_per_stream / 3
+    assert abs(healthy.gc_objects_per_stream) < cfg.gc_objects_limit_per_stream / 4
+    assert heap_failures(healthy, cfg) == []
+
+    # A 4 KiB buffer kept per stream (a bytes object: one block, its payload malloc'd).
+    buffers = heap_growth(idle_samples(leak_bytes=4096 + 33, leak_blocks=1))
+    assert buffers is not None and buffers.bytes_per_stream is not None
+    assert buffers.bytes_per_stream == pytest.approx(4129, abs=50)
+    reasons = heap_failures(buffers, cfg)
+    assert len(reasons) == 2
+    assert "live heap grew" in reasons[0] and "Python blocks grew" in reasons[1]
+
+    # A small bytes object per stream: pymalloc's, not malloc's, not gc's: the blocks see it.
+    small = heap_failures(heap_growth(idle_samples(leak_bytes=8, leak_blocks=1)), cfg)
+    assert len(small) == 1 and "Python blocks grew 1." in small[0]
+
+    # A list per stream: one block, one gc object.
+    dicts = heap_failures(heap_growth(idle_samples(leak_blocks=1, leak_objects=1)), cfg)
+    assert len(dicts) == 2 and "gc-tracked objects grew 1.00 per stream" in dicts[1]
+    # A tracked object every 5 streams passes the blocks limit, not the gc one.
+    rare = heap_failures(heap_growth(idle_samples(leak_blocks=0.2, leak_objects=0.2)), cfg)
+    assert len(rare) == 1 and "gc-tracked objects grew 0.20" in rare[0]
+
+    # Half an object a stream is the blocks limit: over it fails, well under it passes.
+    assert heap_failures(heap_growth(idle_samples(leak_blocks=0.6)), cfg)
+    assert not heap_failures(heap_growth(idle_samples(leak_blocks=0.25)), cfg)
+
+
+@pytest.mark.parametrize("step_at", [7, 12, 15, 18, 22, 26, 29])
+def test_a_one_time_step_anywhere_passes_and_a_leak_still_fails(step_at: int) -> None:
+    cfg = SoakConfig()
+    growth = heap_growth(idle_samples(step_at=step_at))
+    assert growth is not None and heap_failures(growth, cfg) == []
+    assert abs(growth.py_blocks_per_stream) < cfg.py_blocks_limit_per_stream / 2
+    leaking = heap_growth(idle_samples(leak_blocks=1, step_at=step_at))
+    assert leaking is not None
+    assert leaking.py_blocks_per_stream == pytest.approx(1.0, abs=0.25)
+    assert len(heap_failures(leaking, cfg)) == 1
+
+
+def test_leak_gate_does_not_gate_a_short_run_and_gates_blocks_without_mallinfo() -> None:
+    cfg = SoakConfig()
+    assert heap_growth(idle_samples(n=1)) is None  # one sample: no slope at all
+    short = heap_growth(idle_samples(leak_bytes=4096, leak_blocks=1, n=12))
+    assert short is not None and short.not_gated is not None
+    assert "at least 12" in short.not_gated
+    assert heap_failures(short, cfg) == []  # reported (a huge slope), not gated
+    few_streams = heap_growth(idle_samples(leak_blocks=1, per_wave=10))
+    assert few_streams is not None and "at least 600 streams" in (few_streams.not_gated or "")
+
+    no_malloc = [
+        HeapSample(s.t, s.streams, -1, s.py_blocks, s.gc_objects)
+        for s in idle_samples(leak_bytes=4096, leak_blocks=1)
+    ]
+    growth = heap_growth(no_malloc)
+    assert growth is not None and growth.bytes_per_stream is None
+    reasons = heap_failures(growth, cfg)
+    assert len(reasons) == 1 and "Python blocks" in reasons[0]
+    # The RSS slope reports; it gates only when asked for.
+    assert cfg.rss_limit_mib_per_min is None
+
+
+def test_steady_slope_is_the_slowest_stretch_and_ignores_one_odd_sample() -> None:
+    assert robust_slope([(0, 5.0), (1, 7.0), (3, 11.0)]) == pytest.approx(2.0)
+    assert robust_slope([(1, 5.0), (1, 9.0)]) == 0.0  # x does not vary
+    spike = [(float(x), 3.0 * x + (500.0 if x == 4 else 0.0)) for x in range(10)]
+    assert robust_slope(spike) == pytest.approx(3.0)
+    # A step in the middle moves a median of all pairs (and a least-squares fit); the
+    # stretches without it do not.
+    step = [(float(x), 0.0 if x < 10 else 1000.0) for x in range(21)]
+    assert robust_slope(step) > 40
+    assert steady_slope(step) == 0.0
+    line = [(float(x), 7.0 * x) for x in range(21)]
+    assert steady_slope(line) == pytest.approx(7.0)
+    flattening = [(float(x), 100.0 * (1 - 0.8**x)) for x in range(21)]
+    assert steady_slope(flattening) < robust_slope(flattening) / 4
+
+
+def test_heap_samples_round_trip_and_torn_lines_are_skipped() -> None:
+    samples = idle_samples(n=3)
+    text = HEAP_CSV_HEADER + "".join(s.csv_line() for s in samples)
+    text += "12.5,64,oops,1,2\n" + "13.0,64,5\n" + "13.5,64"  # bad, short, torn
+    assert parse_heap_samples(text) == [
+        HeapSample(round(s.t, 3), s.streams, s.heap_bytes, s.py_blocks, s.gc_objects)
+        for s in samples
+    ]
+    live = HeapSample.now(7, 123)
+    assert live.streams == 7 and live.gc_objects == 123 and live.py_blocks > 0
+    assert parse_heap_samples(HEAP_CSV_HEADER + live.csv_line())[0].streams == 7

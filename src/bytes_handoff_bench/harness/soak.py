@@ -17,8 +17,8 @@ in its command line (so the end-of-run check can find any that survived):
   with completion tickets or fire-and-forget, chosen per stream
   (``--library-path`` narrows the choice to one path). Each stream's error is caught
   and counted by category; an error type the library does not promise is a
-  failure. Service 0 is never killed: its RSS over the whole run is the leak
-  check. The others are SIGKILLed at random times and restarted at once, so new
+  failure. Service 0 is never killed: its memory over the whole run is the
+  leak check (below). The others are SIGKILLed at random times and restarted at once, so new
   connections land on the live ones. Each service logs ``<time> <client port>``
   per accepted connection, which tells which streams a killed proxy owned.
 * **the driver** runs waves of ``--connections`` streams until
@@ -43,8 +43,44 @@ Everything goes into ``--out-dir`` (a folder, or a new one in an existing
 folder; in one that exists, the run's fixed files must be absent, regular files,
 character devices or FIFOs: ``output_paths``), checked before any process
 starts; by default a new ``soak_<timestamp>`` folder in ``bench/results`` of the
-clone (else of the current folder). Service 0's RSS growth is reported only over
-enough samples (``metrics.rss_growth``), else ``null`` with the reason.
+clone (else of the current folder).
+
+The leak gate. Each service, whenever it has had no stream open and accepted
+none for ``HEAP_POLL_SECONDS`` (between the driver's waves: once a wave), runs
+a full garbage collection and appends a ``HeapSample`` to its
+``<stem>.heap.csv``: the bytes ``malloc`` has handed out and not got back
+(glibc ``mallinfo2``: Python objects over 512 bytes, every stream buffer,
+uvloop's and libuv's own allocations), ``sys.getallocatedblocks()`` (one
+block per live Python object, ``bytes`` and ``str`` included) and the
+objects ``gc`` tracks (containers, instances, futures, tasks). All three
+count only what is live at zero load, and none counts the free memory an
+allocator keeps. Over service 0's samples after the first 20 %, the run fails
+if, per stream it served, malloc'd bytes grow more than
+``--heap-limit-bytes-per-stream`` (256), Python blocks more than
+``--py-blocks-limit-per-stream`` (0.5) or gc objects more than
+``--gc-objects-limit-per-stream`` (0.1). The growth is ``steady_slope``: the
+smallest Theil-Sen slope of the samples' three consecutive stretches. A leak
+grows alike in all three; a table or free list that grows once, at a new peak
+of streams open at once (a step), or fills ever slower (a flattening curve)
+does not. Seven healthy 60-second runs (socket, protocol and both paths, with
+and without kills) measured -13 to +11 bytes, 0.01-0.07 blocks and 0 gc
+objects a stream; a 4 KiB ``bytes`` kept per stream measured 4148 bytes and
+1.03 blocks, a 64-byte one 1.06 blocks, an empty list 1.03 blocks and 1.00 gc
+object (``--inject-leak-bytes-per-stream N``, a hidden flag, makes every
+service keep a ``bytes`` object of N bytes per stream: the check of the gate).
+Fewer than ``MIN_HEAP_SAMPLES`` samples over ``MIN_HEAP_STREAMS`` streams after
+the warm-up (a run of under about 30 s) are reported, not gated; without glibc
+2.33+ the bytes are not measured.
+
+Service 0's RSS slope (``metrics.rss_growth``, after the first 20 %) is
+reported beside it, and gates only with ``--rss-limit-mib-per-min``. It is no
+leak figure: the allocator keeps its high-water mark, so RSS steps up whenever
+service 0 reaches a new peak of streams open at once (all of a wave while its
+peer is dead, ~90 KiB a stream on the protocol path) and stays there, and a
+step late in a 60-second run fits as 10-17 MiB/min; a leak, meanwhile, can
+fill the free memory under that mark first (the 4 KiB and list leaks above
+measured +0.4 and -0.6 MiB/min of RSS in 60 s). The heap samples' full
+collections also keep cyclic garbage from piling up between waves.
 
 Exit status: 0 pass, 1 fail (or interrupted), 2 bad usage.
 """
@@ -56,6 +92,8 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import gc
+import itertools
 import json
 import os
 import random
@@ -131,8 +169,21 @@ CATEGORIES = (
     "unexplained",
 )
 FAILURE_CATEGORIES = ("corrupted", "hang", "proxy_crashed", "unexplained")
-#: The RSS gate needs this many samples of service 0 (a shorter run reports, not gates).
+#: The RSS gate (when asked for) needs this many samples of service 0 (a shorter run
+#: reports, not gates).
 MIN_RSS_SAMPLES = 20
+#: How often a service looks whether it is idle (no stream open) for its heap sample.
+HEAP_POLL_SECONDS = 0.1
+#: The leak gate fits service 0's idle samples after this share of them (the warm-up).
+HEAP_WARM_UP_FRACTION = 0.2
+#: The leak gate needs this many idle samples after the warm-up (a third of them in each
+#: of ``steady_slope``'s stretches), spanning this many streams (a shorter run reports,
+#: not gates; a 60-second run has 20-30 over 1200-1900).
+MIN_HEAP_SAMPLES = 12
+MIN_HEAP_STREAMS = 600
+#: The leak gate's limits above these check nothing.
+MAX_HEAP_LIMIT_BYTES_PER_STREAM = 1024 * 1024
+MAX_OBJECTS_LIMIT_PER_STREAM = 1024.0
 #: After a wave's clients end, the sink must be idle this long: a proxy's sink
 #: connection still in the listen backlog gets accepted (and attributed) in time.
 SINK_QUIET_SECONDS = 0.25
@@ -157,11 +208,19 @@ class SoakConfig:
     #: (drawn per stream).
     library_path: str = "both"
     hang_seconds: float = 30.0
-    #: Service 0's RSS moves within a ~4 MiB band as its share of the load shifts
-    #: (all streams while its peer is dead), which puts up to ~7 MiB/min of slope
-    #: into a 48-second fit; a leak of ~2 KiB per stream at its ~4000 streams a
-    #: minute passes 8 MiB/min.
-    rss_limit_mib_per_min: float = 8.0
+    #: The leak gate (see the module docstring): growth of service 0's live heap per
+    #: stream it served, sampled by the service itself whenever no stream is open,
+    #: after a full collection (``steady_slope``).
+    heap_limit_bytes_per_stream: float = 256.0
+    py_blocks_limit_per_stream: float = 0.5
+    gc_objects_limit_per_stream: float = 0.1
+    #: Service 0's RSS slope is reported; it gates only when this is given. RSS keeps
+    #: the heap's high-water mark (the peak of streams open at once, up to a whole
+    #: wave while its peer is dead) and moves in steps with it: not a leak figure.
+    rss_limit_mib_per_min: float | None = None
+    #: Calibration only (a hidden flag): every service keeps a ``bytes`` object of
+    #: this size per stream, a leak the gate must fail.
+    inject_leak_bytes: int = 0
     route_frames: int = 64
     frame_len: int = 63
     tunnel_bytes: int = 256 * 1024
@@ -260,6 +319,7 @@ class Service:
         self.counts: Counter[str] = Counter()
         self.unexpected: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.leaked: list[bytes] = []  # --inject-leak-bytes-per-stream (calibration)
 
     def write_stats(self) -> None:
         write_json(
@@ -278,13 +338,21 @@ class Service:
             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o644,
         )
+        heap_log = os.open(
+            self.stem.with_suffix(".heap.csv"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+        )
+        os.write(heap_log, HEAP_CSV_HEADER.encode())
         write_json(self.stem.with_suffix(".ready"), {"pid": os.getpid()})
         acceptor = loop.create_task(self.accept_loop(listener, accept_log))
+        sampler = loop.create_task(self.sample_heap(heap_log))
         while not stop.is_set() and not acceptor.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
             self.write_stats()  # a SIGKILLed service loses at most half a second of counts
         acceptor.cancel()
+        sampler.cancel()
         listener.close()
         for task in self.tasks:
             task.cancel()
@@ -297,10 +365,12 @@ class Service:
             self.unexpected.append(f"{stuck} streams did not end within 5 s of cancellation")
         self.write_stats()
         os.close(accept_log)
-        if acceptor.done() and not acceptor.cancelled():
-            error = acceptor.exception()
-            if error is not None:
-                raise error  # the accept loop died: the service is broken (exit 1)
+        os.close(heap_log)
+        for task in (acceptor, sampler):
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    raise error  # the accept loop or the heap sampler died: exit 1
         return 0
 
     async def accept_loop(self, listener: socket.socket, accept_log: int) -> None:
@@ -314,8 +384,27 @@ class Service:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    async def sample_heap(self, heap_log: int) -> None:
+        """One ``HeapSample`` line each time the service has been idle (no stream open, none
+        accepted) for ``HEAP_POLL_SECONDS``, once per batch of streams: between the
+        driver's waves. A full collection first: cyclic garbage is not a leak."""
+        last_sampled = -1
+        was_idle_at = -1  # the accept count at the previous poll, if no stream was open
+        while True:
+            await asyncio.sleep(HEAP_POLL_SECONDS)
+            accepted = self.counts["accepted"]
+            idle = not self.tasks
+            if idle and was_idle_at == accepted != last_sampled:
+                gc.collect()
+                sample = HeapSample.now(accepted, len(gc.get_objects()))
+                os.write(heap_log, sample.csv_line().encode())  # one write: survives a kill
+                last_sampled = accepted
+            was_idle_at = accepted if idle else -1
+
     async def serve(self, inbound: socket.socket) -> None:
         proxy, pcfg = self.rng.choice(self.variants)
+        if self.cfg.inject_leak_bytes:
+            self.leaked.append(bytes(self.cfg.inject_leak_bytes))
         self.counts[f"path_{pcfg.implementation}"] += 1
         try:
             try:
@@ -344,6 +433,188 @@ class Service:
                 self.write_stats()
         finally:
             inbound.close()
+
+
+# -- the leak gate ----------------------------------------------------------------------------
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _load_mallinfo2() -> Any:
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc 2.33 or later
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    fn.argtypes = []
+    return fn
+
+
+_MALLINFO2 = _load_mallinfo2()
+
+
+def malloc_in_use() -> int | None:
+    """Bytes ``malloc`` has handed out and not got back (glibc ``mallinfo2``: ``uordblks +
+    hblkhd``, every arena), or ``None`` without glibc 2.33+. Free memory the allocator
+    keeps (its high-water mark, fragmentation) is not in it; Python objects over 512
+    bytes, every buffer the streams use and uvloop's and libuv's own allocations are."""
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return int(info.uordblks + info.hblkhd)
+
+
+HEAP_CSV_HEADER = "elapsed_seconds,streams,malloc_in_use_bytes,py_blocks,gc_objects\n"
+
+
+@dataclass(frozen=True)
+class HeapSample:
+    """Service 0's live heap while no stream is open, after a full garbage collection."""
+
+    t: float  # monotonic seconds
+    #: Streams the service had accepted when it sampled.
+    streams: int
+    #: ``malloc_in_use()``: -1 where unavailable.
+    heap_bytes: int
+    #: ``sys.getallocatedblocks()``: memory blocks Python's object allocator holds, one
+    #: for every live object (``bytes`` too, which ``gc`` does not track) and a few more.
+    py_blocks: int
+    #: Objects the cyclic GC tracks (reported only).
+    gc_objects: int
+
+    @classmethod
+    def now(cls, streams: int, gc_objects: int) -> HeapSample:
+        heap = malloc_in_use()
+        return cls(
+            time.monotonic(),
+            streams,
+            -1 if heap is None else heap,
+            sys.getallocatedblocks(),
+            gc_objects,
+        )
+
+    def csv_line(self) -> str:
+        return f"{self.t:.3f},{self.streams},{self.heap_bytes},{self.py_blocks},{self.gc_objects}\n"
+
+
+def parse_heap_samples(text: str) -> list[HeapSample]:
+    """The samples of a ``.heap.csv`` (the header and any torn line skipped)."""
+    samples = []
+    for line in text.splitlines()[1:]:
+        parts = line.split(",")
+        if len(parts) != 5:
+            continue
+        try:
+            samples.append(HeapSample(float(parts[0]), *(int(p) for p in parts[1:])))
+        except ValueError:
+            continue
+    return samples
+
+
+def robust_slope(points: Sequence[tuple[float, float]]) -> float:
+    """Theil-Sen slope of ``y`` over ``x``: the median of the slopes between every two points
+    (0 when ``x`` does not vary): one odd sample does not move it."""
+    slopes = sorted(
+        (y1 - y0) / (x1 - x0)
+        for i, (x0, y0) in enumerate(points)
+        for x1, y1 in points[i + 1 :]
+        if x1 != x0
+    )
+    if not slopes:
+        return 0.0
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
+def steady_slope(points: Sequence[tuple[float, float]], parts: int = 3) -> float:
+    """The smallest ``robust_slope`` of ``parts`` consecutive stretches of ``points`` (each
+    shares its first point with the previous one's last).
+
+    A leak grows alike in every stretch. What is not a leak does not: a table or
+    free list that grows once, at a new peak of streams open at once, and keeps its
+    size (a step: one stretch), and free lists that fill early on (uvloop keeps up
+    to 250 freed handles and write contexts of a type) at ever rarer new peaks (a
+    curve that flattens: the later stretches much less).
+    """
+    last = len(points) - 1
+    cuts = [round(k * last / parts) for k in range(parts + 1)]
+    return min(robust_slope(points[a : b + 1]) for a, b in itertools.pairwise(cuts))
+
+
+@dataclass(frozen=True)
+class HeapGrowth:
+    """Service 0's live-heap growth after the warm-up (``HEAP_WARM_UP_FRACTION`` of its
+    samples)."""
+
+    samples: int
+    streams: int  # streams served between the first and the last sample fitted
+    bytes_per_stream: float | None  # None: no malloc figure (no glibc 2.33+)
+    py_blocks_per_stream: float
+    gc_objects_per_stream: float
+    bytes_per_min: float | None
+    #: Why the figures do not gate (too few samples or streams), else ``None``.
+    not_gated: str | None
+
+
+def heap_growth(samples: Sequence[HeapSample]) -> HeapGrowth | None:
+    """Growth (``steady_slope``) per stream served (gated) and per minute (reported), or
+    ``None`` with fewer than two samples after the warm-up."""
+    tail = list(samples[int(len(samples) * HEAP_WARM_UP_FRACTION) :])
+    if len(tail) < 2:
+        return None
+    streams = tail[-1].streams - tail[0].streams
+    has_heap = all(s.heap_bytes >= 0 for s in tail)
+    not_gated = None
+    if len(tail) < MIN_HEAP_SAMPLES or streams < MIN_HEAP_STREAMS:
+        not_gated = (
+            f"{len(tail)} idle samples over {streams} streams after the warm-up; the gate needs"
+            f" at least {MIN_HEAP_SAMPLES} over at least {MIN_HEAP_STREAMS} streams"
+        )
+    return HeapGrowth(
+        samples=len(tail),
+        streams=streams,
+        bytes_per_stream=steady_slope([(s.streams, s.heap_bytes) for s in tail])
+        if has_heap
+        else None,
+        py_blocks_per_stream=steady_slope([(s.streams, s.py_blocks) for s in tail]),
+        gc_objects_per_stream=steady_slope([(s.streams, s.gc_objects) for s in tail]),
+        bytes_per_min=steady_slope([(s.t, s.heap_bytes) for s in tail]) * 60 if has_heap else None,
+        not_gated=not_gated,
+    )
+
+
+def heap_failures(growth: HeapGrowth | None, cfg: SoakConfig) -> list[str]:
+    """The leak gate's reasons to fail (none when it passes or cannot gate)."""
+    if growth is None or growth.not_gated is not None:
+        return []
+    reasons = []
+    if (
+        growth.bytes_per_stream is not None
+        and growth.bytes_per_stream > cfg.heap_limit_bytes_per_stream
+    ):
+        reasons.append(
+            f"service 0's live heap grew {growth.bytes_per_stream:.0f} bytes per stream"
+            f" (limit {cfg.heap_limit_bytes_per_stream:g}) over {growth.streams} streams"
+        )
+    if growth.py_blocks_per_stream > cfg.py_blocks_limit_per_stream:
+        reasons.append(
+            f"service 0's Python blocks grew {growth.py_blocks_per_stream:.2f} per stream"
+            f" (limit {cfg.py_blocks_limit_per_stream:g}) over {growth.streams} streams"
+        )
+    if growth.gc_objects_per_stream > cfg.gc_objects_limit_per_stream:
+        reasons.append(
+            f"service 0's gc-tracked objects grew {growth.gc_objects_per_stream:.2f} per stream"
+            f" (limit {cfg.gc_objects_limit_per_stream:g}) over {growth.streams} streams"
+        )
+    return reasons
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -920,19 +1191,50 @@ def summarize(
         lines.append(f"soak: proxy   {name:<28} {count:>8}")
 
     steady = next((i for i in orch.incarnations if i.slot == 0), None)
+    heap_samples: list[HeapSample] = []
+    if steady is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            heap_samples = parse_heap_samples(steady.stem.with_suffix(".heap.csv").read_text())
+    heap = heap_growth(heap_samples)
+    reasons.extend(heap_failures(heap, cfg))
+    if heap is None:
+        lines.append(
+            f"soak: heap    service 0: {len(heap_samples)} idle samples, too few for a growth"
+            " figure (NOT GATED)"
+        )
+    else:
+        if heap.bytes_per_stream is None or heap.bytes_per_min is None:
+            per_stream = "no malloc figure (needs glibc 2.33+)"
+        else:
+            per_stream = (
+                f"malloc'd {heap.bytes_per_stream:+.1f} bytes/stream"
+                f" ({heap.bytes_per_min / MIB:+.3f} MiB/min)"
+            )
+        lines.append(
+            f"soak: heap    service 0 idle, after gc: {heap.samples} samples over {heap.streams}"
+            f" streams after the first 20 %: {per_stream}, {heap.py_blocks_per_stream:+.3f}"
+            f" Python blocks/stream, {heap.gc_objects_per_stream:+.3f} gc objects/stream"
+            + (f" (NOT GATED: {heap.not_gated})" if heap.not_gated else "")
+        )
+    heap_bytes = None if heap is None else heap.bytes_per_stream
+    heap_mib_min = None if heap is None or heap.bytes_per_min is None else heap.bytes_per_min / MIB
     samples = steady.rss if steady is not None else []
     fit = rss_growth(samples)
     growth = None if fit.bytes_per_min is None else fit.bytes_per_min / MIB
-    gated = growth is not None and len(samples) >= MIN_RSS_SAMPLES
-    if gated and growth is not None and growth > cfg.rss_limit_mib_per_min:
-        reasons.append(
-            f"service 0 RSS grew {growth:.2f} MiB/min (limit {cfg.rss_limit_mib_per_min:g})"
-        )
+    rss_limit = cfg.rss_limit_mib_per_min
+    gated = rss_limit is not None and growth is not None and len(samples) >= MIN_RSS_SAMPLES
+    if gated and growth is not None and rss_limit is not None and growth > rss_limit:
+        reasons.append(f"service 0 RSS grew {growth:.2f} MiB/min (limit {rss_limit:g})")
     peak = max((r for i in orch.incarnations for _, r in i.rss), default=0)
     if growth is None:
         shown = f"no growth figure ({fit.reason})"
     else:
-        gate = "" if gated else f" (not gated: fewer than {MIN_RSS_SAMPLES} samples)"
+        if rss_limit is None:
+            gate = " (reported, not gated: a high-water mark, see the heap line)"
+        elif not gated:
+            gate = f" (not gated: fewer than {MIN_RSS_SAMPLES} samples)"
+        else:
+            gate = ""
         shown = f"growth {growth:.3f} MiB/min after the first 20 %{gate}"
     lines.append(
         f"soak: rss     service 0: {len(samples)} samples, {shown};"
@@ -986,15 +1288,35 @@ def summarize(
         "library_path": cfg.library_path,
         "proxy_unexpected_errors": sum(v for k, v in proxy.items() if k.startswith("unexpected")),
         # "null" when the samples are too few to mean anything; the reason beside it.
+        "heap_samples": 0 if heap is None else heap.samples,
+        "heap_growth_bytes_per_stream": _figure(heap_bytes, 1),
+        "heap_growth_mib_per_min": _figure(heap_mib_min, 3),
+        "heap_limit_bytes_per_stream": cfg.heap_limit_bytes_per_stream,
+        "py_blocks_growth_per_stream": _figure(
+            None if heap is None else heap.py_blocks_per_stream, 3
+        ),
+        "py_blocks_limit_per_stream": cfg.py_blocks_limit_per_stream,
+        "gc_objects_growth_per_stream": _figure(
+            None if heap is None else heap.gc_objects_per_stream, 3
+        ),
+        "gc_objects_limit_per_stream": cfg.gc_objects_limit_per_stream,
+        "heap_gated": int(heap is not None and heap.not_gated is None),
         "rss_growth_mib_per_min": "null" if growth is None else round(growth, 3),
         **({"rss_growth_reason": fit.reason} if growth is None else {}),
-        "rss_limit_mib_per_min": cfg.rss_limit_mib_per_min,
+        "rss_limit_mib_per_min": "null" if rss_limit is None else rss_limit,
         "rss_gated": int(gated),
         "leftover_processes": len(leftovers),
         "out_dir": orch.out,
         "verdict": "fail" if reasons else "pass",
     }
     return lines, summary
+
+
+def _figure(value: float | None, digits: int) -> object:
+    """A summary figure rounded, or ``null`` when there is none."""
+    if value is None:
+        return "null"
+    return round(value, digits) if digits else round(value)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -1031,7 +1353,34 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         " (drawn per stream)",
     )
     p.add_argument("--hang-seconds", type=float, default=d.hang_seconds)
-    p.add_argument("--rss-limit-mib-per-min", type=float, default=d.rss_limit_mib_per_min)
+    p.add_argument(
+        "--heap-limit-bytes-per-stream",
+        type=float,
+        default=d.heap_limit_bytes_per_stream,
+        help="leak gate: most growth of service 0's malloc'd bytes in use, idle after a full"
+        " collection, per stream it served",
+    )
+    p.add_argument(
+        "--py-blocks-limit-per-stream",
+        type=float,
+        default=d.py_blocks_limit_per_stream,
+        help="leak gate: most growth of service 0's Python allocator blocks"
+        " (sys.getallocatedblocks), idle after a full collection, per stream it served",
+    )
+    p.add_argument(
+        "--gc-objects-limit-per-stream",
+        type=float,
+        default=d.gc_objects_limit_per_stream,
+        help="leak gate: most growth of service 0's gc-tracked objects, idle after a full"
+        " collection, per stream it served",
+    )
+    p.add_argument(
+        "--rss-limit-mib-per-min",
+        type=float,
+        help="also gate on service 0's RSS slope (default: reported only; RSS holds the"
+        " allocator's high-water mark)",
+    )
+    p.add_argument("--inject-leak-bytes-per-stream", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--route-frames", type=int, default=d.route_frames)
     p.add_argument("--frame-len", type=int, default=d.frame_len)
     p.add_argument("--tunnel-bytes", type=int, default=d.tunnel_bytes)
@@ -1055,10 +1404,35 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
     """Validate the flags; ``UsageError`` naming the first bad one."""
+    rss_limit = args.rss_limit_mib_per_min
+    optional = (
+        []
+        if rss_limit is None
+        else [("--rss-limit-mib-per-min", rss_limit, 0.0, MAX_RSS_SLOPE_MIB_PER_MIN)]
+    )
     for flag, value, low, high in (
+        *optional,
         ("--duration-seconds", args.duration_seconds, 0.001, MAX_DURATION_SECONDS),
         ("--hang-seconds", args.hang_seconds, 0.001, MAX_TIMEOUT_SECONDS),
-        ("--rss-limit-mib-per-min", args.rss_limit_mib_per_min, 0.0, MAX_RSS_SLOPE_MIB_PER_MIN),
+        (
+            "--heap-limit-bytes-per-stream",
+            args.heap_limit_bytes_per_stream,
+            0.0,
+            MAX_HEAP_LIMIT_BYTES_PER_STREAM,
+        ),
+        (
+            "--py-blocks-limit-per-stream",
+            args.py_blocks_limit_per_stream,
+            0.0,
+            MAX_OBJECTS_LIMIT_PER_STREAM,
+        ),
+        (
+            "--gc-objects-limit-per-stream",
+            args.gc_objects_limit_per_stream,
+            0.0,
+            MAX_OBJECTS_LIMIT_PER_STREAM,
+        ),
+        ("--inject-leak-bytes-per-stream", args.inject_leak_bytes_per_stream, 0, MIB),
         ("--kill-interval-seconds", args.kill_interval_seconds, 0.0, MAX_DURATION_SECONDS),
         ("--services", args.services, 2, MAX_WORKER_THREADS),
         ("--connections", args.connections, 1, MAX_CONNECTIONS),
@@ -1095,7 +1469,11 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         stall_seconds=args.stall_seconds,
         library_path=args.library_path,
         hang_seconds=args.hang_seconds,
-        rss_limit_mib_per_min=args.rss_limit_mib_per_min,
+        heap_limit_bytes_per_stream=args.heap_limit_bytes_per_stream,
+        py_blocks_limit_per_stream=args.py_blocks_limit_per_stream,
+        gc_objects_limit_per_stream=args.gc_objects_limit_per_stream,
+        rss_limit_mib_per_min=rss_limit,
+        inject_leak_bytes=args.inject_leak_bytes_per_stream,
         route_frames=args.route_frames,
         frame_len=args.frame_len,
         tunnel_bytes=args.tunnel_bytes,
