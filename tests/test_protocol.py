@@ -188,6 +188,20 @@ async def test_read_until_past_its_limit_raises_and_keeps_the_bytes(
             await proto.read_exactly(65)  # can never fit max_len: refused at once
 
 
+@pytest.mark.parametrize("max_bytes", [-1, 0, 1])
+@pytest.mark.asyncio
+async def test_read_until_refuses_a_limit_the_separator_cannot_fit_in(
+    pair: Callable[..., object], max_bytes: int
+) -> None:
+    """A bad argument is a ValueError at the call, not an overrun of a limit never reached."""
+    async with asyncio.timeout(WAIT):
+        proto, _r, w = await pair()  # type: ignore[misc]
+        w.write(b"a\r\n")
+        with pytest.raises(ValueError, match="max_bytes must be at least len\\(sep\\) = 2"):
+            await proto.read_until(b"\r\n", max_bytes=max_bytes)
+        assert await proto.read_until(b"\r\n") == b"a\r\n"  # nothing was taken
+
+
 @pytest.mark.asyncio
 async def test_read_until_at_eof_gives_the_partial_frame(pair: Callable[..., object]) -> None:
     async with asyncio.timeout(WAIT):

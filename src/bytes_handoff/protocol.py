@@ -377,6 +377,8 @@ class HandoffProtocol(asyncio.BufferedProtocol):
             limit = buf.max_len
         elif type(max_bytes) is not int:
             raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+        elif max_bytes < len(sep):
+            raise ValueError(f"max_bytes must be at least len(sep) = {len(sep)}, got {max_bytes}")
         else:
             limit = max_bytes
         while True:
