@@ -23,6 +23,8 @@ __all__ = [
     "IDLE_TIMEOUT_MILLIS",
     "IMPLEMENTATION",
     "ITERATIONS",
+    "MAX_LAG_MILLIS",
+    "RATE_TOLERANCE",
     "READ_RESERVE",
     "ROUTE_FRAMES",
     "SCENARIO",
@@ -57,6 +59,12 @@ DUPLEX_CAPACITY = 64 * 1024
 ITERATIONS = 1
 #: 0: run ``ITERATIONS`` waves; above 0: repeat waves this long.
 DURATION_SECONDS = 0.0
+#: Open loop (``--rate``): an achieved rate this fraction or more below the offered one
+#: means the run fell behind.
+RATE_TOLERANCE = 0.05
+#: Open loop: a stream that cannot start within this many milliseconds of its scheduled
+#: time is not started; the schedule has slipped past the bound and the run fell behind.
+MAX_LAG_MILLIS = 1000
 #: A ``tcp-service`` ends this long after its last stream. Every split run waits this
 #: long after its driver is done before the service reports, so it is kept short.
 IDLE_TIMEOUT_MILLIS = 1000

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_DURATION_SECONDS",
     "MAX_FRAME_LEN",
     "MAX_ITERATIONS",
+    "MAX_RATE",
     "MAX_ROUTE_FRAMES",
     "MAX_RUNS",
     "MAX_RUN_MEMORY",
@@ -45,6 +46,8 @@ MAX_TUNNEL_BYTES = 1 * GiB
 MAX_BUFFER_BYTES = 64 * MiB
 MAX_WRITE_PENDING_BYTES = 2 * MAX_BUFFER_BYTES
 MAX_ITERATIONS = 1_000_000
+#: --rate (streams per second, all connections together): far above what one host starts.
+MAX_RATE = 1_000_000
 #: Runs per cell of the wrapper, the matrix and the two-hosts check.
 MAX_RUNS = 10_000
 MAX_DURATION_SECONDS = 24 * 3600

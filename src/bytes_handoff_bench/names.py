@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "FLOOR",
     "FRAME_BUDGET",
     "REPORT_ORDER",
     "TCP_ONLY",
@@ -66,7 +67,9 @@ class Implementation(StrEnum):
     """The proxies, in the one order of everything that lists them: ``--implementation all``
     runs them so, and the per-run lines, the summary lines, the comparison table and chart
     and the matrix list them so. ``handoff`` (the reference of every ratio) and
-    ``handoff_splice`` first, then the library's protocol path, then the baselines."""
+    ``handoff_splice`` first, then the library's protocol path, then the baselines, and
+    last ``floor``: the cheapest service the loop allows, the reference every report
+    measures the others (and the harness's own service, ``raw_protocol``) against."""
 
     HANDOFF = "handoff"
     HANDOFF_SPLICE = "handoff_splice"
@@ -75,6 +78,7 @@ class Implementation(StrEnum):
     RAW_COPY = "raw_copy"
     MANUAL_PROTOCOL = "manual_protocol"
     RAW_PROTOCOL = "raw_protocol"
+    FLOOR = "floor"
 
 
 #: Implementations that need real sockets (splice, or asyncio's create_server).
@@ -84,8 +88,13 @@ TCP_ONLY = frozenset(
         Implementation.HANDOFF_PROTOCOL,
         Implementation.MANUAL_PROTOCOL,
         Implementation.RAW_PROTOCOL,
+        Implementation.FLOOR,
     }
 )
+
+#: The reference line of every report: a bare ``create_server`` copy, no harness code on its
+#: hot path (``harness/floor.py``); the reports show each implementation's ns/B against it.
+FLOOR = Implementation.FLOOR
 
 #: Implementations that queue each routed frame as one owned chunk in a byte-budgeted
 #: ``WriteHandoff``: a frame plus its newline must fit the write budget.

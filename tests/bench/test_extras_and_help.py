@@ -21,7 +21,14 @@ from harness_support import help_blocks
 
 import bytes_handoff
 from bytes_handoff_bench.harness import cli, soak
-from bytes_handoff_bench.tools import library_ab, profilers, targets, two_hosts, wrapper
+from bytes_handoff_bench.tools import (
+    cost_curve,
+    library_ab,
+    profilers,
+    targets,
+    two_hosts,
+    wrapper,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -50,6 +57,7 @@ ENTRY_POINTS: list[tuple[str, list[str]]] = [
     ("run-split-service-perf.sh", ["bash", str(BENCH / "run-split-service-perf.sh")]),
     ("run-split-service-strace.sh", ["bash", str(BENCH / "run-split-service-strace.sh")]),
     ("run-two-hosts.sh", ["bash", str(BENCH / "run-two-hosts.sh")]),
+    ("run-cost-curve.sh", ["bash", str(BENCH / "run-cost-curve.sh")]),
 ]
 #: The programs that need no bench extra (the micro one, or none), which answer too.
 OTHER_PROGRAMS: list[tuple[str, list[str]]] = [
@@ -280,6 +288,7 @@ PARSERS = {
     "targets": lambda: targets.build_parser("check-targets.sh"),
     "two-hosts": lambda: two_hosts.build_parser("run-two-hosts.sh"),
     "library-ab": lambda: library_ab.build_parser("run-library-ab.sh"),
+    "cost-curve": lambda: cost_curve.build_parser("run-cost-curve.sh"),
 }
 #: Every program's parser, the soak's too (its options' words are the soak's own).
 ALL_PARSERS = {**PARSERS, "soak": lambda: soak.build_parser("run-fault-soak.sh")}

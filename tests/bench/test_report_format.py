@@ -147,6 +147,7 @@ IMPLS = (
     "raw_copy",
     "manual_protocol",
     "raw_protocol",
+    "floor",
 )
 
 
@@ -280,8 +281,10 @@ def test_printed_without_a_terminal_at_natural_width(
     assert lines[0] == grouped.title == report_title(cells)
     assert lines[-1] == grouped.caption
     assert [line for line in lines if line != line.rstrip()] == []
-    rows = [line.split() for line in lines if line.split()[:1] in (["handoff"], ["raw_copy"])]
-    assert len(rows) == 4 and all(row[-1].endswith("x") for row in rows), lines
+    rows = [line for line in lines if line.split()[:1] in (["handoff"], ["raw_copy"])]
+    # The ratio ends each row: the reference's 1.00x, the other's with "no interval" (1 run).
+    assert len(rows) == 4, lines
+    assert all(re.search(r" (1\.00x|\d\.\d\dx \[n/a\])$", row) for row in rows), rows
 
 
 def test_comparison_markdown_for_people(tmp_path: Path) -> None:
@@ -296,7 +299,7 @@ def test_comparison_markdown_for_people(tmp_path: Path) -> None:
     cells_text = [c.strip() for c in row.strip("|").split("|")]
     assert cells_text[2] == "1,369 ± n/a"  # driver MiB/s
     assert cells_text[6] == "1,580 ± n/a"  # driver p99 ms (1580031 µs)
-    assert cells_text[-1] == "2.00x"  # ns/B 2.0 vs handoff's 1.0
+    assert cells_text[-1] == "2.00x [n/a]"  # ns/B 2.0 vs handoff's 1.0; one run: no CI
     assert "± 0" not in md
     assert "One run each" in md
     assert png is not None and png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
@@ -310,6 +313,64 @@ def test_comparison_with_runs_shows_their_stdev(tmp_path: Path) -> None:
     assert "over 3 runs" in md and "± n/a" not in md
     row = next(line for line in md.splitlines() if line.startswith("| fragmented | handoff |"))
     assert "1.01 ± 0.01" in row  # ns/B 1.00, 1.01, 1.02
+
+
+def paired_cells(base: Path, ns: dict[str, list[float]]) -> list[CellSummary]:
+    """A split cell (coalesced) per implementation, with its service ns/B per round."""
+    for impl, values in ns.items():
+        cell = base / impl / "coalesced"
+        cell.mkdir(parents=True)
+        write_cell_artifacts(cell, [run_row(impl, "coalesced", v, split=True) for v in values])
+    return cells_from_directory(base)
+
+
+def test_every_ratio_has_its_paired_interval_and_a_floor_column(tmp_path: Path) -> None:
+    # The rounds swing together (host noise: 1, 2, 3 ns/B), the per-round ratios do not:
+    # raw_protocol is 1.5x floor in every round, a point interval; handoff wobbles.
+    cells = paired_cells(
+        tmp_path,
+        {
+            "handoff": [2.0, 4.4, 5.7],  # 2.0, 2.2, 1.9 x floor
+            "raw_protocol": [1.5, 3.0, 4.5],
+            "floor": [1.0, 2.0, 3.0],
+        },
+    )
+    headers, rows = table_rows(cells)
+    assert headers[-2:] == ["ns/B vs handoff", "ns/B vs floor"]
+    got = {row[1]: row[-2:] for _scenario, row in rows}
+    assert got["floor"][1] == got["handoff"][0] == "1.00x"  # each against itself
+    assert got["raw_protocol"][1] == "1.50x [1.50, 1.50]"
+    # ln 2.0, 2.2, 1.9: mean 0.7078, sd 0.0744; t(0.975, 2) = 4.303: 0.7078 ± 0.1848
+    assert got["handoff"][1] == "2.03x [1.69, 2.44]"  # exp: geometric mean and its interval
+    assert got["floor"][0] == "0.49x [0.41, 0.59]"  # the same interval, reciprocal
+    md = markdown(cells, "stream_x")
+    assert "| ns/B vs handoff | ns/B vs floor |" in md
+    assert "95% confidence interval (t-interval on the log ratios;" in md
+    assert "The harness's own cost: raw_protocol" in md and "coalesced 1.50x [1.50, 1.50]" in md
+    caption = comparison_table(cells, "stream_x").caption
+    assert "ns/B vs floor" in caption and "The harness's own cost" in caption
+    # The chart's ns/B labels: the value, the ratio to handoff with its interval, to floor.
+    by_name = {c.implementation: c for c in cells}
+    label = report._chart_ratio_label(
+        "3.00", "raw_protocol", by_name["raw_protocol"], by_name["handoff"], by_name["floor"]
+    )
+    # 1.5x floor each round, over handoff's 2.03x [1.69, 2.44]: 1.5 / 2.44 = 0.61, 1.5 / 1.69 = 0.89
+    assert label.splitlines() == ["3.00", "0.74x [0.61, 0.89]", "1.50x floor"]
+    _md, png = write_comparison(tmp_path, cells, "stream_x")
+    assert png is not None and png.read_bytes()[:8] == PNG
+
+
+def test_ratios_pair_rounds_by_run_index_not_by_position(tmp_path: Path) -> None:
+    # runs.csv rows in another order (run 3 first): round k still meets round k.
+    paired_cells(tmp_path, {"handoff": [1.0, 2.0, 3.0], "manual_vec": [2.0, 4.0, 6.0]})
+    shuffled = tmp_path / "manual_vec" / "coalesced"
+    rows = [
+        {**run_row("manual_vec", "coalesced", ns, split=True), "run": run}
+        for run, ns in (("3", 6.0), ("1", 2.0), ("2", 4.0))
+    ]
+    write_cell_artifacts(shuffled, rows)
+    _headers, table = table_rows(cells_from_directory(tmp_path))
+    assert {row[1]: row[-1] for _s, row in table}["manual_vec"] == "2.00x [2.00, 2.00]"
 
 
 def test_comparison_table_fits_80_columns() -> None:
@@ -337,6 +398,8 @@ def test_comparison_table_fits_80_columns() -> None:
     for impl in IMPLS:  # names stay whole
         assert any(line.split()[:1] == [impl] for line in lines), impl
     assert "fragmented" in text and "coalesced" in text
+    # Brackets in the caption are text, not rich markup that would vanish.
+    assert "log ratios; [n/a] after one round" in " ".join(text.split())
 
 
 def test_output_console_without_a_terminal_uses_the_natural_width(

@@ -600,6 +600,7 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
         "raw_copy",
         "manual_protocol",
         "raw_protocol",
+        "floor",
     )
     for impl in impls:
         assert "role=tcp-service" in (base / impl / "service-run-1.txt").read_text()
@@ -616,3 +617,64 @@ def test_all_implementations_split_tcp_adds_splice(tmp_path: Path) -> None:
                [[impl] for impl in impls]]  # fmt: skip
     md_rows = [line.split(" | ")[1] for line in comparison.splitlines() if line.startswith("| ")]
     assert summaries == printed == md_rows[1:] == list(impls), (summaries, printed, md_rows)
+
+
+def test_open_loop_runs_that_fell_behind_are_marked_everywhere(tmp_path: Path) -> None:
+    # 100,000 streams/s and 1 ms of slack: no driver keeps up with that, on any machine.
+    proc = run(
+        HARNESS,
+        "--implementation", "all",
+        "--scenario", "coalesced",
+        "--runs", "1",
+        *TINY,
+        "--loop", "asyncio",
+        "--rate", "100000",
+        "--duration-seconds", "0.2",
+        "--max-lag-millis", "1",
+        "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    base = one_run_folder(tmp_path)
+    comparison = (base / "comparison.md").read_text()
+    assert "Open loop (`--rate`): 100,000 streams/s" in comparison
+    for impl in ("handoff", "manual_vec", "raw_copy"):
+        row = read_runs_csv(base / impl / "runs.csv")[0]
+        assert row["fell_behind"] == "true" and row["offered_streams_per_sec"] == "100000"
+        assert int(row["streams_unsent"]) > 0
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(f"stream duplex {impl} "))
+        assert "offered_streams_per_sec=100000.0 achieved_streams_per_sec=" in line
+        assert " FELL_BEHIND=1/1 -> " in line
+        assert f"| coalesced | {impl} FELL_BEHIND=1/1 |" in comparison
+        assert re.search(rf"\] {impl} coalesced: .* FELL BEHIND: the schedule slipped", proc.stderr)
+
+
+def test_split_open_loop_gives_the_rate_to_the_driver_only(tmp_path: Path) -> None:
+    proc = run(
+        HARNESS,
+        "--transport", "tcp",
+        "--scenario", "coalesced",
+        "--runs", "1",
+        *TINY,
+        "--service-cores", "0",
+        "--driver-cores", "1",
+        "--rate", "20",
+        "--duration-seconds", "0.5",
+        "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cell = one_run_folder(tmp_path)
+    driver = parse_kv_file(cell / "handoff-run-1.txt")
+    service = parse_kv_file(cell / "service-run-1.txt")
+    assert driver["load"] == "open_loop" and "--rate 20" in driver["argv"]
+    assert "load" not in service and "--rate" not in service["argv"]  # it serves what arrives
+    assert float(driver["offered_streams_per_sec"]) == 20
+    summary = next(x for x in proc.stdout.splitlines() if x.startswith("stream tcp handoff "))
+    assert "offered_streams_per_sec=20.0" in summary
+
+
+def test_a_bad_rate_is_refused_before_any_run(tmp_path: Path) -> None:
+    proc = run(HARNESS, "--rate", "0", "--results-dir", str(tmp_path), timeout=60)
+    assert "argument --rate: expected a positive number, got '0'" in assert_one_line_error(proc)
+    proc = run(HARNESS, "--rate", "10", "--rate-mib", "1", "--results-dir", str(tmp_path))
+    assert "--rate and --rate-mib are one setting" in assert_one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []

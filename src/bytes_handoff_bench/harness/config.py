@@ -13,6 +13,7 @@ from ..limits import (
     MAX_DURATION_SECONDS,
     MAX_FRAME_LEN,
     MAX_ITERATIONS,
+    MAX_RATE,
     MAX_ROUTE_FRAMES,
     MAX_RUN_MEMORY,
     MAX_TIMEOUT_SECONDS,
@@ -79,8 +80,49 @@ class BenchConfig:
     loop: Loop = Loop.ASYNCIO
     startup_timeout_seconds: float = defaults.STARTUP_TIMEOUT_SECONDS
     rss_samples: str | None = None
+    #: Open loop: ``--rate`` (streams per second) or ``--rate-mib`` (MiB per second, turned
+    #: into streams per second); neither: closed loop (waves).
+    rate_flag: float | None = None
+    rate_mib_flag: float | None = None
+    rate_tolerance_flag: float | None = None
+    max_lag_millis_flag: int | None = None
 
     # -- derived ------------------------------------------------------------------------
+
+    @property
+    def open_loop(self) -> bool:
+        """Streams start on a clock (``--rate``/``--rate-mib``), not when the last one ended."""
+        return self.rate_flag is not None or self.rate_mib_flag is not None
+
+    @property
+    def offered_streams_per_sec(self) -> float:
+        """The open-loop rate in streams per second (``--rate``, or ``--rate-mib`` divided
+        by the bytes of one stream); 0 in a closed-loop run."""
+        if self.rate_flag is not None:
+            return self.rate_flag
+        if self.rate_mib_flag is not None:
+            return self.rate_mib_flag * 2**20 / self.bytes_per_connection
+        return 0.0
+
+    @property
+    def scheduled_streams(self) -> int:
+        """Open loop: the streams on the schedule: ``--rate`` x ``--duration-seconds``
+        (at least 1), or ``--iterations`` x ``--connections`` when there is no duration."""
+        if self.duration_seconds > 0:
+            return max(1, round(self.offered_streams_per_sec * self.duration_seconds))
+        return self.iterations * self.connections
+
+    @property
+    def rate_tolerance(self) -> float:
+        if self.rate_tolerance_flag is None:
+            return defaults.RATE_TOLERANCE
+        return self.rate_tolerance_flag
+
+    @property
+    def max_lag_millis(self) -> int:
+        if self.max_lag_millis_flag is None:
+            return defaults.MAX_LAG_MILLIS
+        return self.max_lag_millis_flag
 
     @property
     def input_fragment(self) -> int:
@@ -207,6 +249,7 @@ class BenchConfig:
             MAX_WRITE_PENDING_BYTES,
             " (128 MiB)",
         )
+        self._validate_rate()
         per_connection, per_worker = self.memory_estimate()
         total = self.connections * per_connection + self.worker_threads * per_worker
         if total > MAX_RUN_MEMORY:
@@ -245,3 +288,46 @@ class BenchConfig:
                 # a folder that takes no file is refused here, before anything runs.
                 check_output_file(path, flag)
         return self
+
+    def _validate_rate(self) -> None:
+        """The open-loop flags: one rate, finite and bounded, for a role that has clients."""
+        if not self.open_loop:
+            for flag, value in (
+                ("--rate-tolerance", self.rate_tolerance_flag),
+                ("--max-lag-millis", self.max_lag_millis_flag),
+            ):
+                if value is not None:
+                    raise UsageError(f"{flag} needs --rate or --rate-mib (an open-loop run)")
+            return
+        if self.rate_flag is not None and self.rate_mib_flag is not None:
+            raise UsageError("--rate and --rate-mib are one setting: give one of them")
+        if self.role == Role.TCP_SERVICE:
+            raise UsageError(
+                "--rate paces the clients, and --role tcp-service has none: give it to the"
+                " tcp-driver (the service serves whatever arrives)"
+            )
+        flag = "--rate" if self.rate_flag is not None else "--rate-mib"
+        given = self.rate_flag if self.rate_flag is not None else self.rate_mib_flag
+        assert given is not None
+        if not (math.isfinite(given) and given > 0):
+            raise UsageError(f"{flag} must be above 0, got {given}")
+        rate = self.offered_streams_per_sec
+        if rate > MAX_RATE:
+            raise UsageError(f"{flag} asks for {rate:g} streams/s, more than {MAX_RATE:,}")
+        schedule = self.scheduled_streams / rate
+        if schedule > MAX_DURATION_SECONDS:
+            raise UsageError(
+                f"{flag} {given:g}: {self.scheduled_streams} streams would take {schedule:g} s"
+                f" to start, more than {MAX_DURATION_SECONDS} (24 h): raise the rate or give"
+                " --duration-seconds"
+            )
+        tolerance = self.rate_tolerance
+        if not 0 <= tolerance < 1:
+            raise UsageError(
+                f"--rate-tolerance must be at least 0 and below 1 (a fraction), got {tolerance}"
+            )
+        lag = self.max_lag_millis
+        if not 1 <= lag <= MAX_TIMEOUT_SECONDS * 1000:
+            raise UsageError(
+                f"--max-lag-millis must be from 1 to {MAX_TIMEOUT_SECONDS * 1000} (1 h), got {lag}"
+            )

@@ -10,6 +10,10 @@ forwards it to ``outbound``, shuts ``outbound``'s write side at the end and
 returns the bytes forwarded. The caller closes both endpoints afterwards.
 The ``asyncio.BufferedProtocol`` baselines live in ``protocols.py``.
 
+One registered beside them is a whole service instead: ``floor``
+(``floor.py``) has a ``serve`` function that the TCP roles call in place of
+their accept loop, so that no harness code runs per stream on its path.
+
 To add one: write the coroutine and :func:`register` it (a few lines).
 """
 
@@ -32,6 +36,7 @@ from ..errors import ProtocolError
 from ..names import FRAME_BUDGET, Completion, Transport, transports_of
 from ..names import Implementation as Name
 from .config import BenchConfig
+from .floor import ServeFn, StreamHooks, proxy_floor, serve_floor
 from .handoff_protocol import proxy_handoff_protocol
 from .protocols import proxy_manual_protocol, proxy_raw_protocol
 from .transports import StreamReaderLike, StreamWriterLike, open_streams
@@ -42,6 +47,8 @@ __all__ = [
     "Implementation",
     "ProtocolError",
     "ProxyFn",
+    "ServeFn",
+    "StreamHooks",
     "names",
     "register",
 ]
@@ -57,6 +64,8 @@ class Implementation:
     name: str
     proxy: ProxyFn
     description: str
+    #: A whole service (``floor``): the TCP roles call it instead of accepting themselves.
+    serve: ServeFn | None = None
 
     @property
     def transports(self) -> tuple[Transport, ...]:
@@ -283,6 +292,14 @@ register(
     Implementation(
         Name.RAW_PROTOCOL,
         proxy_raw_protocol,
-        "unparsed BufferedProtocol copy (the loop's floor)",
+        "unparsed BufferedProtocol copy behind the harness's accept loop",
+    )
+)
+register(
+    Implementation(
+        Name.FLOOR,
+        proxy_floor,
+        "bare create_server BufferedProtocol copy, no harness code per read (the reference)",
+        serve=serve_floor,
     )
 )

@@ -76,6 +76,9 @@ class WorkerResult:
     histogram: _Bytes | None = None  # HdrHistogram.encode()
     error: str | None = None
     error_exit_code: int = 1
+    #: Open loop (``--rate``): streams started, and the latest start behind its schedule (s).
+    started: int = 0
+    start_lag_max: float = 0.0
 
     def set_window(self, start: CpuSnapshot, end: CpuSnapshot) -> None:
         self.window_start = start.at
@@ -123,6 +126,9 @@ class Summary:
     ivcsw: int
     max_rss_bytes: int
     latency_micros: dict[str, int] = field(default_factory=dict)
+    #: Open loop (``--rate``): streams started, and the latest start behind its schedule (s).
+    started: int = 0
+    start_lag_max: float = 0.0
 
 
 def combine(results: list[WorkerResult]) -> Summary:
@@ -151,6 +157,8 @@ def combine(results: list[WorkerResult]) -> Summary:
         ivcsw=sum(r.ivcsw for r in results),
         max_rss_bytes=sum(r.max_rss_bytes for r in results),
         latency_micros=latency,
+        started=sum(r.started for r in results),
+        start_lag_max=max((r.start_lag_max for r in results), default=0.0),
     )
 
 

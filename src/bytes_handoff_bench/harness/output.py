@@ -13,6 +13,7 @@ import bytes_handoff
 from ..names import Role
 from .config import BenchConfig
 from .metrics import rss_growth
+from .open_loop import judge
 from .roles import RunOutcome
 
 __all__ = ["report_lines"]
@@ -26,6 +27,31 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
     return str(value)
+
+
+def open_loop_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]:
+    """The keys of an open-loop run (``--rate``): offered and achieved load, and whether
+    it fell behind (then ``fell_behind_reason`` says why, with the numbers)."""
+    verdict = judge(cfg, outcome.summary)
+    mib = cfg.bytes_per_connection / 2**20
+    fields: dict[str, object] = {
+        "load": "open_loop",
+        "latency_source": "due_to_sink_eof",
+        "offered_streams_per_sec": verdict.offered_streams_per_sec,
+        "offered_mib_per_sec": verdict.offered_streams_per_sec * mib,
+        "achieved_streams_per_sec": verdict.achieved_streams_per_sec,
+        "achieved_mib_per_sec": verdict.achieved_streams_per_sec * mib,
+        "rate_tolerance": cfg.rate_tolerance,
+        "max_lag_millis": cfg.max_lag_millis,
+        "streams_scheduled": verdict.scheduled,
+        "streams_started": verdict.started,
+        "streams_unsent": verdict.unsent,
+        "start_lag_max_micros": round(verdict.start_lag_max * 1e6),
+        "fell_behind": verdict.fell_behind,
+    }
+    if verdict.fell_behind:
+        fields["fell_behind_reason"] = verdict.reason
+    return fields
 
 
 def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
@@ -100,6 +126,8 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
         "pid": os.getpid(),
         "argv": " ".join(sys.argv[1:]),
     }
+    if cfg.open_loop:
+        fields.update(open_loop_fields(cfg, outcome))
     if outcome.service_addr is not None:
         fields["service_addr"] = outcome.service_addr
     if outcome.rss_samples is not None and cfg.rss_samples:

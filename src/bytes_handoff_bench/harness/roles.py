@@ -10,7 +10,8 @@
 Integrated and driver run connection waves: ``connections`` streams at once
 (split across workers), repeated ``--iterations`` times or until
 ``--duration-seconds``. A wave ends when every stream of it is verified by a
-sink (of any worker: the counters are shared).
+sink (of any worker: the counters are shared). With ``--rate`` they run open
+loop instead: each connection starts its streams on a clock (``open_loop``).
 
 Each role runs in every worker under :func:`~.supervisor.supervise`;
 :func:`run_bench` binds the listeners, starts the workers and combines them.
@@ -32,9 +33,10 @@ from ..errors import BenchError, Interrupted
 from ..names import Role, Scenario, Transport
 from ..output_paths import write_output
 from .config import SINK_BUFFER, BenchConfig
-from .implementations import IMPLEMENTATIONS
+from .implementations import IMPLEMENTATIONS, StreamHooks
 from .metrics import CpuSnapshot, RssSampler, Summary, WorkerResult, combine
-from .supervisor import Supervisor, Tally, as_bench_error, supervise
+from .open_loop import Pacer
+from .supervisor import Stall, Supervisor, Tally, as_bench_error, supervise
 from .transports import (
     BufferPool,
     ByteCount,
@@ -71,7 +73,8 @@ _LOCALHOST: Addr = ("127.0.0.1", 0)
 async def integrated(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally: Tally) -> None:
     """Client, proxy and sink of each of this worker's streams, over duplex pipes or localhost."""
     wl = sup.closing(new_workload(cfg))
-    verified = count_verified(cfg, spec.shared, sup, tally)
+    pacer = Pacer(cfg, spec, sup, tally) if cfg.open_loop else None
+    verified = count_verified(cfg, spec.shared, sup, tally, pacer)
     streams: WaveStreams
     if cfg.transport == Transport.DUPLEX:
         streams = DuplexStreams(cfg, wl, spec.shared, sup, verified)
@@ -83,13 +86,17 @@ async def integrated(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally:
         def accepted(sock: socket.socket) -> None:
             sup.spawn(proxy_tcp(cfg, sup, sock, sink_addr), "proxy")
 
-        sup.spawn(accept_loop(proxy_listener, accepted), "proxy accept", background=True)
+        def finished(began: float, forwarded: int, error: BaseException | None) -> None:
+            if error is not None:  # the sink verifies and counts the streams
+                sup.fail(as_bench_error(error, "proxy"))
+
+        hooks = StreamHooks(lambda: None, finished)
+        if not await serve_whole(cfg, sup, proxy_listener, sink_addr, hooks):
+            sup.spawn(accept_loop(proxy_listener, accepted), "proxy accept", background=True)
         sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup))
         target = local_addr(proxy_listener)
         streams = sup.closing(TcpStreams(cfg, wl, spec.shared, sink, target, "proxy"))
-    began = CpuSnapshot.now()
-    tally.result.waves = await run_waves(cfg, spec, sup, streams)
-    tally.result.set_window(began, CpuSnapshot.now())
+    await drive(cfg, spec, sup, tally, streams, pacer)
 
 
 async def tcp_driver(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally: Tally) -> None:
@@ -97,11 +104,27 @@ async def tcp_driver(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally:
     assert spec.listener is not None and cfg.service_addr is not None
     wl = sup.closing(new_workload(cfg))
     sink_listener = sup.closing(spec.listener)
-    verified = count_verified(cfg, spec.shared, sup, tally)
+    pacer = Pacer(cfg, spec, sup, tally) if cfg.open_loop else None
+    verified = count_verified(cfg, spec.shared, sup, tally, pacer)
     sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup))
     streams = sup.closing(TcpStreams(cfg, wl, spec.shared, sink, cfg.service_addr, "service"))
+    await drive(cfg, spec, sup, tally, streams, pacer)
+
+
+async def drive(
+    cfg: BenchConfig,
+    spec: WorkerSpec,
+    sup: Supervisor,
+    tally: Tally,
+    streams: WaveStreams,
+    pacer: Pacer | None,
+) -> None:
+    """Run the clients, in waves or (``pacer``) on the open-loop schedule; measure the window."""
     began = CpuSnapshot.now()
-    tally.result.waves = await run_waves(cfg, spec, sup, streams)
+    if pacer is None:
+        tally.result.waves = await run_waves(cfg, spec, sup, streams)
+    else:
+        tally.result.waves = await pacer.run(streams)
     tally.result.set_window(began, CpuSnapshot.now())
 
 
@@ -114,22 +137,31 @@ async def tcp_service(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally
     window = ActiveWindow(spec.shared)
 
     async def serve(inbound: socket.socket, began: float) -> None:
-        forwarded = 0
         try:
             forwarded = await proxy_tcp(cfg, sup, inbound, sink_addr)
-        finally:
+        except BaseException:
             window.closed()
-        if forwarded != wl.total:
-            raise BenchError(f"proxy forwarded {forwarded} bytes, expected {wl.total} per stream")
-        tally.stream_done(time.monotonic() - began, forwarded)
-        sup.wake()
+            raise
+        finished(began, forwarded, None)
+
+    def finished(began: float, forwarded: int, error: BaseException | None) -> None:
+        # No wake-up: the idle watch looks every 50 ms, and the window ends in closed().
+        window.closed()
+        if error is None and forwarded != wl.total:
+            error = BenchError(f"proxy forwarded {forwarded} bytes, expected {wl.total} per stream")
+        if error is not None:
+            sup.fail(as_bench_error(error, "proxy"))
+        else:
+            tally.stream_done(time.monotonic() - began, forwarded)
 
     def accepted(sock: socket.socket) -> None:
         window.opened()
-        sup.spawn(serve(sock, time.monotonic()), "proxy")
+        sup.spawn(serve(sock, time.monotonic()), "proxy", wake=False)
 
-    sup.spawn(accept_loop(listener, accepted), "service accept", background=True)
-    await until_idle(cfg, spec.shared, sup, window, fmt_addr(local_addr(listener)))
+    addr = fmt_addr(local_addr(listener))
+    if not await serve_whole(cfg, sup, listener, sink_addr, StreamHooks(window.opened, finished)):
+        sup.spawn(accept_loop(listener, accepted), "service accept", background=True)
+    await until_idle(cfg, spec.shared, sup, window, addr)
     if window.active > 0:  # stopped by a signal mid-stream: report up to now
         window.end = CpuSnapshot.now()
     if window.start is not None and window.end is not None:
@@ -161,11 +193,31 @@ def local_addr(sock: socket.socket) -> Addr:
     return host, port
 
 
+async def serve_whole(
+    cfg: BenchConfig, sup: Supervisor, listener: socket.socket, sink_addr: Addr, hooks: StreamHooks
+) -> bool:
+    """Start the implementation on ``listener`` if it is a whole service (``floor``: the loop
+    accepts, no harness code per stream but ``hooks``) and return True; else False."""
+    serve = IMPLEMENTATIONS[cfg.implementation].serve
+    if serve is None:
+        return False
+    sup.closing(await serve(listener, sink_addr, cfg, hooks))
+    return True
+
+
 async def accept_loop(listener: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Hand each accepted connection to ``handle``: one wake-up per burst of connections
+    (a wave's arrive together), then the non-blocking listener's backlog taken at once."""
     loop = asyncio.get_running_loop()
     while True:
         sock, _ = await loop.sock_accept(listener)
         handle(tune(sock))
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            handle(tune(sock))
 
 
 async def proxy_tcp(
@@ -195,13 +247,16 @@ async def proxy_duplex(cfg: BenchConfig, inbound: DuplexStream, outbound: Duplex
 
 
 def count_verified(
-    cfg: BenchConfig, shared: Shared, sup: Supervisor, tally: Tally
+    cfg: BenchConfig, shared: Shared, sup: Supervisor, tally: Tally, pacer: Pacer | None = None
 ) -> Callable[[StreamVerifier], None]:
-    """What a sink calls for each verified stream: its latency from the client's start."""
+    """What a sink calls for each verified stream: its latency from the client's start
+    (open loop: from when the stream was due)."""
 
     def verified(verifier: StreamVerifier) -> None:
         tally.stream_done(time.monotonic() - shared.start_times[verifier.conn], verifier.pos)
-        shared.stream_verified(cfg.connections)
+        shared.stream_verified(cfg.connections, verifier.conn)
+        if pacer is not None:
+            pacer.verified(verifier.conn)
         sup.wake()
 
     return verified
@@ -219,24 +274,6 @@ def start_sink(
     return sink
 
 
-@dataclass
-class Stall:
-    """How long a progress value has stood still, against ``limit`` seconds."""
-
-    limit: float
-    last: object
-    since: float
-
-    def moved(self, progress: object, now: float) -> None:
-        self.last, self.since = progress, now
-
-    def stalled(self, progress: object, now: float) -> bool:
-        if progress != self.last:
-            self.moved(progress, now)
-            return False
-        return now - self.since > self.limit
-
-
 # -- waves (integrated, driver) -----------------------------------------------------------------
 
 
@@ -246,7 +283,9 @@ class WaveStreams(Protocol):
     #: False until a first connection succeeds: no stall is counted before.
     connected: bool
 
-    async def stream(self, conn: int) -> None: ...
+    async def stream(self, conn: int, due: float | None = None) -> None:
+        """Run stream ``conn``; its latency counts from ``due`` (open loop) or from now."""
+        ...
 
     def progress(self) -> tuple[int, ...]: ...
 
@@ -323,11 +362,11 @@ class DuplexStreams:
     def __post_init__(self) -> None:
         self.pool = BufferPool(max(SINK_BUFFER, self.cfg.read_reserve))
 
-    async def stream(self, conn: int) -> None:
+    async def stream(self, conn: int, due: float | None = None) -> None:
         cap = self.cfg.duplex_capacity
         client_end, proxy_in = duplex_pair(cap)
         proxy_out, sink_end = duplex_pair(cap)
-        self.shared.start_times[conn] = time.monotonic()
+        self.shared.start_times[conn] = time.monotonic() if due is None else due
         self.sup.spawn(self.sink(sink_end, conn), f"sink of stream {conn:04}")
         self.sup.spawn(proxy_duplex(self.cfg, proxy_in, proxy_out), f"proxy of stream {conn:04}")
         await duplex_client(client_end, self.wl, conn, self.cfg.input_fragment)
@@ -353,9 +392,9 @@ class TcpStreams:
     connected: bool = False
     clients: set[TcpClient] = field(default_factory=set)
 
-    async def stream(self, conn: int) -> None:
+    async def stream(self, conn: int, due: float | None = None) -> None:
         cfg = self.cfg
-        self.shared.start_times[conn] = time.monotonic()
+        self.shared.start_times[conn] = time.monotonic() if due is None else due
         # Until the first connection succeeds, a refused connect is retried (the
         # service may still be starting) up to --startup-timeout-seconds.
         retry_until = None
@@ -422,6 +461,9 @@ async def until_idle(
     io = ProcessIo()
     began = time.monotonic()
     stall = Stall(limit, io.moved(), began)
+    # /proc/self/io is read at most once a second (the limit is whole seconds), not at every
+    # nap: those reads were the idle watch's main cost inside the measured window.
+    io_due = began
     while True:
         await sup.nap(0.05)
         sup.check()
@@ -430,11 +472,13 @@ async def until_idle(
         now = time.monotonic()
         if not window.active:
             stall.since = now
-        elif stall.stalled(io.moved(), now):
+        elif now >= io_due and stall.stalled(io.moved(), now):
             raise BenchError(
                 f"no progress for {limit:g} s with {window.active} streams active"
                 " (--startup-timeout-seconds)"
             )
+        if now >= io_due:
+            io_due = now + 1.0
         if shared.get(Shared.ACCEPTED) == 0:
             if now - began > limit:
                 raise BenchError(
@@ -548,7 +592,7 @@ def _run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None) -> RunO
         raise err
     summary = combine(results)
     if cfg.role != Role.TCP_SERVICE:
-        expected = summary.waves * cfg.connections
+        expected = summary.started if cfg.open_loop else summary.waves * cfg.connections
         if summary.streams != expected or summary.bytes != expected * cfg.bytes_per_connection:
             raise BenchError(
                 f"verified {summary.streams} streams / {summary.bytes} bytes, expected"

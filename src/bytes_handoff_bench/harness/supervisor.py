@@ -24,7 +24,7 @@ from .workers import ANOTHER_FAILED, Shared, early_stop_requested, note_early_st
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
 
-__all__ = ["Supervisor", "Tally", "as_bench_error", "supervise"]
+__all__ = ["Stall", "Supervisor", "Tally", "as_bench_error", "supervise"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _MAX_LATENCY_US = 60_000_000
@@ -48,6 +48,24 @@ class Tally:
         self.hist.record_value(max(1, min(int(seconds * 1e6), _MAX_LATENCY_US)))
         self.result.streams += 1
         self.result.bytes += nbytes
+
+
+@dataclass
+class Stall:
+    """How long a progress value has stood still, against ``limit`` seconds."""
+
+    limit: float
+    last: object
+    since: float
+
+    def moved(self, progress: object, now: float) -> None:
+        self.last, self.since = progress, now
+
+    def stalled(self, progress: object, now: float) -> bool:
+        if progress != self.last:
+            self.moved(progress, now)
+            return False
+        return now - self.since > self.limit
 
 
 class _Closable(Protocol):
@@ -86,16 +104,23 @@ class Supervisor:
         self._wake.set()
 
     def spawn(
-        self, coro: Coroutine[Any, Any, Any], label: str, background: bool = False
+        self,
+        coro: Coroutine[Any, Any, Any],
+        label: str,
+        background: bool = False,
+        wake: bool = True,
     ) -> asyncio.Task[Any]:
-        """Run ``coro``; its failure fails the run. Background tasks are cancelled at the end."""
+        """Run ``coro``; its failure fails the run. Background tasks are cancelled at the end.
+        ``wake``: its end ends a :meth:`nap` (a wave may wait for it; a service's proxies
+        need not wake the idle watch, a failure does anyway)."""
         task = asyncio.get_running_loop().create_task(coro)
         (self._background if background else self._tasks).add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
             self._background.discard(t)
-            self._wake.set()  # a wave may be waiting for this task
+            if wake:
+                self._wake.set()  # a wave may be waiting for this task
             if t.cancelled():
                 return
             exc = t.exception()
@@ -115,10 +140,13 @@ class Supervisor:
     async def nap(self, seconds: float) -> None:
         """Sleep until woken (a stream finished, a failure, a signal) or ``seconds`` pass."""
         self._wake.clear()
+        # A timer that sets the event, not wait_for: no task per nap (it runs 20 times a
+        # second in every worker, inside the measured window).
+        timer = asyncio.get_running_loop().call_later(seconds, self._wake.set)
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
     def closing(self, thing: _C) -> _C:
         """Close ``thing`` at shutdown, after the tasks; the last handed over closes first."""

@@ -77,15 +77,19 @@ class Shared:
 
     ``start_times[conn]`` is when the client of stream ``conn`` began
     (``time.monotonic()``, system-wide on Linux), so whichever worker's sink
-    finishes a stream can compute its latency.
+    finishes a stream can compute its latency; in an open-loop run it is when
+    the stream *should* have begun (``open_loop``). ``done_counts[conn]``
+    counts the streams of connection ``conn`` verified so far (by any worker's
+    sink), so an open-loop connection knows when its stream is done.
     """
 
-    ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0, STOP = range(8)
+    ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0, STOP, GAVE_UP = range(9)
 
     def __init__(self, connections: int) -> None:
         self._lock = _FORK.Lock()
-        self._vals: Any = _FORK.RawArray("d", 8)
+        self._vals: Any = _FORK.RawArray("d", 9)
         self.start_times: Any = _FORK.RawArray("d", connections)
+        self.done_counts: Any = _FORK.RawArray("d", connections)
         self._vals[self.T0] = float("inf")
 
     def mark_start(self) -> None:
@@ -117,13 +121,20 @@ class Shared:
                 self._vals[stamp_zero] = time.monotonic()
         return float(value)
 
-    def stream_verified(self, connections: int) -> None:
-        """Count a verified stream; the one that completes a wave stamps its time."""
+    def stream_verified(self, connections: int, conn: int | None = None) -> None:
+        """Count a verified stream (of connection ``conn``); the one that completes a wave
+        stamps its time."""
         with self._lock:
             value = self._vals[self.VERIFIED] + 1
             if value % connections == 0:
                 self._vals[self.WAVE_DONE_AT] = time.monotonic()
             self._vals[self.VERIFIED] = value
+            if conn is not None:
+                self.done_counts[conn] += 1
+
+    def done_count(self, conn: int) -> int:
+        """Streams of connection ``conn`` verified so far."""
+        return int(self.done_counts[conn])
 
 
 @dataclass

@@ -173,6 +173,50 @@ def _fmt(stats: Mapping[str, Stat], key: str, digits: int = 2) -> str | None:
     return f"{stat.mean:.{digits}f}"
 
 
+FELL_BEHIND = "fell_behind"
+
+
+def fell_behind_runs(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The open-loop runs (``--rate``) among ``rows`` that fell behind the offered load."""
+    return [row for row in rows if row.get(FELL_BEHIND, "") == "true"]
+
+
+def fell_behind_note(rows: Sequence[Mapping[str, str]]) -> str:
+    """``FELL_BEHIND=k/n`` when any open-loop run of ``rows`` fell behind, else ``""``:
+    such a run's figures are no result at the offered load, and every summary says so."""
+    behind = fell_behind_runs(rows)
+    return f"FELL_BEHIND={len(behind)}/{len(rows)}" if behind else ""
+
+
+def fell_behind_in_folder(folder: Path) -> str:
+    """:func:`fell_behind_note` of the ``runs.csv`` in ``folder`` (``""`` without one)."""
+    runs = folder / "runs.csv"
+    return fell_behind_note(read_runs_csv(runs)) if runs.is_file() else ""
+
+
+def _plain(value: float) -> str:
+    """About four significant digits, thousands separated, never an exponent."""
+    places = max(0, 3 - math.floor(math.log10(abs(value)))) if value else 0
+    text = f"{value:,.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def open_loop_line(row: Mapping[str, str]) -> str:
+    """For a comparison of open-loop runs (``row`` is one of them): the offered load, and
+    what ``FELL_BEHIND`` means; ``""`` for a closed-loop run."""
+    offered = as_number(row.get("offered_streams_per_sec", ""))
+    if offered is None:
+        return ""
+    mib = as_number(row.get("offered_mib_per_sec", ""))
+    load = f"{_plain(offered)} streams/s" + (f" ({_plain(mib)} MiB/s)" if mib is not None else "")
+    return (
+        f"Open loop (`--rate`): {load} offered to every implementation, on a clock; latency"
+        " counts from each stream's scheduled start. FELL_BEHIND=k/n marks an implementation"
+        " whose k of n runs could not keep up with that load: its figures are not a result"
+        " at that load."
+    )
+
+
 def summary_line(
     *,
     transport: str,
@@ -182,11 +226,14 @@ def summary_line(
     runs: int,
     stats: Mapping[str, Stat],
     location: Path | str,
+    rows: Sequence[Mapping[str, str]] = (),
 ) -> str:
     """The printed one-line summary of one (implementation, scenario) cell.
 
     Split runs print the driver's end-to-end throughput and p99, then the
     service's throughput, CPU cores and ns/B (the figures to compare).
+    Open-loop runs (``--rate``) add the offered and achieved streams per
+    second, and ``FELL_BEHIND=k/n`` when ``k`` of the ``rows`` fell behind.
     """
     parts = [f"stream {transport} {implementation} {scenario} {completion} runs={runs}"]
     pairs: list[tuple[str, str, int]] = [
@@ -203,10 +250,18 @@ def summary_line(
             ("service_cpu_avg_cores", "service_cpu_avg_cores", 3),
             ("service_cpu_ns_per_byte", "service_cpu_ns_per_byte", 3),
         ]
+    if "offered_streams_per_sec" in stats:
+        pairs += [
+            ("offered_streams_per_sec", "offered_streams_per_sec", 1),
+            ("achieved_streams_per_sec", "achieved_streams_per_sec", 1),
+        ]
     for label, key, digits in pairs:
         value = _fmt(stats, key, digits)
         if value is not None:
             parts.append(f"{label}={value}")
+    note = fell_behind_note(rows)
+    if note:
+        parts.append(note)
     return " ".join(parts) + f" -> {location}"
 
 

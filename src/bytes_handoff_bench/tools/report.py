@@ -12,7 +12,19 @@ Columns (mean ± sample stdev over the runs; ``± n/a`` after a single run):
 * ``driver p99 ms`` / ``p99 ms``: per-stream latency p99 in milliseconds;
   lower is better;
 * ``ns/B vs <first>``: ns/B relative to the first implementation (``handoff``
-  when it ran): below ``1.00x`` costs less CPU per byte than it.
+  when it ran): below ``1.00x`` costs less CPU per byte than it;
+* ``ns/B vs floor``: ns/B relative to ``floor``, the cheapest service the loop
+  allows (a bare ``create_server`` copy with no harness code on its hot path),
+  when it ran: how far each implementation is from it. ``raw_protocol`` moves
+  the bytes as ``floor`` does behind the harness's own per-stream plumbing, so
+  its row is what the harness itself costs (:func:`harness_line` says so).
+
+Every ratio is the geometric mean of the **paired per-round ratios** (round
+*k* of each implementation ran back to back: the runs are interleaved), with
+its 95 % confidence interval, a t-interval on the log ratios
+(:mod:`~bytes_handoff_bench.tools.intervals` says why): ``1.13x [1.05, 1.21]``;
+``[n/a]`` after a single round. An interval that contains ``1.00x`` cannot
+tell the two apart.
 
 Numbers are formatted for people (:func:`format_value`): fixed decimals chosen
 by magnitude, thousands separators from 1,000 up, never an exponent. The CSV
@@ -36,8 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bytes_handoff_bench.names import REPORT_ORDER, Scenario
-from bytes_handoff_bench.tools.artifacts import Stat, read_runs_csv, read_summary_csv
+from bytes_handoff_bench.names import FLOOR, REPORT_ORDER, Implementation, Scenario
+from bytes_handoff_bench.tools.artifacts import (
+    Stat,
+    fell_behind_in_folder,
+    open_loop_line,
+    read_runs_csv,
+    read_summary_csv,
+)
+from bytes_handoff_bench.tools.intervals import CONFIDENCE, Estimate, format_interval, paired_ratio
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -51,6 +70,9 @@ class CellSummary:
     scenario: str
     stats: Mapping[str, Stat]
     path: Path
+    #: The ``runs.csv`` rows (per-round figures for the paired ratios); empty: read from
+    #: ``path/runs.csv`` when there is one.
+    rows: Sequence[Mapping[str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,74 @@ def ratio(value: Stat | None, reference: Stat | None) -> float | None:
     return value.mean / reference.mean
 
 
+def round_values(cell: CellSummary, key: str) -> dict[str, float]:
+    """``key`` per round of ``cell``: ``{run index: value}`` (the rows' ``run``, else their
+    position), from its rows or its ``runs.csv``; rounds without the figure are left out."""
+    rows = cell.rows
+    if not rows and (cell.path / "runs.csv").is_file():
+        rows = read_runs_csv(cell.path / "runs.csv")
+    out: dict[str, float] = {}
+    for index, row in enumerate(rows, start=1):
+        try:
+            value = float(row.get(key, "") or "nan")
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            out[row.get("run") or str(index)] = value
+    return out
+
+
+def ratio_estimate(cell: CellSummary, reference: CellSummary, key: str) -> Estimate | None:
+    """``cell``'s ``key`` against ``reference``'s: the paired per-round ratio and its interval
+    (:func:`~bytes_handoff_bench.tools.intervals.paired_ratio`). Without per-round figures
+    both have, the ratio of the means, with no interval; ``None`` without those either."""
+    estimate = paired_ratio(round_values(cell, key), round_values(reference, key))
+    if estimate is not None:
+        return estimate
+    value = ratio(cell.stats.get(key), reference.stats.get(key))
+    if value is None or value <= 0:
+        return None
+    return Estimate(value, None, None, 0, math.log(value), None, True)
+
+
+def format_ratio_interval(estimate: Estimate | None, same: bool = False) -> str:
+    """``1.13x [1.05, 1.21]``; ``1.13x [n/a]`` without an interval; ``1.00x`` for the
+    reference itself (``same``); ``n/a`` without a ratio."""
+    if same:
+        return format_ratio(1.0)
+    if estimate is None:
+        return format_ratio(None)
+    return f"{format_ratio(estimate.value)} {format_interval(estimate)}"
+
+
+def floor_name(cells: Sequence[CellSummary]) -> str | None:
+    """``floor`` when it ran and is not already the first implementation (whose column every
+    table has), else ``None``: no second column against it."""
+    names = {c.implementation for c in cells}
+    return FLOOR if FLOOR in names and reference_name(cells) != FLOOR else None
+
+
+def harness_line(cells: Sequence[CellSummary]) -> str:
+    """What the harness itself costs: ``raw_protocol`` against ``floor`` per scenario, when
+    both ran (the same copy, with and without the harness's per-stream plumbing)."""
+    raw = Implementation.RAW_PROTOCOL
+    by_key = {(c.scenario, c.implementation): c for c in cells}
+    key = ns_key(is_split(cells))
+    parts = []
+    for scenario in _order([c.scenario for c in cells], tuple(Scenario)):
+        mine, floor = by_key.get((scenario, raw)), by_key.get((scenario, FLOOR))
+        if mine is not None and floor is not None:
+            estimate = ratio_estimate(mine, floor, key)
+            parts.append(f"{scenario} {format_ratio_interval(estimate)}")
+    if not parts:
+        return ""
+    return (
+        f"The harness's own cost: {raw} moves the bytes as {FLOOR} does (one copy, one write"
+        " per read) but behind the harness's per-stream plumbing (its accept loop, socket"
+        f" connect and supervised task); its ns/B vs {FLOOR}: {', '.join(parts)}."
+    )
+
+
 def format_bytes(count: int) -> str:
     """A byte count for people: ``64 B``, ``16 KiB`` (16384), ``1 MiB``, ``1,000 B``."""
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -262,7 +352,7 @@ def run_shape(row: Mapping[str, str], *, per_connection_only: bool = False) -> s
     return ", ".join(p for p in [text, *extras] if p)
 
 
-def legend(cols: Sequence[Column], reference: str) -> str:
+def legend(cols: Sequence[Column], reference: str, floor: str | None = None) -> str:
     """Which columns are better high and which low, in one line."""
     higher = [c.header for c in cols if c.higher_is_better is True]
     lower = [c.header for c in cols if c.higher_is_better is False]
@@ -273,6 +363,18 @@ def legend(cols: Sequence[Column], reference: str) -> str:
         parts.append(f"Lower is better: {', '.join(lower)}.")
     if reference:
         parts.append(f"ns/B vs {reference}: below 1.00x costs less CPU per byte than {reference}.")
+    if floor:
+        parts.append(
+            f"ns/B vs {floor}: how far from {floor}, the cheapest service the loop allows (a"
+            " bare create_server copy, no harness code on its hot path)."
+        )
+    if reference or floor:
+        parts.append(
+            "Ratios: geometric mean of the paired per-round ratios (the runs are interleaved:"
+            f" round k of each ran back to back), in brackets its {CONFIDENCE:.0%} confidence"
+            " interval (t-interval on the log ratios; [n/a] after one round); an interval"
+            " containing 1.00x cannot tell the two apart."
+        )
     return " ".join(parts)
 
 
@@ -284,18 +386,29 @@ def table_rows(cells: Sequence[CellSummary]) -> tuple[list[str], list[tuple[str,
     impls = _order([c.implementation for c in cells], REPORT_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
     base_impl = impls[0] if impls else ""
+    floor = floor_name(cells)
     headers = ["scenario", "implementation", *[c.header for c in cols], f"ns/B vs {base_impl}"]
+    if floor:
+        headers.append(f"ns/B vs {floor}")
+    key = ns_key(split)
     rows: list[tuple[str, list[str]]] = []
     for scenario in scenarios:
         base = by_key.get((scenario, base_impl))
-        base_ns = base.stats.get(ns_key(split)) if base else None
+        floor_cell = by_key.get((scenario, floor)) if floor else None
         for impl in impls:
             cell = by_key.get((scenario, impl))
             if cell is None:
                 continue
             values = [format_stat(cell.stats.get(col.key), col.scale) for col in cols]
-            relative = format_ratio(ratio(cell.stats.get(ns_key(split)), base_ns))
-            rows.append((scenario, [scenario, impl, *values, relative]))
+            relatives = [
+                format_ratio_interval(
+                    ratio_estimate(cell, ref, key) if ref is not None else None, impl == ref_name
+                )
+                for ref_name, ref in [(base_impl, base), *([(floor, floor_cell)] if floor else [])]
+            ]
+            behind = fell_behind_in_folder(cell.path)  # open loop: never shown as normal
+            name = f"{impl} {behind}" if behind else impl
+            rows.append((scenario, [scenario, name, *values, *relatives]))
     return headers, rows
 
 
@@ -392,7 +505,17 @@ def markdown(
     shape = shape_line(cells)
     if shape:
         lines += ["", f"Harness settings: `{shape}`"]
-    lines += ["", runs_note(cells), "", legend(columns(split), reference_name(cells)), ""]
+    lines += [
+        "",
+        runs_note(cells),
+        "",
+        legend(columns(split), reference_name(cells), floor_name(cells)),
+        "",
+    ]
+    if harness := harness_line(cells):
+        lines[-1:-1] = ["", harness]
+    if load := open_loop_line(first_run(cells)):
+        lines[-1:-1] = ["", load]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(headers) - 2)) + "|")
     for _scenario, row in rows:
@@ -441,8 +564,10 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
 
     Each scenario gets its own axes: fragmented and coalesced differ by an order
     of magnitude, and a shared scale would flatten one of them. The ns/B bars
-    carry their ratio to the reference implementation, whose level is a dashed
-    line. Error bars (sample stdev) only where there was more than one run.
+    carry their paired ratio to the reference implementation with its confidence
+    interval (the reference's level is a dashed line) and, when ``floor`` ran,
+    their ratio to it (its level a dotted line). Error bars (sample stdev) only
+    where there was more than one run.
     """
     import matplotlib
 
@@ -455,17 +580,20 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     impls = _order([c.implementation for c in cells], REPORT_ORDER)
     by_key = {(c.scenario, c.implementation): c for c in cells}
     reference = reference_name(cells)
+    floor = floor_name(cells)
     panels = chart_panels(split)
     colors = [implementation_color(impl) for impl in impls]
     fig, axes = plt.subplots(
         len(scenarios),
         len(panels),
-        figsize=(6.0 * len(panels), 3.6 * len(scenarios) + 1.2),
+        # Wide enough for eight bars' labels (a ratio and its interval).
+        figsize=(max(6.0, 1.2 * len(impls)) * len(panels), 3.9 * len(scenarios) + 1.2),
         squeeze=False,
     )
     for row, scenario in enumerate(scenarios):
         base = by_key.get((scenario, reference))
         base_stat = base.stats.get(ns_key(split)) if base else None
+        floor_cell = by_key.get((scenario, floor)) if floor else None
         for col, (key, label, ylabel) in enumerate(panels):
             ax = axes[row][col]
             stats = [
@@ -484,11 +612,14 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
             labels = [format_value(s.mean) if s else "n/a" for s in stats]
             if key == ns_key(split):
                 labels = [
-                    f"{text}\n{format_ratio(ratio(s, base_stat))}" if s else text
-                    for text, s in zip(labels, stats, strict=True)
+                    _chart_ratio_label(text, impl, by_key.get((scenario, impl)), base, floor_cell)
+                    for text, impl in zip(labels, impls, strict=True)
                 ]
                 if base_stat is not None:
                     ax.axhline(base_stat.mean, color="0.4", linestyle="--", linewidth=0.8)
+                floor_stat = floor_cell.stats.get(key) if floor_cell else None
+                if floor_stat is not None:
+                    ax.axhline(floor_stat.mean, color="0.2", linestyle=":", linewidth=1.0)
             for x, (bar, text, err) in enumerate(zip(bars, labels, errs, strict=True)):
                 ax.annotate(  # above the error bar, not under it
                     text,
@@ -497,7 +628,7 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
                     textcoords="offset points",
                     ha="center",
                     va="bottom",
-                    fontsize=7.5,
+                    fontsize=7,
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
                 )
             ax.set_xticks(range(len(impls)))
@@ -513,13 +644,44 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
         how = "one run each, no error bars"
     else:
         how = f"mean of {runs or 'the'} runs, error bars: sample stdev"
-    ratio_note = f"ns/B labels: value, then ratio to {reference} (dashed line)" if reference else ""
+    ratio_note = (
+        f"ns/B labels: value, then paired ratio to {reference} (dashed line) with its"
+        f" {CONFIDENCE:.0%} interval"
+        if reference
+        else ""
+    )
+    if reference and floor:
+        ratio_note += f", then ratio to {floor} (dotted line)"
     sub = " · ".join(p for p in (how, ratio_note, title if heading != title else "") if p)
     fig.suptitle(_wrap(heading, 110) + "\n" + sub, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _chart_ratio_label(
+    text: str,
+    impl: str,
+    cell: CellSummary | None,
+    base: CellSummary | None,
+    floor: CellSummary | None,
+) -> str:
+    """A ns/B bar's label: its value, its ratio to the reference with the interval, and its
+    ratio to ``floor`` when that ran."""
+    if cell is None:
+        return text
+    split = is_split([cell])
+    lines = [text]
+    if base is not None:
+        same = impl == base.implementation
+        lines.append(format_ratio_interval(ratio_estimate(cell, base, ns_key(split)), same))
+    if floor is not None:
+        same = impl == floor.implementation
+        value = ratio_estimate(cell, floor, ns_key(split))
+        shown = format_ratio(1.0 if same else value.value if value else None)
+        lines.append(f"{shown} {floor.implementation}")
+    return "\n".join(lines)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -638,8 +800,9 @@ class GroupedTable:
         from rich.text import Text
 
         table = Table(
-            title=self.title if annotations else None,
-            caption=(self.caption or None) if annotations else None,
+            # Text, not markup: a caption's "[n/a]" or "[1.05, 1.21]" is no style tag.
+            title=Text(self.title) if annotations else None,
+            caption=Text(self.caption) if annotations and self.caption else None,
             box=box.SIMPLE_HEAD,
             pad_edge=False,
             collapse_padding=True,
@@ -701,7 +864,11 @@ def comparison_table(cells: Sequence[CellSummary], title: str = "") -> GroupedTa
     headers, rows = table_rows(cells)
     heading = report_title(cells) or title or "comparison"
     caption = " ".join(
-        [runs_note(cells), legend(columns(is_split(cells)), reference_name(cells))]
+        [
+            runs_note(cells),
+            legend(columns(is_split(cells)), reference_name(cells), floor_name(cells)),
+        ]
+        + ([harness] if (harness := harness_line(cells)) else [])
         + ([f"Run: {title}."] if title and title != heading else [])
     )
     return GroupedTable(

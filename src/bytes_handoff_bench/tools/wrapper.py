@@ -10,6 +10,11 @@ integrated (one process) or split-process TCP (``--service-cores`` and
         runs.csv            one row per run (service keys prefixed service_)
         summary.csv         metric,mean,stdev (sample stdev) per numeric key
 
+``--rate`` (or ``--rate-mib``) drives the load open loop, at that offered rate
+(the harness's flag, given to the integrated run or to the driver alone); a run
+that fell behind the offered load says so in its log line, in the summary line
+(``FELL_BEHIND=k/n``) and in the comparison.
+
 ``--scenario all`` puts each scenario in its own subfolder; ``--implementation
 all`` runs every implementation that runs on the transport (``names``' run
 order: handoff first; on TCP also handoff_splice and the protocol baselines)
@@ -80,6 +85,8 @@ Examples:
        --driver-prefix 'ip netns exec ns2' --service-addr 10.203.0.1:7001 \\
        --sink-addr 10.203.0.2:7002   # each role in its own network namespace
   PROG --duration-seconds 60 --runs 1    # sustained: RSS samples beside the run
+  PROG --service-cores 0 --driver-cores 1 --implementation all --scenario coalesced \
+       --rate 300 --duration-seconds 5   # every implementation at one offered load
 """
 
 
@@ -169,6 +176,37 @@ SHAPE_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
 ]
 
 
+def positive_number(text: str) -> str:
+    """A finite number above 0, kept as written: it is passed on as a flag value."""
+    positive_float(text)  # refuses 0, negatives, nan and inf in one line
+    return text.strip()
+
+
+# Open-loop flags: (flag, type, help), passed to the integrated run or to the driver only
+# (the service serves what arrives). ``None``: not passed.
+LOAD_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
+    (
+        "--rate",
+        positive_number,
+        "open loop: offered streams per second, on a clock, latency from each stream's"
+        " scheduled start (the harness's --rate; default: none, closed loop)",
+    ),
+    ("--rate-mib", positive_number, "--rate in MiB/s instead (default: none)"),
+    (
+        "--rate-tolerance",
+        non_negative_number,
+        "open loop: fell behind when the achieved rate is more than this fraction below the"
+        f" offered one (default: {defaults.RATE_TOLERANCE:g}, the harness's)",
+    ),
+    (
+        "--max-lag-millis",
+        positive_int,
+        "open loop: a stream that cannot start within this long of its scheduled time is"
+        f" not started; the run fell behind (default: {defaults.MAX_LAG_MILLIS}, the harness's)",
+    ),
+]
+
+
 def build_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(
         prog=prog,
@@ -229,10 +267,13 @@ def build_parser(prog: str) -> OneLineParser:
     parser.add_argument("--runs", type=whole_number(1, MAX_RUNS), default=3, help="runs per cell")
     for flag, kind, text in SHAPE_FLAGS:
         parser.add_argument(flag, type=kind, help=text)
+    for flag, kind, text in LOAD_FLAGS:
+        parser.add_argument(flag, type=kind, help=text)
     parser.add_argument(
         "--idle-timeout-millis",
         type=positive_int,
-        help=f"split service: exit after this long idle (default: {defaults.IDLE_TIMEOUT_MILLIS})",
+        help=f"split service: exit after this long idle (default: {defaults.IDLE_TIMEOUT_MILLIS};"
+        " with --rate at least 3 gaps between streams plus 0.5 s)",
     )
     parser.add_argument(
         "--service-cores",
@@ -298,6 +339,11 @@ class Plan:
     supported_flags: frozenset[str] = frozenset()
     service_prefix: list[str] = field(default_factory=list)
     driver_prefix: list[str] = field(default_factory=list)
+    #: Open-loop flags (``LOAD_FLAGS``) given: for the integrated run or the driver only.
+    load: dict[str, str] = field(default_factory=dict)
+
+    def load_args(self) -> list[str]:
+        return [word for flag, value in self.load.items() for word in (flag, value)]
 
     def harness_args(self, implementation: str, scenario: str) -> list[str]:
         args = [
@@ -402,6 +448,14 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             shape[flag] = str(value)
+    load: dict[str, str] = {}
+    for flag, _kind, _text in LOAD_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            load[flag] = str(value)
+    idle_timeout = args.idle_timeout_millis or defaults.IDLE_TIMEOUT_MILLIS
+    if split and args.idle_timeout_millis is None and load:
+        idle_timeout = max(idle_timeout, open_loop_idle_millis(shape, load))
     if not split and args.idle_timeout_millis is not None:
         shape["--idle-timeout-millis"] = str(args.idle_timeout_millis)
     if not split:
@@ -432,13 +486,28 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         driver_cores=args.driver_cores,
         service_addr=args.service_addr,
         sink_addr=args.sink_addr,
-        idle_timeout_millis=args.idle_timeout_millis or defaults.IDLE_TIMEOUT_MILLIS,
+        idle_timeout_millis=idle_timeout,
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
         service_prefix=args.service_prefix or [],
         driver_prefix=args.driver_prefix or [],
+        load=load,
     )
+
+
+def open_loop_idle_millis(shape: dict[str, str], load: dict[str, str]) -> int:
+    """An idle timeout the split service will not reach between open-loop streams: three
+    gaps between streams (``1 / rate``) plus half a second."""
+    rate = float(load["--rate"]) if "--rate" in load else 0.0
+    if "--rate-mib" in load:
+        frames = int(shape.get("--route-frames", defaults.ROUTE_FRAMES))
+        frame_len = int(shape.get("--frame-len", defaults.FRAME_LEN))
+        tunnel = int(shape.get("--tunnel-bytes", defaults.TUNNEL_BYTES))
+        rate = float(load["--rate-mib"]) * 2**20 / (frames * (frame_len + 1) + 7 + tunnel)
+    if rate <= 0:
+        return defaults.IDLE_TIMEOUT_MILLIS
+    return min(int(3000 / rate) + 500, 3_600_000)
 
 
 def check_cells(plan: Plan, cells: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -448,7 +517,7 @@ def check_cells(plan: Plan, cells: Sequence[tuple[str, Sequence[str]]]) -> None:
     """
     answer = preflight([args for _label, args in cells])
     plan.supported_flags = answer.flags
-    for flag in [*plan.shape, "--loop" if plan.loop else ""]:
+    for flag in [*plan.shape, *plan.load, "--loop" if plan.loop else ""]:
         if flag and flag not in answer.flags:
             raise UsageError(
                 f"{flag} is not supported by this harness (python -m bytes_handoff_bench)"
@@ -463,7 +532,7 @@ def check_supported(plan: Plan) -> None:
     check_cells(
         plan,
         [
-            ("", plan.harness_args(implementation, scenario))
+            ("", [*plan.harness_args(implementation, scenario), *plan.load_args()])
             for implementation in plan.implementations
             for scenario in plan.scenarios
         ],
@@ -509,7 +578,7 @@ def run_cell_once(
     label = f"run {n} ({implementation} {scenario})"
     args = plan.harness_args(implementation, scenario)
     if not plan.split:
-        return merge_run(run_integrated(plan, args, out_dir, n, label), None)
+        return merge_run(run_integrated(plan, [*args, *plan.load_args()], out_dir, n, label), None)
     service_extra: list[str] = []
     driver_extra: list[str] = []
     if plan.sustained and "--rss-samples" in plan.supported_flags:
@@ -533,7 +602,7 @@ def run_cell_once(
             service_prefix=plan.service_prefix,
             driver_prefix=plan.driver_prefix,
             service_extra_args=service_extra,
-            driver_extra_args=driver_extra,
+            driver_extra_args=[*driver_extra, *plan.load_args()],
             label=label,
         )
     )
@@ -613,10 +682,24 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
                 log(
                     f"[run {n}/{plan.runs}] {impl} {scenario}: "
                     f"mib_per_sec={row.get('mib_per_sec', '?')} {key}={row.get(key, '?')}"
+                    + load_note(row)
                 )
     for cell in cells.values():
         cell.stats = write_cell_artifacts(cell.path, cell.rows)
     return base, list(cells.values())
+
+
+def load_note(row: dict[str, str]) -> str:
+    """An open-loop run's offered and achieved rate for its log line, and FELL BEHIND."""
+    if "offered_streams_per_sec" not in row:
+        return ""
+    note = (
+        f" offered_streams_per_sec={row['offered_streams_per_sec']}"
+        f" achieved_streams_per_sec={row.get('achieved_streams_per_sec', '?')}"
+    )
+    if row.get("fell_behind") == "true":
+        note += f" FELL BEHIND: {row.get('fell_behind_reason', 'no reason given')}"
+    return note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,13 +729,16 @@ def run(prog: str, argv: Sequence[str]) -> int:
                 runs=len(cell.rows),
                 stats=cell.stats,
                 location=display_path(cell.path),
+                rows=cell.rows,
             ),
             flush=True,
         )
     if len(plan.implementations) > 1:
         from bytes_handoff_bench.tools.report import CellSummary, print_table, write_comparison
 
-        summaries = [CellSummary(c.implementation, c.scenario, c.stats, c.path) for c in cells]
+        summaries = [
+            CellSummary(c.implementation, c.scenario, c.stats, c.path, c.rows) for c in cells
+        ]
         md, png = write_comparison(base, summaries, title=base.name)
         print_table(summaries, title=base.name)
         print(f"comparison={display_path(md)}" + (f" chart={display_path(png)}" if png else ""))
