@@ -508,8 +508,11 @@ def test_terminating_the_wrapper_stops_service_and_driver(tmp_path: Path) -> Non
                 break
             time.sleep(0.05)
         assert driver_txt is not None, "the driver never started"
-        time.sleep(0.5)
-        assert len(processes_mentioning(str(tmp_path))) >= 2  # service and driver
+        # Both children up (a loaded machine may take a while to exec them): service, driver.
+        while time.monotonic() < deadline and len(processes_mentioning(str(tmp_path))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert len(processes_mentioning(str(tmp_path))) >= 2
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     finally:
