@@ -6,7 +6,7 @@
 # Defaults: 60 s, 128 connections per wave. Flags: --help. Prints one line per
 # category and a key=value summary (also in <out-dir>/summary.txt; by default --out-dir is a
 # new bench/results/soak_<timestamp> of the clone run from, else of the current folder).
-# Exit 0 pass, 1 fail, 2 bad usage. The logic lives in src/bytes_handoff_bench/harness/soak.py.
+# Exit 0 pass, 1 fail, 2 bad usage. The logic lives in src/bytes_handoff_bench/soak/.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -14,4 +14,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="$(bh_python)" || bh_die "no Python interpreter found (set PYTHON)"
 export PYTHON="$PY"
-exec "$PY" -m bytes_handoff_bench.harness.soak --prog "$(basename "$0")" "$@"
+exec "$PY" -m bytes_handoff_bench.soak --prog "$(basename "$0")" "$@"

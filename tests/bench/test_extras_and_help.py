@@ -20,7 +20,8 @@ import pytest
 from harness_support import help_blocks
 
 import bytes_handoff
-from bytes_handoff_bench.harness import cli, soak
+from bytes_handoff_bench.harness import cli
+from bytes_handoff_bench.soak import cli as soak
 from bytes_handoff_bench.tools import (
     cost_curve,
     library_ab,

@@ -6,6 +6,9 @@
 * ``bytes_handoff_bench.tools`` never imports ``bytes_handoff_bench.harness``,
   nor the harness the tools: the tools start the harness as a program; the
   shared top-level modules import neither (``__main__`` is the harness's entry);
+* ``bytes_handoff_bench.soak`` (the fault soak) reuses the harness in-process
+  but never imports the tools, and neither the harness nor the tools import it
+  (nor the shared modules);
 * ``names`` imports nothing from the project;
 * the bench package uses only the library's public API: no ``_``-module, no
   ``_``-name, and every imported name is in its module's ``__all__``.
@@ -125,9 +128,11 @@ def cycles(root: Path) -> list[str]:
 
 
 def crossings(root: Path) -> list[str]:
-    """Imports across the walls: library -> bench, tools <-> harness, shared -> either, names ->."""
+    """Imports across the walls: library -> bench, tools <-> harness, soak -> tools, harness or
+    tools -> soak, shared -> any group, names ->."""
     modules, imports = all_imports(root)
-    harness, tools = f"{BENCH}.harness", f"{BENCH}.tools"
+    harness, tools, soak = f"{BENCH}.harness", f"{BENCH}.tools", f"{BENCH}.soak"
+    groups = (harness, tools, soak)
     found: list[str] = []
     for imp in imports:
         src, to = imp.source, target(imp, modules)
@@ -138,16 +143,21 @@ def crossings(root: Path) -> list[str]:
             found.append(f"{where}: the tools start the harness as a program, never import it")
         elif in_package(src, harness) and in_package(to, tools):
             found.append(f"{where}: the harness never imports the tools")
+        elif in_package(src, soak) and in_package(to, tools):
+            found.append(f"{where}: the soak never imports the tools")
+        elif (in_package(src, harness) or in_package(src, tools)) and in_package(to, soak):
+            found.append(f"{where}: only the soak imports the soak (it runs as a program)")
         elif src == f"{BENCH}.names" and (in_package(to, BENCH) or in_package(to, LIBRARY)):
             found.append(f"{where}: names imports nothing from the project")
         elif (
             in_package(src, BENCH)
-            and not in_package(src, harness)
-            and not in_package(src, tools)
+            and not any(in_package(src, group) for group in groups)
             and src != f"{BENCH}.__main__"
-            and (in_package(to, harness) or in_package(to, tools))
+            and any(in_package(to, group) for group in groups)
         ):
-            found.append(f"{where}: the shared modules import neither the harness nor the tools")
+            found.append(
+                f"{where}: the shared modules import neither the harness, the tools nor the soak"
+            )
     return found
 
 
@@ -207,6 +217,8 @@ def test_the_checks_see_every_module() -> None:
         f"{BENCH}.harness.config",
         f"{BENCH}.harness.cli",
         f"{BENCH}.tools.wrapper",
+        f"{BENCH}.soak.cli",
+        f"{BENCH}.soak.__main__",
         f"{LIBRARY}.adapters",
     ):
         assert name in modules, name
@@ -228,6 +240,7 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
         f"{BENCH}/__init__.py": "",
         f"{BENCH}/harness/__init__.py": "",
         f"{BENCH}/tools/__init__.py": "",
+        f"{BENCH}/soak/__init__.py": "",
         **files,
     }.items():
         path = root / relative
@@ -288,8 +301,44 @@ def test_a_cycle_is_found(tmp_path: Path, files: dict[str, str], needle: str) ->
             },
             "the shared modules import neither",
         ),
+        (
+            {
+                f"{BENCH}/soak/cli.py": "from ..tools.report import x\n",
+                f"{BENCH}/tools/report.py": "",
+            },
+            "the soak never imports the tools",
+        ),
+        (
+            {
+                f"{BENCH}/harness/cli.py": "def f():\n    from ..soak import config\n",
+                f"{BENCH}/soak/config.py": "",
+            },
+            "only the soak imports the soak",
+        ),
+        (
+            {
+                f"{BENCH}/tools/t.py": "import bytes_handoff_bench.soak.cli\n",
+                f"{BENCH}/soak/cli.py": "",
+            },
+            "only the soak imports the soak",
+        ),
+        (
+            {f"{BENCH}/extras.py": "from .soak import cli\n", f"{BENCH}/soak/cli.py": ""},
+            "the shared modules import neither",
+        ),
     ],
-    ids=["library", "tools-harness", "harness-tools", "names-bench", "names-library", "shared"],
+    ids=[
+        "library",
+        "tools-harness",
+        "harness-tools",
+        "names-bench",
+        "names-library",
+        "shared",
+        "soak-tools",
+        "harness-soak",
+        "tools-soak",
+        "shared-soak",
+    ],
 )
 def test_a_crossing_is_found(tmp_path: Path, files: dict[str, str], needle: str) -> None:
     found = crossings(write_tree(tmp_path, files))

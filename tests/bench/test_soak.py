@@ -11,20 +11,19 @@ import pytest
 
 from bytes_handoff import BufferIOError, WriteClosed, WriteIOError
 from bytes_handoff_bench.harness.implementations import ProtocolError
-from bytes_handoff_bench.harness.soak import (
+from bytes_handoff_bench.soak.config import SoakConfig
+from bytes_handoff_bench.soak.driver import StreamRecord
+from bytes_handoff_bench.soak.memory import (
     HEAP_CSV_HEADER,
     HeapSample,
-    Orchestrator,
-    SoakConfig,
-    StreamRecord,
     heap_failures,
     heap_growth,
     parse_heap_samples,
-    processes_with,
-    proxy_error_category,
     robust_slope,
     steady_slope,
 )
+from bytes_handoff_bench.soak.orchestrator import Orchestrator, processes_with
+from bytes_handoff_bench.soak.service import proxy_error_category
 from bytes_handoff_bench.tools.artifacts import parse_kv_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -44,6 +44,7 @@ __all__ = [
     "fmt_addr",
     "open_streams",
     "send_plan",
+    "wait_connected",
 ]
 
 Addr = tuple[str, int]
@@ -81,6 +82,20 @@ def bind_listener(addr: Addr, reuseport: bool = False, backlog: int = 1024) -> s
     return sock
 
 
+async def wait_connected(sock: socket.socket, err: int) -> int:
+    """Finish ``sock.connect_ex(addr)``, which returned ``err``: wait while the connect is in
+    progress; then 0, or the connect's errno.
+
+    A numeric address needs no resolver: connect directly rather than through
+    ``loop.sock_connect``, which on uvloop resolves the address in its thread
+    pool (a thread hop and futex wake-ups per connection).
+    """
+    if err == errno.EINPROGRESS:
+        await wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return err
+
+
 async def connect_tcp(addr: Addr, what: str, retry_until: float | None = None) -> socket.socket:
     """Connect a tuned socket to ``addr``.
 
@@ -91,13 +106,7 @@ async def connect_tcp(addr: Addr, what: str, retry_until: float | None = None) -
     while True:
         sock = tune(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         try:
-            # A numeric address needs no resolver: connect directly rather than
-            # through loop.sock_connect, which on uvloop resolves the address in
-            # its thread pool (a thread hop and futex wake-ups per connection).
-            err = sock.connect_ex(addr)
-            if err == errno.EINPROGRESS:
-                await wait_writable(sock)
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = await wait_connected(sock, sock.connect_ex(addr))
             if err:
                 raise OSError(err, os.strerror(err))
             return sock

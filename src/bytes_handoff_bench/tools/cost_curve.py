@@ -49,11 +49,11 @@ import os
 import shlex
 import statistics
 import sys
-import textwrap
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bytes_handoff_bench import defaults
 from bytes_handoff_bench.cli_common import (
@@ -99,6 +99,7 @@ from bytes_handoff_bench.tools.artifacts import (
     read_runs_csv,
     write_runs_csv,
 )
+from bytes_handoff_bench.tools.formats import format_tick, format_value
 from bytes_handoff_bench.tools.split import SplitConfig, run_split
 from bytes_handoff_bench.tools.wrapper import (
     cpu_count,
@@ -107,6 +108,9 @@ from bytes_handoff_bench.tools.wrapper import (
     open_loop_idle_millis,
 )
 from bytes_handoff_bench.tools.wrapper import preflight as harness_preflight
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PROG = "run-cost-curve.sh"
 
@@ -649,14 +653,10 @@ def kept_up(points: Sequence[Point], impl: str) -> float | None:
 
 
 def _rate(value: float) -> str:
-    from bytes_handoff_bench.tools.report import format_tick
-
     return format_tick(value)
 
 
 def _fmt(value: float | None) -> str:
-    from bytes_handoff_bench.tools.report import format_value
-
     return format_value(value)
 
 
@@ -678,8 +678,6 @@ def markdown(
     command: str,
     chart: str | None,
 ) -> str:
-    from bytes_handoff_bench.tools.report import format_tick
-
     mib = plan.bytes_per_stream / 2**20
     bound = format_tick(plan.p99_bound_ms)
     runs = f"the median of {plan.runs} runs" if plan.runs > 1 else "one run"
@@ -760,6 +758,65 @@ def _rank(impl: str) -> int:
     return order.index(impl) if impl in order else len(order)
 
 
+def cost_curve_figure(
+    plan: Plan,
+    points: Sequence[Point],
+    knees: Mapping[str, Point | None],
+    title: str,
+) -> Figure:
+    """Service CPU cores, p50 and p99 against the offered rate, one line per implementation;
+    ``x``: fell behind; a star: the knee; the p99 bound dashed."""
+    from bytes_handoff_bench.tools import plots
+
+    offered = "offered load (streams/s)"
+    panels = [
+        ("cores", plots.Panel("service CPU cores", offered, "service CPU (cores)"), False),
+        ("p50_ms", plots.Panel("p50 latency", offered, "p50 latency (ms, log scale)"), True),
+        ("p99_ms", plots.Panel("p99 latency", offered, "p99 latency (ms, log scale)"), True),
+    ]
+    impls = list(dict.fromkeys(p.implementation for p in points))
+    drawn = []
+    for attr, panel, log in panels:
+        lines = []
+        for impl in impls:
+            mine = [
+                p
+                for p in sorted((p for p in points if p.implementation == impl), key=_offered)
+                if getattr(p, attr) is not None
+            ]
+            knee = knees.get(impl)
+            star = None
+            if knee is not None and getattr(knee, attr) is not None:
+                star = (knee.offered, getattr(knee, attr))
+            lines.append(
+                plots.Series(
+                    impl + (f" (knee {format_tick(knee.offered)}/s)" if knee else " (no knee)"),
+                    plots.implementation_color(impl),
+                    [p.offered for p in mine],
+                    [getattr(p, attr) for p in mine],
+                    fell_behind=[bool(p.fell_behind) for p in mine],
+                    star=star,
+                )
+            )
+        bound = None
+        if attr == "p99_ms":
+            bound = (plan.p99_bound_ms, f"p99 bound {format_tick(plan.p99_bound_ms)} ms")
+        drawn.append(plots.LinePanel(panel, lines, log_y=log, bound=bound))
+    runs = f"median of {plan.runs} runs" if plan.runs > 1 else "one run"
+    sub = (
+        f"open loop, {format_tick(plan.duration_seconds)} s per point, {runs}; o: kept up,"
+        " x: fell behind (no result at that load); star: knee (highest rate with p99 within"
+        f" {format_tick(plan.p99_bound_ms)} ms that kept up)"
+    )
+    return plots.line_chart(
+        drawn,
+        [f"Cost curve: {title}", sub],
+        ncols=len(drawn),
+        panel_size=(6.2, 4.8),
+        top_axis=(plan.bytes_per_stream / 2**20, "offered load (MiB/s)"),
+    )
+
+
 def write_chart(
     path: Path,
     plan: Plan,
@@ -767,90 +824,10 @@ def write_chart(
     knees: Mapping[str, Point | None],
     title: str,
 ) -> Path:
-    """Service CPU cores, p50 and p99 against the offered rate, one line per implementation;
-    ``x``: fell behind; a star: the knee; the p99 bound dashed."""
-    import matplotlib
+    """``cost_curve_figure`` as a PNG."""
+    from bytes_handoff_bench.tools import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    from bytes_handoff_bench.tools.report import format_tick, implementation_color
-
-    mib = plan.bytes_per_stream / 2**20
-    panels = [
-        ("cores", "service CPU cores (lower is better)", "CPU cores", False),
-        ("p50_ms", "p50 latency, ms (lower is better)", "p50 latency (ms, log scale)", True),
-        ("p99_ms", "p99 latency, ms (lower is better)", "p99 latency (ms, log scale)", True),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False)
-    impls = list(dict.fromkeys(p.implementation for p in points))
-    for col, (attr, label, ylabel, log) in enumerate(panels):
-        ax = axes[0][col]
-        for impl in impls:
-            mine = sorted((p for p in points if p.implementation == impl), key=_offered)
-            xs = [p.offered for p in mine if getattr(p, attr) is not None]
-            ys = [getattr(p, attr) for p in mine if getattr(p, attr) is not None]
-            knee = knees.get(impl)
-            name = impl + (f" (knee {format_tick(knee.offered)}/s)" if knee else " (no knee)")
-            color = implementation_color(impl)
-            # Solid through the points that kept up; thin and dotted on to those that did not.
-            ax.plot(xs, ys, color=color, linewidth=0.8, linestyle=":")
-            ok = [(p.offered, getattr(p, attr)) for p in mine if not p.fell_behind]
-            bad = [(p.offered, getattr(p, attr)) for p in mine if p.fell_behind]
-            ok = [(x, y) for x, y in ok if y is not None]
-            bad = [(x, y) for x, y in bad if y is not None]
-            if ok:
-                ax.plot(*zip(*ok, strict=True), color=color, linewidth=1.5, marker="o",
-                        markersize=4.5, label=name, zorder=3)  # fmt: skip
-            else:
-                ax.plot([], [], color=color, linewidth=1.5, label=name)
-            if bad:
-                ax.scatter(*zip(*bad, strict=True), color=color, marker="x", s=30, zorder=3)
-            if knee is not None and getattr(knee, attr) is not None:
-                ax.scatter(
-                    [knee.offered], [getattr(knee, attr)], marker="*", s=160, color=color,
-                    edgecolors="black", linewidths=0.6, zorder=4,
-                )  # fmt: skip
-        if attr == "p99_ms":
-            ax.axhline(plan.p99_bound_ms, color="0.3", linestyle="--", linewidth=0.9)
-            ax.annotate(
-                f"p99 bound {format_tick(plan.p99_bound_ms)} ms",
-                (0.01, plan.p99_bound_ms),
-                xycoords=("axes fraction", "data"),
-                xytext=(0, 3),
-                textcoords="offset points",
-                fontsize=8,
-                color="0.3",
-            )
-        if log:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("offered load (streams/s)", fontsize=9)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-        if not log:
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-        ax.grid(alpha=0.3, which="both")
-        top = ax.secondary_xaxis("top", functions=(lambda x: x * mib, lambda y: y / mib))
-        top.set_xlabel("offered load (MiB/s)", fontsize=8)
-        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8.5)
-    runs = f"median of {plan.runs} runs" if plan.runs > 1 else "one run"
-    sub = (
-        f"open loop, {format_tick(plan.duration_seconds)} s per point, {runs}; o: kept up,"
-        " x: fell behind (no result at that load); star: knee (highest rate with p99 within"
-        f" {format_tick(plan.p99_bound_ms)} ms that kept up)"
-    )
-    fig.suptitle("\n".join(textwrap.wrap(f"Cost curve: {title}", 120)) + "\n" + sub, fontsize=10)
-    rows = -(-len(labels) // 4)  # the legend's rows, below the panels
-    fig.tight_layout(rect=(0, 0.035 + 0.035 * rows, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(cost_curve_figure(plan, points, knees, title), path)
 
 
 # -- the program ---------------------------------------------------------------------------

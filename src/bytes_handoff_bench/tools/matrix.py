@@ -20,7 +20,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bytes_handoff_bench import defaults
 from bytes_handoff_bench.cli_common import (
@@ -44,13 +44,9 @@ from bytes_handoff_bench.names import (
 from bytes_handoff_bench.output_paths import choose_results_dir
 from bytes_handoff_bench.processes import RunError, raise_on_termination
 from bytes_handoff_bench.tools.artifacts import Stat, format_number, write_cell_artifacts
+from bytes_handoff_bench.tools.formats import format_bytes, format_ratio, format_value
 from bytes_handoff_bench.tools.report import (
     GroupedTable,
-    format_bytes,
-    format_ratio,
-    format_tick,
-    format_value,
-    implementation_color,
     plural,
     print_out,
     ratio,
@@ -67,6 +63,7 @@ from bytes_handoff_bench.tools.wrapper import (
 )
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from rich.progress import ProgressColumn
 
 #: The settings: (variable, default, meaning). An empty default means "not passed on".
@@ -676,10 +673,9 @@ def write_plots(
     The axes default to what the cells have. Without matplotlib: no plots.
     """
     try:
-        import matplotlib
+        from bytes_handoff_bench.tools import plots
     except ImportError:
         return []
-    matplotlib.use("Agg")
     impls = list(dict.fromkeys([*implementations, *(c.implementation for c in cells)]))
     conns = list(connections) or sorted({c.connections for c in cells})
     sizes = list(frame_sizes) or sorted({c.frame_size for c in cells})
@@ -690,7 +686,6 @@ def write_plots(
         label = scenario + (f", {format_bytes(fragment)} client writes" if fragment else "")
         others = [i for i in impls if i != reference]
         if others:
-            path = directory / f"ratio_heatmap_{_suffix(scenario, fragment)}.png"
             grids = {
                 impl: ratio_grid(
                     cells,
@@ -704,12 +699,14 @@ def write_plots(
                 )
                 for impl in others
             }
-            title = (
-                f"{ns_label(split)} relative to {reference}, {label}: lower is better"
-                f"\n{headline}\n{workload}"
-            )
-            written.append(write_heatmap(path, grids, conns, sizes, reference, title, split))
-        path = directory / f"ns_per_byte_{_suffix(scenario, fragment)}.png"
+            heading = [
+                f"{ns_label(split)} relative to {reference}, {label}: lower is better",
+                headline,
+                workload,
+            ]
+            fig = heatmap_figure(grids, conns, sizes, reference, heading, split)
+            path = directory / f"ratio_heatmap_{_suffix(scenario, fragment)}.png"
+            written.append(plots.save(fig, path))
         series = {
             impl: {
                 (c.connections, c.frame_size): c.stats.get(ns_metric(split))
@@ -720,196 +717,107 @@ def write_plots(
             }
             for impl in impls
         }
-        title = (
-            f"{ns_label(split)} against frame size, {label}: lower is better"
-            f"\n{headline}\n{workload}"
-        )
-        written.append(write_lines(path, series, conns, sizes, impls, title, split, reference))
+        heading = [f"{ns_label(split)} against frame size, {label}: lower is better", headline]
+        fig = lines_figure(series, conns, sizes, impls, [*heading, workload], split, reference)
+        path = directory / f"ns_per_byte_{_suffix(scenario, fragment)}.png"
+        written.append(plots.save(fig, path))
     return written
 
 
-def _wrap_title(text: str, width: int) -> str:
-    import textwrap
+#: The frame-size axis of both plots.
+FRAME_SIZE_AXIS = "frame size (bytes, incl. newline)"
 
-    return "\n".join(
-        "\n".join(textwrap.wrap(line, width=width, break_long_words=False)) or line
-        for line in text.split("\n")
+
+def ns_axis_label(split: bool) -> str:
+    """The ns/B axis, with its unit."""
+    return (
+        "service CPU time per byte (ns/B)" if split else "CPU time per byte (ns/B, whole process)"
     )
 
 
-def write_heatmap(
-    path: Path,
+def heatmap_figure(
     grids: Mapping[str, list[list[float | None]]],
     connections: Sequence[int],
     frame_sizes: Sequence[int],
     reference: str,
-    title: str,
+    heading: Sequence[str],
     split: bool,
-) -> Path:
+) -> Figure:
     """One panel per implementation: its ns/B over ``reference``'s, cell by cell.
 
     A diverging scale, log-symmetric about 1.00x and shared by the panels: blue
     cells cost less CPU per byte than ``reference``, red ones more; grey is n/a.
     """
-    import math
+    from bytes_handoff_bench.tools import plots
 
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import LogNorm
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    values = [v for grid in grids.values() for row in grid for v in row if v]
-    spread = max([1.25, *(max(v, 1 / v) for v in values)])
-    norm = LogNorm(vmin=1 / spread, vmax=spread)
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")  # grey: n/a
-    ncols = min(3 if len(frame_sizes) <= 4 else 2, len(grids))
-    nrows = math.ceil(len(grids) / ncols)
-    cell_w, cell_h = 0.8, 0.5
-    width = ncols * max(3.4, cell_w * len(frame_sizes) + 1.6) + 1.4
-    height = nrows * max(2.6, cell_h * len(connections) + 1.5) + 1.6
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained"
+    panels = [
+        (plots.Panel(f"{impl} ÷ {reference}", FRAME_SIZE_AXIS, "connections"), grid)
+        for impl, grid in grids.items()
+    ]
+    colorbar = (
+        f"{'service ' if split else ''}ns/B relative to {reference}\n(below 1.00x: less CPU"
+        f" per byte than {reference})"
     )
-    image = None
-    for index, (impl, grid) in enumerate(grids.items()):
-        ax = axes[index // ncols][index % ncols]
-        data = np.ma.masked_invalid(
-            np.array([[math.nan if v is None else v for v in row] for row in grid], dtype=float)
-        )
-        image = ax.imshow(data, cmap=cmap, norm=norm, origin="lower", aspect="auto")
-        for i, row in enumerate(grid):
-            for j, value in enumerate(row):
-                strong = value is not None and abs(math.log(value)) > 0.55 * math.log(spread)
-                ax.text(
-                    j,
-                    i,
-                    format_ratio(value),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if strong else "black",
-                )
-        ax.set_xticks(range(len(frame_sizes)), [format_bytes(s) for s in frame_sizes])
-        ax.set_yticks(range(len(connections)), [str(c) for c in connections])
-        ax.set_xlabel("frame size (bytes, incl. newline)", fontsize=9)
-        ax.set_ylabel("connections", fontsize=9)
-        ax.set_title(f"{impl} ÷ {reference}", fontsize=10)
-        ax.tick_params(labelsize=8)
-    for index in range(len(grids), nrows * ncols):
-        axes[index // ncols][index % ncols].set_visible(False)
-    if image is not None:
-        bar = fig.colorbar(image, ax=axes, shrink=0.9)
-        bar.set_label(
-            f"{'service ' if split else ''}ns/B relative to {reference}\n(below 1.00x: less CPU"
-            f" per byte than {reference})",
-            fontsize=9,
-        )
-        ticks = [
-            t for t in (0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0) if 1 / spread <= t <= spread
-        ]
-        bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
-        bar.ax.yaxis.set_minor_locator(NullLocator())
-        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_ratio(v)))
-    fig.suptitle(_wrap_title(title, int(width * 11)), fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.ratio_heatmaps(
+        panels,
+        [format_bytes(s) for s in frame_sizes],
+        [str(c) for c in connections],
+        colorbar,
+        heading,
+    )
 
 
-def write_lines(
-    path: Path,
+def lines_figure(
     series: Mapping[str, Mapping[tuple[int, int], Stat | None]],
     connections: Sequence[int],
     frame_sizes: Sequence[int],
     implementations: Sequence[str],
-    title: str,
+    heading: Sequence[str],
     split: bool,
     reference: str = "",
-) -> Path:
+) -> Figure:
     """ns/B against frame size: one panel per connection count, one line per implementation.
 
     A log-2 frame-size axis; a log ns/B axis where the values span more than 20x.
     Error bars (sample stdev) where a cell had more than one run. ``reference``'s
     line is drawn thicker, on top.
     """
-    import math
+    from bytes_handoff_bench.tools import plots
 
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    ncols = min(3, len(connections))
-    nrows = math.ceil(len(connections) / ncols)
-    width = ncols * max(3.8, 0.7 * len(frame_sizes) + 2.4) + 0.6
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width, 3.3 * nrows + 2.0), squeeze=False, layout="constrained"
-    )
-    handles: dict[str, Any] = {}  # errorbar containers: legend takes them
-    spread_bars = False
-    for index, conns in enumerate(connections):
-        ax = axes[index // ncols][index % ncols]
-        means: list[float] = []
-        for k, impl in enumerate(implementations):
-            # Each implementation a hair to the side, so error bars at one size stay apart.
-            dodge = 2 ** (0.03 * (k - (len(implementations) - 1) / 2))
+    panels = []
+    for conns in connections:
+        lines = []
+        for impl in implementations:
             points = [
                 (size, stat)
                 for size in frame_sizes
                 if (stat := series.get(impl, {}).get((conns, size))) is not None
             ]
-            if not points:
-                continue
-            xs = [size * dodge for size, _ in points]
-            ys = [stat.mean for _, stat in points]
-            errs = [0.0 if single_run(stat) else stat.stdev for _, stat in points]
-            spread_bars = spread_bars or any(errs)
-            means += ys
-            line = ax.errorbar(
-                xs,
-                ys,
-                yerr=errs if any(errs) else None,
-                marker="o",
-                markersize=4,
-                capsize=3,
-                elinewidth=1.0,
-                linewidth=2.6 if impl == reference else 1.4,
-                zorder=3 if impl == reference else 2,
-                color=implementation_color(impl),
-                label=impl,
-            )
-            handles.setdefault(impl, line)
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(list(frame_sizes)))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(round(v))))
-        positive = [m for m in means if m > 0]
-        if positive and max(positive) / min(positive) > 20:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-        ax.set_title(plural(conns, "connection"), fontsize=10)
-        ax.set_xlabel("frame size (bytes, incl. newline)", fontsize=9)
-        ax.set_ylabel(f"{ns_label(split)}\n(lower is better)", fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-    for index in range(len(connections), nrows * ncols):
-        axes[index // ncols][index % ncols].set_visible(False)
-    if handles:
-        fig.legend(
-            list(handles.values()),
-            list(handles),
-            loc="outside lower center",
-            ncols=min(len(handles), 4),
-            fontsize=8,
-            title="implementation",
-            title_fontsize=8,
-        )
-    if spread_bars:
-        title += ", error bars: sample stdev"
-    fig.suptitle(_wrap_title(title, int(width * 11)), fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            if points:
+                lines.append(
+                    plots.Series(
+                        impl,
+                        plots.implementation_color(impl),
+                        [size for size, _ in points],
+                        [stat.mean for _, stat in points],
+                        [0.0 if single_run(stat) else stat.stdev for _, stat in points],
+                        bold=impl == reference,
+                    )
+                )
+        panel = plots.Panel(plural(conns, "connection"), FRAME_SIZE_AXIS, ns_axis_label(split))
+        panels.append(plots.LinePanel(panel, lines))
+    if any(e for p in panels for s in p.series for e in s.errors):
+        heading = [*heading[:-1], heading[-1] + ", error bars: sample stdev"]
+    width = max(3.8, 0.7 * len(frame_sizes) + 2.4)
+    return plots.line_chart(
+        panels,
+        heading,
+        ncols=min(3, len(connections)),
+        panel_size=(width, 3.3),
+        byte_sizes=frame_sizes,
+        dodge=True,
+        legend_title="implementation",
+    )
 
 
 def progress_columns() -> list[ProgressColumn]:

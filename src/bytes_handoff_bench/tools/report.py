@@ -26,8 +26,9 @@ its 95 % confidence interval, a t-interval on the log ratios
 ``[n/a]`` after a single round. An interval that contains ``1.00x`` cannot
 tell the two apart.
 
-Numbers are formatted for people (:func:`format_value`): fixed decimals chosen
-by magnitude, thousands separators from 1,000 up, never an exponent. The CSV
+Numbers are formatted for people (:func:`~.formats.format_value`): fixed decimals
+chosen by magnitude, thousands separators from 1,000 up, never an exponent; the
+chart is drawn in the tools' one style (:mod:`.plots`). The CSV
 files keep the full values. Titles come from the runs themselves
 (:func:`run_headline`, :func:`run_shape`): transport and mode, loop,
 completion, and the workload's shape.
@@ -46,7 +47,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bytes_handoff_bench.names import FLOOR, REPORT_ORDER, Implementation, Scenario
 from bytes_handoff_bench.tools.artifacts import (
@@ -56,9 +57,11 @@ from bytes_handoff_bench.tools.artifacts import (
     read_runs_csv,
     read_summary_csv,
 )
+from bytes_handoff_bench.tools.formats import format_bytes, format_ratio, format_tick, format_value
 from bytes_handoff_bench.tools.intervals import CONFIDENCE, Estimate, format_interval, paired_ratio
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.measure import Measurement
     from rich.table import Table
@@ -120,47 +123,6 @@ def _order(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
 # -- numbers and words for people ----------------------------------------------------
 
 
-def decimals_for(value: float) -> int:
-    """Decimals that show a value to about three or four significant digits.
-
-    None from 1,000 up (thousands separators instead), one from 100, two from 1,
-    and three significant digits below 1 (0.651, 0.0123, 0.000123).
-    """
-    magnitude = abs(value)
-    if not math.isfinite(magnitude) or magnitude == 0 or magnitude >= 1000:
-        return 0
-    if magnitude >= 100:
-        return 1
-    if magnitude >= 1:
-        return 2
-    return min(2 - math.floor(math.log10(magnitude)), 15)
-
-
-def format_value(value: float | None, decimals: int | None = None) -> str:
-    """A number for a table or a chart label: ``1130.0`` -> ``1,130``, ``1.609`` -> ``1.61``.
-
-    Fixed-point with thousands separators, never an exponent; ``n/a`` for
-    ``None`` and non-finite values. ``decimals`` overrides :func:`decimals_for`.
-    """
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    places = decimals_for(value) if decimals is None else decimals
-    if decimals is None and decimals_for(round(value, places)) < places:
-        places = decimals_for(round(value, places))  # 99.996 -> 100.0, not 100.00
-    text = f"{value:,.{places}f}"
-    return "0" if text.strip("-0.,") == "" else text  # no "-0" or "0.00" for a zero
-
-
-def format_tick(value: float) -> str:
-    """An axis tick: as few decimals as the value needs (``80``, ``2.5``, ``1,000``)."""
-    if not math.isfinite(value):
-        return ""
-    text = f"{value:,.{decimals_for(value) + 1}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text.strip("-0.,") == "" else text
-
-
 def single_run(stat: Stat) -> bool:
     """Whether ``stat`` comes from one run (so it has no sample stdev).
 
@@ -185,13 +147,6 @@ def format_stat(stat: Stat | None, scale: float = 1.0) -> str:
     if stdev and round(stdev, places) == 0:
         places = -math.floor(math.log10(stdev))  # one significant digit: below the mean's
     return f"{mean} ± {format_value(stdev, places)}"
-
-
-def format_ratio(value: float | None) -> str:
-    """A ratio to the reference implementation: ``0.93x``; ``n/a`` when there is none."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:,.2f}x"
 
 
 def ratio(value: Stat | None, reference: Stat | None) -> float | None:
@@ -267,16 +222,6 @@ def harness_line(cells: Sequence[CellSummary]) -> str:
         " per read) but behind the harness's per-stream plumbing (its accept loop, socket"
         f" connect and supervised task); its ns/B vs {FLOOR}: {', '.join(parts)}."
     )
-
-
-def format_bytes(count: int) -> str:
-    """A byte count for people: ``64 B``, ``16 KiB`` (16384), ``1 MiB``, ``1,000 B``."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size and count % size == 0:
-            return f"{count // size:,} {unit}"
-    if count < 10 << 20:
-        return f"{count:,} B"
-    return f"{count / (1 << 20):,.2f} MiB"
 
 
 COMPLETION_WORDS = {"fire_and_forget": "fire-and-forget", "ticket": "ticket per frame"}
@@ -536,30 +481,25 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def implementation_color(name: str) -> str:
-    """One matplotlib color per implementation, the same in every chart."""
-    order: list[str] = list(REPORT_ORDER)
-    index = order.index(name) if name in order else len(order) + sum(map(ord, name))
-    return f"C{index % 10}"
-
-
-def chart_panels(split: bool) -> list[tuple[str, str, str]]:
-    """``(metric, panel title, y-axis label)`` of each chart column."""
+def chart_panels(split: bool) -> list[tuple[str, str, str, Literal["lower", "higher"]]]:
+    """``(metric, panel title, y-axis label, which way is better)`` of each chart column."""
     return [
         (
             ns_key(split),
-            ("service CPU ns/B" if split else "CPU ns/B (whole process)") + ", lower is better",
+            "service CPU ns/B" if split else "CPU ns/B (whole process)",
             "CPU time per byte (ns/B)",
+            "lower",
         ),
         (
             "mib_per_sec",
-            ("driver MiB/s" if split else "MiB/s") + " end to end, higher is better",
+            ("driver MiB/s" if split else "MiB/s") + " end to end",
             "throughput (MiB/s)",
+            "higher",
         ),
     ]
 
 
-def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Path:
+def comparison_figure(cells: Sequence[CellSummary], title: str = "") -> Figure:
     """Bars of ns/B and throughput per implementation; one row per scenario.
 
     Each scenario gets its own axes: fragmented and coalesced differ by an order
@@ -569,11 +509,7 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     their ratio to it (its level a dotted line). Error bars (sample stdev) only
     where there was more than one run.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from bytes_handoff_bench.tools import plots
 
     split = is_split(cells)
     scenarios = _order([c.scenario for c in cells], tuple(Scenario))
@@ -581,63 +517,31 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     by_key = {(c.scenario, c.implementation): c for c in cells}
     reference = reference_name(cells)
     floor = floor_name(cells)
-    panels = chart_panels(split)
-    colors = [implementation_color(impl) for impl in impls]
-    fig, axes = plt.subplots(
-        len(scenarios),
-        len(panels),
-        # Wide enough for eight bars' labels (a ratio and its interval).
-        figsize=(max(6.0, 1.2 * len(impls)) * len(panels), 3.9 * len(scenarios) + 1.2),
-        squeeze=False,
-    )
-    for row, scenario in enumerate(scenarios):
+    rows: list[list[plots.BarPanel]] = []
+    for scenario in scenarios:
         base = by_key.get((scenario, reference))
-        base_stat = base.stats.get(ns_key(split)) if base else None
         floor_cell = by_key.get((scenario, floor)) if floor else None
-        for col, (key, label, ylabel) in enumerate(panels):
-            ax = axes[row][col]
-            stats = [
-                cell.stats.get(key) if (cell := by_key.get((scenario, impl))) else None
-                for impl in impls
-            ]
-            means = [s.mean if s else 0.0 for s in stats]
-            errs = [0.0 if s is None or single_run(s) else s.stdev for s in stats]
-            bars = ax.bar(
-                range(len(impls)),
-                means,
-                yerr=errs if any(errs) else None,
-                capsize=4,
-                color=colors,
-            )
-            labels = [format_value(s.mean) if s else "n/a" for s in stats]
+        row = []
+        for key, name, ylabel, better in chart_panels(split):
+            bars = []
+            for impl in impls:
+                cell = by_key.get((scenario, impl))
+                stat = cell.stats.get(key) if cell else None
+                text = format_value(stat.mean) if stat else "n/a"
+                if key == ns_key(split):
+                    text = _chart_ratio_label(text, impl, cell, base, floor_cell)
+                error = 0.0 if stat is None or single_run(stat) else stat.stdev
+                color = plots.implementation_color(impl)
+                bars.append(plots.Bar(impl, stat.mean if stat else None, error, text, color))
+            levels = []
             if key == ns_key(split):
-                labels = [
-                    _chart_ratio_label(text, impl, by_key.get((scenario, impl)), base, floor_cell)
-                    for text, impl in zip(labels, impls, strict=True)
-                ]
-                if base_stat is not None:
-                    ax.axhline(base_stat.mean, color="0.4", linestyle="--", linewidth=0.8)
-                floor_stat = floor_cell.stats.get(key) if floor_cell else None
-                if floor_stat is not None:
-                    ax.axhline(floor_stat.mean, color="0.2", linestyle=":", linewidth=1.0)
-            for x, (bar, text, err) in enumerate(zip(bars, labels, errs, strict=True)):
-                ax.annotate(  # above the error bar, not under it
-                    text,
-                    (x, bar.get_height() + err),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
-                )
-            ax.set_xticks(range(len(impls)))
-            ax.set_xticklabels(impls, rotation=25, ha="right")  # seven names do not fit flat
-            ax.set_title(f"{scenario}: {label}", fontsize=10)
-            ax.set_ylabel(ylabel, fontsize=9)
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_tick(v)))
-            ax.grid(axis="y", alpha=0.3)
-            ax.margins(y=0.25)
+                for level_cell, dotted in ((base, False), (floor_cell, True)):
+                    level = level_cell.stats.get(key) if level_cell else None
+                    if level is not None:
+                        levels.append(plots.Level(level.mean, dotted))
+            panel = plots.Panel(f"{scenario}: {name}", "implementation", ylabel, better)
+            row.append(plots.BarPanel(panel, bars, levels))
+        rows.append(row)
     heading = report_title(cells) or title
     runs = run_count(cells)
     if runs == 1 or (runs == 0 and all(single_run(s) for c in cells for s in c.stats.values())):
@@ -653,11 +557,14 @@ def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Pa
     if reference and floor:
         ratio_note += f", then ratio to {floor} (dotted line)"
     sub = " · ".join(p for p in (how, ratio_note, title if heading != title else "") if p)
-    fig.suptitle(_wrap(heading, 110) + "\n" + sub, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.bar_chart(rows, [heading, sub])
+
+
+def write_chart(path: Path, cells: Sequence[CellSummary], title: str = "") -> Path:
+    """``comparison_figure`` as a PNG (``ImportError`` without matplotlib)."""
+    from bytes_handoff_bench.tools import plots
+
+    return plots.save(comparison_figure(cells, title), path)
 
 
 def _chart_ratio_label(
@@ -682,13 +589,6 @@ def _chart_ratio_label(
         shown = format_ratio(1.0 if same else value.value if value else None)
         lines.append(f"{shown} {floor.implementation}")
     return "\n".join(lines)
-
-
-def _wrap(text: str, width: int) -> str:
-    """Break a long title at ``, `` or ``: `` so it stays inside the figure."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
 
 
 def write_comparison(
