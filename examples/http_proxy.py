@@ -1,19 +1,37 @@
 """A forward HTTP/1.1 proxy on the protocol path, with CONNECT tunnels.
 
-Each client connection is a ``HandoffProtocol`` whose ``HandoffBuffer`` is
-bounded by ``--max-head``: a request head is split off the buffer once its
-blank line is there, and a head that fills the buffer without one is answered
-``431``. Plain requests (``GET http://host:port/path``) go to the upstream in
-origin form over a kept-alive upstream connection; bodies are relayed by
-``Content-Length``, ``chunked`` or read-to-close, in bounded pieces, and every
-response goes back through the client's ``WriteHandoff``. ``CONNECT
-host:port`` answers ``200`` and switches to ``tunnel()`` both ways: bytes the
-client sent right after the head (a TLS ClientHello in the same read) are
-still in the buffer and go first; the rest is spliced kernel to kernel on
-Linux. Malformed requests get ``400``, unsupported ones ``501``/``505``, an
-upstream that cannot be reached ``502``/``504``; then the connection closes.
-Every wait is bounded: ``--connect-timeout``, ``--idle-timeout`` (clients,
-upstream responses, room to write) and ``--tunnel-idle``.
+Each client connection is a ``HandoffProtocol`` driven by its ``on_data``
+callback: every read from the client, and every read from the upstream it
+talks to, runs one parse step on the loop, and replies go out through the
+client's ``WriteHandoff`` (one ``writelines`` per batch). No task and no
+future per request; a wait is a return from the callback, and the next read
+(or room in a full write queue, ``pause_until_room``) runs it again. Opening
+an upstream connection and a ``CONNECT`` tunnel are the two things that run as
+tasks. Requests on one connection, pipelined ones included, are answered in
+order, one exchange at a time.
+
+The client's ``HandoffBuffer`` is bounded by ``--max-head``: a request head is
+split off the buffer once its blank line is there, and a head that fills the
+buffer without one is answered ``431``. Plain requests (``GET
+http://host:port/path``) go to the upstream in origin form over a kept-alive
+upstream connection; bodies are relayed by ``Content-Length``, ``chunked`` or
+read-to-close, in bounded pieces. ``CONNECT host:port`` answers ``200`` and
+switches to ``tunnel()`` both ways: bytes the client sent right after the head
+(a TLS ClientHello in the same read) are still in the buffer and go first; the
+rest is spliced kernel to kernel on Linux. Malformed requests get ``400``,
+unsupported ones ``501``/``505``, an upstream that cannot be reached
+``502``/``504``; then the connection closes. Every wait is bounded:
+``--connect-timeout``, ``--idle-timeout`` (clients, upstream responses, room
+to write) and ``--tunnel-idle``.
+
+Heads are parsed as bytes, with one pass over the fields. The request and
+status lines are always checked by this file's own grammar; the field lines
+by ``httptools`` (llhttp, in C) when it is installed (``--parser auto``, the
+default, leaves the shortest field blocks to Python, which is faster there;
+``pip install httptools``), else by the same grammar in Python (``--parser
+python``). Both give the same answers: a head llhttp refuses is parsed again
+in Python, which names the error, or accepts it (llhttp refuses a few things
+RFC 9112 allows, such as a repeated, equal ``Content-Length``).
 
 Trailer fields of chunked bodies, both ways, are checked like head fields
 (CRLF line ends, a token for a name, no control bytes, at most ``--max-head``
@@ -34,6 +52,12 @@ services included, so admit only clients you trust. Listening beyond loopback
 warning. A bad option value (or an address that cannot be listened on) is
 one line on stderr and exit status 2. ``--loop uvloop`` runs it on uvloop.
 
+``--workers N`` (Linux) runs N processes, each with its own event loop and
+its own listening socket on the same port (``SO_REUSEPORT``: the kernel
+spreads new connections over them). The first process supervises: SIGTERM or
+SIGINT to it stops them all; a worker that dies stops the rest, and a worker
+whose supervisor dies stops by itself.
+
 Run: ``python examples/http_proxy.py --port 8080``, then
 ``curl -x http://127.0.0.1:8080 http://example.org/``.
 """
@@ -46,14 +70,19 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import json
 import math
 import os
 import re
+import select
 import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from bytes_handoff import (
@@ -62,10 +91,14 @@ from bytes_handoff import (
     HandoffProtocol,
     WriteBackpressure,
     WriteHandoff,
-    open_handoff_connection,
-    start_handoff_server,
+    WriteHandoffConfig,
     tunnel,
 )
+
+try:  # optional: the field lines are parsed in C when it is there (pip install httptools)
+    import httptools
+except ImportError:  # pragma: no cover - exercised where httptools is not installed
+    httptools = None  # type: ignore[assignment]
 
 #: Upstream responses: heads up to 64 KiB; bodies move in reads of up to 64 KiB.
 UPSTREAM_CFG = HandoffBufferConfig(max_len=64 * 1024, read_reserve=64 * 1024)
@@ -74,36 +107,57 @@ CHUNK_LINE_LIMIT = 4096
 #: After an error reply, how long the client's unread input is drained before
 #: closing: closing with unread bytes sends a reset that can destroy the reply.
 LINGER_SECONDS = 2.0
-VIA = "1.1 bytes-handoff"
+#: Added to every head the proxy sends on (RFC 9110, 7.6.3).
+VIA_LINE = b"Via: 1.1 bytes-handoff\r\n"
+#: ``--parser auto``: field lines this long or longer (bytes) go to llhttp, shorter to Python.
+LLHTTP_FROM = 160
+#: How long a worker has to start listening, and the workers to stop on SIGTERM.
+WORKER_START_SECONDS = 30.0
+WORKER_STOP_SECONDS = 10.0
 
 CHUNKED = -1  # body framing: chunked transfer coding
 UNTIL_CLOSE = -2  # body framing: the upstream closes after the body
+NEVER = math.inf  # a deadline for nothing
 
-TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-REQUEST_LINE = re.compile(rf"({TOKEN}) ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
-STATUS_LINE = re.compile(r"HTTP/1\.(\d) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-HEADER_LINE = re.compile(rf"({TOKEN}):[ \t]*(.*?)[ \t]*")
-BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
-AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::(\d{0,5}))?")
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) HTTP/(\d)\.(\d)\r\n")
+STATUS_LINE = re.compile(rb"HTTP/1\.(\d) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\r\n")
+#: Field lines (RFC 9112, 5): a token, a colon right after it, a value without control
+#: bytes (HTAB aside), CRLF. Folded lines, a space before the colon, a bare CR or LF:
+#: none of them match. FIELD_LINES checks a whole block in one call; FIELD takes each
+#: line apart, the value without the blanks around it.
+FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+FIELD = re.compile(
+    rb"(" + TOKEN + rb"):[ \t]*"
+    rb"((?:[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)?)[ \t]*\r\n"
+)
+ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
+AUTHORITY = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::(\d{0,5}))?")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r\n")
+DIGITS = re.compile(rb"[0-9]{1,18}")
 
-METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
-#: Fields about one connection, never forwarded (RFC 9110, 7.6.1). The framing
-#: fields are dropped too: the proxy writes its own, matching what it sends.
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "upgrade",
-    "transfer-encoding",
-    "content-length",
+METHODS = frozenset(b"GET HEAD POST PUT DELETE OPTIONS PATCH TRACE CONNECT".split())
+
+# What the one pass over a head's fields does with each name (in lower case): the
+# framing and connection fields are read, then dropped with the other hop-by-hop ones
+# (RFC 9110, 7.6.1): the proxy writes its own framing, matching what it sends. Names
+# not here are forwarded as they are.
+HOST, CONNECTION, PROXY_CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, HOP = range(6)
+FIELD_ROLES = {
+    b"host": HOST,
+    b"connection": CONNECTION,
+    b"proxy-connection": PROXY_CONNECTION,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"content-length": CONTENT_LENGTH,
+    b"keep-alive": HOP,
+    b"proxy-authenticate": HOP,
+    b"proxy-authorization": HOP,
+    b"te": HOP,
+    b"upgrade": HOP,
 }
 #: What a ``Connection`` field may not remove: the framing the proxy relies on.
-PINNED = {"host", "content-length", "transfer-encoding"}
+PINNED = frozenset((b"host", b"content-length", b"transfer-encoding"))
+assert FIELD_ROLES.keys() >= PINNED  # without_named relies on it
 REASONS = {
     400: "Bad Request",
     403: "Forbidden",
@@ -115,7 +169,10 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 
-Fields = list[tuple[str, str]]
+Fields = list[tuple[bytes, bytes]]
+#: Parses the field lines of ``head`` from offset ``start`` to its empty line; a
+#: malformed one raises ``ProxyError(status)``.
+FieldParser = Callable[[bytes, int, int], Fields]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -133,15 +190,7 @@ class BadFraming(ValueError):
 
 #: What a relay can fail with: a peer that closed or broke mid-message, a wait
 #: that timed out, a buffer or write queue that gave up.
-RELAY_ERRORS = (
-    ProxyError,
-    BadFraming,
-    EOFError,
-    TimeoutError,
-    OSError,
-    HandoffError,
-    asyncio.LimitOverrunError,
-)
+RELAY_ERRORS = (ProxyError, BadFraming, EOFError, TimeoutError, OSError, HandoffError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +201,17 @@ class Settings:
     tunnel_idle: float
     connect_ports: tuple[range, ...]  # where CONNECT may go
     allow_from: tuple[Network, ...]  # who is served at all
+    request_fields: FieldParser
+    response_fields: FieldParser
+    client_cfg: HandoffBufferConfig = field(init=False)
+    upstream_out_cfg: WriteHandoffConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = HandoffBufferConfig(max_len=self.max_head, read_reserve=min(self.max_head, 16384))
+        object.__setattr__(self, "client_cfg", cfg)
+        # Room for the longest request head as one piece, and a body piece behind it.
+        out_cfg = WriteHandoffConfig(max_pending_bytes=1024 * 1024 + self.max_head)
+        object.__setattr__(self, "upstream_out_cfg", out_cfg)
 
     def connect_allowed(self, port: int) -> bool:
         return any(port in ports for ports in self.connect_ports)
@@ -166,7 +226,7 @@ class Settings:
 
 @dataclass(slots=True)
 class Request:
-    method: str
+    method: bytes
     minor: int  # HTTP/1.<minor>
     host: str  # to connect to (no brackets)
     port: int
@@ -175,124 +235,224 @@ class Request:
     keep_alive: bool
 
 
-# -- parsing --------------------------------------------------------------------------------------
+# -- parsing: heads as bytes, one pass over the fields -------------------------------------------
 
 
-def parse_field(line: str) -> tuple[str, str] | None:
-    """``(name, value)`` of one field line (without its CRLF); ``None`` if it is malformed."""
-    match = HEADER_LINE.fullmatch(line)
-    # Folded lines, a space before the colon, control bytes (a bare CR or LF among
-    # them): all refused (RFC 9112, 5).
-    if match is None or BAD_VALUE.search(match[2]):
-        return None
-    return match[1], match[2]
+def shown(data: bytes) -> str:
+    """``data`` (its start) for an error message."""
+    return repr(data[:80].decode("latin-1"))
 
 
-def parse_fields(lines: list[str], status: int) -> Fields:
-    fields = []
-    for line in lines:
-        field = parse_field(line)
-        if field is None:
-            raise ProxyError(status, f"malformed header line {line[:80]!r}")
-        fields.append(field)
-    return fields
+def python_fields(head: bytes, start: int, status: int) -> Fields:
+    """The field lines of ``head`` from ``start`` to its empty line, checked and taken apart."""
+    end = len(head) - 2  # the head ends with its empty line
+    if FIELD_LINES.fullmatch(head, start, end) is None:
+        # Folded lines, a space before the colon, control bytes (a bare CR or LF among
+        # them): all refused (RFC 9112, 5). Name the first bad line.
+        for line in head[start:end].split(b"\r\n")[:-1]:
+            if b"\r" in line or b"\n" in line:
+                raise ProxyError(status, "bare CR or LF in the head")
+            if FIELD.fullmatch(line + b"\r\n") is None:
+                raise ProxyError(status, f"malformed header line {shown(line)}")
+        raise ProxyError(status, "malformed header lines")  # not reached: a line is bad
+    return FIELD.findall(head, start, end)
 
 
-def values(fields: Fields, name: str) -> list[str]:
-    return [value for key, value in fields if key.lower() == name]
+class HeadFields:
+    """What llhttp reports for one head: httptools calls ``on_header`` once per field."""
+
+    __slots__ = ("complete", "fields")
+
+    def __init__(self) -> None:
+        self.fields: Fields = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
-def tokens(fields: Fields, name: str) -> list[str]:
-    return [t.strip().lower() for v in values(fields, name) for t in v.split(",") if t.strip()]
+def llhttp_fields(
+    parser_class: type, shortest: int, head: bytes, start: int, status: int
+) -> Fields:
+    """``python_fields``, parsed by llhttp; anything it refuses is parsed again in Python.
+
+    llhttp parses the whole head; the request or status line was checked before.
+    Field lines shorter than ``shortest`` bytes in all go to ``python_fields``.
+    """
+    if len(head) - start < shortest:
+        return python_fields(head, start, status)
+    got = HeadFields()
+    try:
+        parser_class(got).feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT, or an Upgrade field: parsed all the same (and Upgrade is dropped)
+    except httptools.HttpParserError:
+        # Refused: the Python grammar names the error in the same words, or accepts what
+        # llhttp is stricter about (a repeated, equal Content-Length, say).
+        return python_fields(head, start, status)
+    if not got.complete:
+        return python_fields(head, start, status)
+    if b" \r\n" in head or b"\t\r\n" in head:
+        # llhttp keeps the blanks after a value; the grammar does not count them in.
+        return [(name, value.rstrip(b" \t")) for name, value in got.fields]
+    return got.fields
 
 
-def content_length(fields: Fields, status: int) -> int | None:
-    found = [part.strip() for v in values(fields, "content-length") for part in v.split(",")]
-    if not found:
-        return None
+def field_parsers(name: str) -> tuple[FieldParser, FieldParser]:
+    """(request, response) field parsers for ``--parser``."""
+    if name == "python" or (name == "auto" and httptools is None):
+        return python_fields, python_fields
+    # llhttp costs about 2.5 us a head to set up (and parses the first line again); the
+    # regex about 25 ns a byte. So auto leaves short field blocks (a head with a field
+    # or two, wrk's and curl's requests) to the regex and longer ones (a browser's,
+    # most responses) to llhttp.
+    shortest = LLHTTP_FROM if name == "auto" else 0
+    return (
+        functools.partial(llhttp_fields, httptools.HttpRequestParser, shortest),
+        functools.partial(llhttp_fields, httptools.HttpResponseParser, shortest),
+    )
+
+
+def tokens(values: list[bytes]) -> list[bytes]:
+    """The comma-separated tokens of a field's values, in lower case."""
+    if len(values) == 1 and b"," not in values[0]:  # the usual case: one field, one token
+        token = values[0].strip().lower()
+        return [token] if token else []
+    return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
+
+
+def content_length(values: list[bytes], status: int) -> int:
+    value = values[0]
+    if len(values) == 1 and value.isdigit() and len(value) <= 18:
+        return int(value)  # the usual case: one field, one number
+    found = [part.strip() for v in values for part in v.split(b",")]
     # Disagreeing lengths are how requests get smuggled past a proxy: refuse them.
-    if len(set(found)) != 1 or not re.fullmatch(r"\d{1,18}", found[0]):
-        raise ProxyError(status, f"bad Content-Length {', '.join(found)[:80]!r}")
+    if len(set(found)) != 1 or not DIGITS.fullmatch(found[0]):
+        raise ProxyError(status, f"bad Content-Length {shown(b', '.join(found))}")
     return int(found[0])
 
 
-def forwardable(fields: Fields) -> Fields:
-    named = set(tokens(fields, "connection")) - PINNED
-    drop = HOP_BY_HOP | named | {"host"}
-    return [(k, v) for k, v in fields if k.lower() not in drop]
+def without_named(kept: Fields, connection: list[bytes]) -> Fields:
+    """``kept`` less the fields the ``Connection`` tokens name (they are about this hop only).
+
+    Fields with a role are not in ``kept`` any more; the ones a ``Connection`` field
+    may not remove (``PINNED``) are among them.
+    """
+    named = [t for t in connection if t not in FIELD_ROLES]
+    if not named:  # "keep-alive", "close": the usual case, nothing more to drop
+        return kept
+    return [(k, v) for k, v in kept if k.lower() not in named]
 
 
-def render(first_line: str, fields: Fields, extra: list[str]) -> bytes:
-    lines = [first_line, *(f"{k}: {v}" for k, v in fields), *extra, "", ""]
-    return "\r\n".join(lines).encode("latin-1")
+def render(first_line: bytes, fields: Fields, extra: list[bytes]) -> bytes:
+    """A head: its first line and ``extra`` lines with their CRLF, ``fields`` between."""
+    parts = [first_line]
+    for name, value in fields:
+        parts += (name, b": ", value, b"\r\n")
+    parts += extra
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
-def parse_authority(authority: str, default_port: int | None) -> tuple[str, int]:
+@functools.lru_cache(maxsize=1024)
+def parse_authority(authority: bytes, default_port: int | None) -> tuple[str, int]:
+    # Cached: a client sends most of its requests to a few hosts.
     match = AUTHORITY.fullmatch(authority)
     if match is None:
-        raise ProxyError(400, f"malformed authority {authority[:80]!r}")
-    host, port = match[1], match[2]
+        raise ProxyError(400, f"malformed authority {shown(authority)}")
+    host, port = match[1].strip(b"[]").decode("ascii"), match[2]
     if not port:
         if default_port is None:
-            raise ProxyError(400, f"{authority[:80]!r} has no port")
-        return host.strip("[]"), default_port
+            raise ProxyError(400, f"{shown(authority)} has no port")
+        return host, default_port
     if not 0 < int(port) < 65536:
-        raise ProxyError(400, f"port out of range in {authority[:80]!r}")
-    return host.strip("[]"), int(port)
+        raise ProxyError(400, f"port out of range in {shown(authority)}")
+    return host, int(port)
 
 
-def parse_request(head: bytes) -> Request:
-    lines = head.decode("latin-1").split("\r\n")[:-2]  # the head ends with an empty line
-    if any("\n" in line or "\r" in line for line in lines):
-        raise ProxyError(400, "bare CR or LF in the head")
-    match = REQUEST_LINE.fullmatch(lines[0])
-    if match is None:
-        raise ProxyError(400, f"malformed request line {lines[0][:80]!r}")
-    method, target, major, minor = match[1], match[2], int(match[3]), int(match[4])
-    if major != 1:
-        raise ProxyError(505, f"HTTP/{major}.{minor} is not spoken here")
+def parse_request(head: bytes, fields_of: FieldParser) -> Request:
+    """The request in ``head`` (through its empty line), and the head that goes upstream."""
+    # Hot path: once per request.
+    line = REQUEST_LINE.match(head)
+    if line is None:
+        first = head[: head.find(b"\r\n")]
+        raise ProxyError(400, f"malformed request line {shown(first)}")
+    method, target, major, minor_digit = line.groups()
+    if major != b"1":
+        raise ProxyError(505, f"HTTP/{major.decode()}.{minor_digit.decode()} is not spoken here")
+    minor = int(minor_digit)
     if method not in METHODS:
-        raise ProxyError(501, f"method {method[:40]!r} is not supported")
-    fields = parse_fields(lines[1:], 400)
-    hosts = values(fields, "host")
-    if len(hosts) > 1 or (minor >= 1 and not hosts):
-        raise ProxyError(400, "an HTTP/1.1 request needs exactly one Host field")
-    conn = tokens(fields, "connection") + tokens(fields, "proxy-connection")
-    keep_alive = "close" not in conn if minor >= 1 else "keep-alive" in conn
+        raise ProxyError(501, f"method {shown(method[:40])} is not supported")
 
-    if method == "CONNECT":
+    # One pass: note what the proxy needs, keep what it forwards.
+    hosts = 0
+    connection: list[bytes] = []
+    proxy_connection: list[bytes] = []
+    te: list[bytes] = []
+    lengths: list[bytes] = []
+    kept: Fields = []
+    for name, value in fields_of(head, line.end(), 400):
+        role = FIELD_ROLES.get(name.lower())
+        if role is None:
+            kept.append((name, value))
+        elif role == HOST:
+            hosts += 1
+        elif role == CONNECTION:
+            connection.append(value)
+        elif role == PROXY_CONNECTION:
+            proxy_connection.append(value)
+        elif role == TRANSFER_ENCODING:
+            te.append(value)
+        elif role == CONTENT_LENGTH:
+            lengths.append(value)
+    if hosts > 1 or (minor >= 1 and not hosts):
+        raise ProxyError(400, "an HTTP/1.1 request needs exactly one Host field")
+    if connection or proxy_connection:
+        connection = tokens(connection)
+        conn = connection + tokens(proxy_connection)
+        keep_alive = b"close" not in conn if minor >= 1 else b"keep-alive" in conn
+    else:
+        keep_alive = minor >= 1
+
+    if method == b"CONNECT":
         host, port = parse_authority(target, None)
         return Request(method, minor, host, port, b"", 0, keep_alive)
 
     absolute = ABSOLUTE.fullmatch(target)
     if absolute is None:
         # Origin form ("/path") or "*": fine for a server, but a proxy cannot route it.
-        raise ProxyError(400, f"a proxy needs an absolute URI, got {target[:80]!r}")
-    scheme, authority, path = absolute[1].lower(), absolute[2], absolute[3] or "/"
-    if scheme != "http":
-        raise ProxyError(501, f"{scheme}:// is not proxied (use CONNECT for https)")
-    if "@" in authority:
+        raise ProxyError(400, f"a proxy needs an absolute URI, got {shown(target)}")
+    scheme, authority, path = absolute[1].lower(), absolute[2], absolute[3] or b"/"
+    if scheme != b"http":
+        raise ProxyError(501, f"{scheme.decode()}:// is not proxied (use CONNECT for https)")
+    if b"@" in authority:
         raise ProxyError(400, "credentials in the URI are not forwarded")
     host, port = parse_authority(authority, 80)
-    if path.startswith("?"):
-        path = "/" + path
+    if path.startswith(b"?"):
+        path = b"/" + path
 
-    te = tokens(fields, "transfer-encoding")
-    if te:
-        if minor == 0 or values(fields, "content-length"):
+    codings = tokens(te) if te else []
+    if codings:
+        if minor == 0 or lengths:
             raise ProxyError(400, "Transfer-Encoding with HTTP/1.0 or with Content-Length")
-        if te != ["chunked"]:
-            raise ProxyError(501, f"transfer coding {', '.join(te)[:80]!r} is not supported")
-        framing, framing_field = CHUNKED, ["Transfer-Encoding: chunked"]
+        if codings != [b"chunked"]:
+            raise ProxyError(501, f"transfer coding {shown(b', '.join(codings))} is not supported")
+        framing, framing_field = CHUNKED, b"Transfer-Encoding: chunked\r\n"
+    elif lengths:
+        framing = content_length(lengths, 400)
+        framing_field = b"Content-Length: %d\r\n" % framing
     else:
-        length = content_length(fields, 400)
-        framing = length or 0
-        framing_field = [] if length is None else [f"Content-Length: {length}"]
+        framing, framing_field = 0, b""
+    if connection:
+        kept = without_named(kept, connection)
     # The URI's authority replaces whatever Host the client sent (RFC 9112, 3.2.2).
     upstream_head = render(
-        f"{method} {path} HTTP/1.1",
-        [("Host", authority), *forwardable(fields)],
-        [*framing_field, f"Via: {VIA}"],
+        b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, authority),
+        kept,
+        [framing_field, VIA_LINE],
     )
     return Request(method, minor, host, port, upstream_head, framing, keep_alive)
 
@@ -300,45 +460,79 @@ def parse_request(head: bytes) -> Request:
 @dataclass(slots=True)
 class Response:
     status: int
-    reason: str
-    minor: int
-    fields: Fields
+    head: bytes  # what goes to the client
+    framing: int  # body length, CHUNKED, UNTIL_CLOSE or 0
+    decode: bool  # chunked for an HTTP/1.0 client: send the data only
+    keep_client: bool  # the client connection stays open after it
+    keep_upstream: bool  # so does the upstream connection
 
 
-def parse_response(head: bytes) -> Response:
-    lines = head.decode("latin-1").split("\r\n")[:-2]
-    match = STATUS_LINE.fullmatch(lines[0])
-    if match is None:
-        raise ProxyError(502, f"malformed status line from upstream {lines[0][:80]!r}")
-    status = int(match[2])
-    reason = match[3] or REASONS.get(status, "")
-    return Response(status, reason, int(match[1]), parse_fields(lines[1:], 502))
+def parse_response(head: bytes, req: Request, fields_of: FieldParser) -> Response:
+    """The response in ``head``: its framing (RFC 9112, 6.3) and the head the client gets."""
+    # Hot path: once per response.
+    line = STATUS_LINE.match(head)
+    if line is None:
+        first = head[: head.find(b"\r\n")]
+        raise ProxyError(502, f"malformed status line from upstream {shown(first)}")
+    minor_digit, status_digits, reason = line.groups()
+    minor, status = int(minor_digit), int(status_digits)
+    if not reason:
+        reason = REASONS.get(status, "").encode()
 
+    connection: list[bytes] = []
+    te: list[bytes] = []
+    lengths: list[bytes] = []
+    kept: Fields = []
+    for name, value in fields_of(head, line.end(), 502):
+        role = FIELD_ROLES.get(name.lower())
+        if role is None:
+            kept.append((name, value))
+        elif role == CONNECTION:
+            connection.append(value)
+        elif role == TRANSFER_ENCODING:
+            te.append(value)
+        elif role == CONTENT_LENGTH:
+            lengths.append(value)
+    if connection:
+        connection = tokens(connection)
+        kept = without_named(kept, connection)
+    first_line = b"HTTP/1.1 %s %s\r\n" % (status_digits, reason)
+    if status < 200:
+        return Response(status, render(first_line, kept, []), 0, False, True, True)
 
-def response_framing(resp: Response, method: str) -> int:
-    """The response body's length, ``CHUNKED`` or ``UNTIL_CLOSE`` (RFC 9112, 6.3)."""
-    if method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
-        return 0
-    te = tokens(resp.fields, "transfer-encoding")
-    if te:
-        return CHUNKED if te[-1] == "chunked" else UNTIL_CLOSE
-    length = content_length(resp.fields, 502)
-    return UNTIL_CLOSE if length is None else length
+    codings = tokens(te) if te else []
+    length = content_length(lengths, 502) if lengths and not codings else None
+    if req.method == b"HEAD" or status in (204, 304):
+        framing = 0
+    elif codings:
+        framing = CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
+    else:
+        framing = UNTIL_CLOSE if length is None else length
+    decode = framing == CHUNKED and req.minor == 0
+    keep_client = req.keep_alive and framing != UNTIL_CLOSE and not decode
+    keep_upstream = framing != UNTIL_CLOSE and minor >= 1 and b"close" not in connection
+    extra = [VIA_LINE]
+    if te and not decode:
+        # Relayed as it came (a HEAD or 304 answer keeps it as metadata).
+        extra += [b"Transfer-Encoding: %s\r\n" % v for v in te]
+    elif not te and length is not None:
+        extra.append(b"Content-Length: %d\r\n" % length)
+    if not keep_client:
+        extra.append(b"Connection: close\r\n")
+    elif req.minor == 0:
+        extra.append(b"Connection: keep-alive\r\n")
+    head = render(first_line, kept, extra)
+    return Response(status, head, framing, decode, keep_client, keep_upstream)
 
 
 def error_reply(status: int, detail: str) -> bytes:
     reason = REASONS.get(status, "Error")
     body = f"{status} {reason}: {detail}\n".encode()
-    head = render(
-        f"HTTP/1.1 {status} {reason}",
-        [],
-        [
-            "Content-Type: text/plain; charset=utf-8",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-        ],
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
-    return head + body
+    return head.encode("latin-1") + body
 
 
 def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -358,113 +552,231 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-# -- relaying -------------------------------------------------------------------------------------
+# -- relaying: callback steps that never wait ----------------------------------------------------
 
 
-async def send(out: WriteHandoff, data: bytes, timeout: float) -> None:
-    try:
-        out.try_write_fire_and_forget(data)  # room now (the usual case): no wait, no timer
-    except WriteBackpressure:
-        # A peer that stops reading fills the queue; it gets `timeout` seconds to make room.
-        async with asyncio.timeout(timeout):
-            await out.write_fire_and_forget(data)
+class Pipe:
+    """One direction of an exchange: pieces taken from ``src``'s buffer, queued on ``out``.
+
+    ``send`` queues a piece when ``out`` has room. When it has not, the piece waits
+    here and ``src`` stops being read until ``out`` has room for it
+    (``pause_until_room``); then ``src``'s ``on_data`` runs again and ``flush`` sends
+    the piece first. At most one piece waits, so memory stays bounded by the queue.
+    """
+
+    __slots__ = ("out", "src", "stalled")
+
+    def __init__(self, src: HandoffProtocol, out: WriteHandoff) -> None:
+        self.src = src
+        self.out = out
+        self.stalled: bytes | None = None
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data``; ``False`` if it has to wait for room (stop taking pieces then).
+
+        Only while nothing waits: callers ``flush`` first, so the order holds.
+        """
+        # Hot path: one call per piece; a piece that fits is queued inline.
+        assert self.stalled is None
+        try:
+            self.out.try_write_fire_and_forget(data)
+            return True
+        except WriteBackpressure:
+            pass  # full, or closed (then pause_until_room raises WriteClosed)
+        self.stalled = data
+        self.src.pause_until_room(self.out, len(data))
+        return False
+
+    def flush(self) -> bool:
+        """Send the piece that waited for room, if any; ``False`` if it still has to wait."""
+        data = self.stalled
+        if data is None:
+            return True
+        self.stalled = None
+        return self.send(data)
 
 
-async def fill(src: HandoffProtocol, timeout: float) -> None:
-    """Wait for more bytes in ``src.buffer``; ``EOFError`` if the peer ends mid-message."""
-    async with asyncio.timeout(timeout):
-        if await src.read_available() == 0:
-            raise EOFError("connection closed in the middle of a message")
-
-
-async def relay_exactly(src: HandoffProtocol, out: WriteHandoff, n: int, timeout: float) -> None:
+def take(src: HandoffProtocol, n: int) -> bytes:
+    """The first ``n`` buffered bytes of ``src``, reading resumed if the buffer was full."""
     buf = src.buffer
-    while n:
-        if not buf:
-            await fill(src, timeout)
-        take = min(n, len(buf))
-        n -= take
-        await send(out, buf.split_prefix(take), timeout)
+    if len(buf) < buf.max_len:
+        return buf.split_prefix(n)
+    # A full buffer paused reading (while the upstream connected, say): bytes taken
+    # out outside on_data do not resume it by themselves.
+    data = buf.split_prefix(n)
+    src.resume_reading()
+    return data
 
 
-async def read_line(src: HandoffProtocol, limit: int, timeout: float) -> bytes:
-    async with asyncio.timeout(timeout):
-        return await src.read_until(b"\r\n", min(limit, src.buffer.max_len))
+def ended(src: HandoffProtocol) -> None:
+    """Raise why ``src`` will send nothing more, if it will not: its error, or its end."""
+    if src.at_eof:
+        if src.exception is not None:
+            raise src.exception
+        raise EOFError("connection closed in the middle of a message")
 
 
-async def relay_chunked(
-    src: HandoffProtocol, out: WriteHandoff, timeout: float, limit: int, *, decode: bool
-) -> None:
-    """Relay one chunked body; ``decode`` sends only the data (for an HTTP/1.0 client)."""
-    while True:
-        line = await read_line(src, CHUNK_LINE_LIMIT, timeout)
-        match = CHUNK_SIZE.fullmatch(line)
-        if match is None:
-            raise BadFraming(f"malformed chunk-size line {line[:40]!r}")
-        size = int(match[1], 16)
-        if not decode:
-            await send(out, line, timeout)
-        if size == 0:
-            break
-        await relay_exactly(src, out, size, timeout)
-        async with asyncio.timeout(timeout):
-            crlf = await src.read_exactly(2)
-        if crlf != b"\r\n":
-            raise BadFraming("chunk data not followed by CRLF")
-        if not decode:
-            await send(out, crlf, timeout)
-    # Trailer fields up to the empty line: bounded like a head, and checked like head
-    # fields before they are relayed. A bare LF inside one ("X: a\n\nGET /x ...") would
-    # end the body early for a next hop that accepts LF line ends: a smuggled request.
-    total = 0
-    while (line := await read_line(src, limit - total, timeout)) != b"\r\n":
-        total += len(line)
-        if parse_field(line[:-2].decode("latin-1")) is None:
-            raise BadFraming(f"malformed trailer line {line[:80]!r}")
-        if not decode:
-            await send(out, line, timeout)
-    if not decode:
-        await send(out, line, timeout)
-
-
-async def relay_until_close(src: HandoffProtocol, out: WriteHandoff, timeout: float) -> None:
+def take_line(src: HandoffProtocol, limit: int) -> bytes | None:
+    """The next CRLF-terminated line of ``src``'s buffer, ``None`` until it is all there."""
     buf = src.buffer
-    while True:
-        if buf:
-            await send(out, buf.freeze_all(), timeout)
-        async with asyncio.timeout(timeout):
-            if await src.read_available() == 0:
-                return
+    pos = buf.find(b"\r\n")
+    if pos >= 0:
+        if pos + 2 > limit:
+            raise BadFraming(f"line over {limit} bytes")
+        return take(src, pos + 2)
+    if len(buf) >= min(limit, buf.max_len):
+        raise BadFraming(f"line over {limit} bytes")
+    ended(src)
+    return None
 
 
-async def relay_body(
-    src: HandoffProtocol,
-    out: WriteHandoff,
-    framing: int,
-    timeout: float,
-    limit: int,
-    *,
-    decode: bool = False,
-) -> None:
+class Relay:
+    """One message body, moved from a pipe's source buffer into its queue as it arrives.
+
+    ``step()`` moves what is buffered and says whether the body is complete (its
+    last piece sent, or waiting in the pipe). It never waits: it returns, and runs
+    again on the next read or once the queue has room. Once complete it stays so.
+    """
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+
+    def step(self) -> bool:
+        raise NotImplementedError
+
+
+class LengthRelay(Relay):
+    """A body of a known length (``Content-Length``); 0 is an empty body."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, pipe: Pipe, length: int) -> None:
+        super().__init__(pipe)
+        self.left = length
+
+    def step(self) -> bool:
+        # Hot path: a body that arrived with its head is one split and one send.
+        src = self.pipe.src
+        buf = src.buffer
+        while self.left:
+            n = len(buf)
+            if not n:
+                ended(src)
+                return False
+            if n > self.left:
+                n = self.left
+            self.left -= n
+            if not self.pipe.send(take(src, n)):
+                return not self.left
+        return True
+
+
+class UntilCloseRelay(Relay):
+    """A body that ends when the upstream closes its side (no length given)."""
+
+    __slots__ = ()
+
+    def step(self) -> bool:
+        src = self.pipe.src
+        buf = src.buffer
+        if buf and not self.pipe.send(take(src, len(buf))):
+            return False
+        if not src.at_eof:
+            return False
+        if src.exception is not None:
+            raise src.exception  # a reset is not the end of the body
+        return True
+
+
+class ChunkedRelay(Relay):
+    """A chunked body, chunk by chunk, then its trailer fields, checked like head fields.
+
+    ``decode`` sends only the data (for an HTTP/1.0 client); ``limit`` bounds the
+    trailer section, as a head is bounded.
+    """
+
+    __slots__ = ("decode", "left", "limit", "state")
+
+    SIZE, DATA, DATA_END, TRAILER, DONE = range(5)
+
+    def __init__(self, pipe: Pipe, limit: int, *, decode: bool) -> None:
+        super().__init__(pipe)
+        self.decode = decode
+        self.limit = limit
+        self.left = 0  # data bytes still to come in this chunk
+        self.state = self.SIZE
+
+    def step(self) -> bool:
+        src = self.pipe.src
+        buf = src.buffer
+        send = self.pipe.send
+        relay_framing = not self.decode
+        while True:
+            state = self.state
+            if state == self.SIZE:
+                line = take_line(src, CHUNK_LINE_LIMIT)
+                if line is None:
+                    return False
+                match = CHUNK_SIZE.fullmatch(line)
+                if match is None:
+                    raise BadFraming(f"malformed chunk-size line {shown(line[:40])}")
+                self.left = int(match[1], 16)
+                self.state = self.DATA if self.left else self.TRAILER
+                if relay_framing and not send(line):
+                    return False
+            elif state == self.DATA:
+                n = len(buf)
+                if not n:
+                    ended(src)
+                    return False
+                if n > self.left:
+                    n = self.left
+                self.left -= n
+                if not self.left:
+                    self.state = self.DATA_END
+                if not send(take(src, n)):
+                    return False
+            elif state == self.DATA_END:
+                if len(buf) < 2:
+                    ended(src)
+                    return False
+                crlf = take(src, 2)
+                if crlf != b"\r\n":
+                    raise BadFraming("chunk data not followed by CRLF")
+                self.state = self.SIZE
+                if relay_framing and not send(crlf):
+                    return False
+            elif state == self.TRAILER:
+                # Trailer fields up to the empty line: bounded like a head, and checked like
+                # head fields before they are relayed. A bare LF inside one ("X: a\n\nGET
+                # /x ...") would end the body early for a next hop that accepts LF line
+                # ends: a smuggled request.
+                line = take_line(src, self.limit)
+                if line is None:
+                    return False
+                if line == b"\r\n":
+                    self.state = self.DONE
+                elif FIELD.fullmatch(line) is None:
+                    raise BadFraming(f"malformed trailer line {shown(line)}")
+                else:
+                    self.limit -= len(line)
+                if relay_framing and not send(line):
+                    return self.state == self.DONE
+            else:
+                return True
+
+
+def body_relay(pipe: Pipe, framing: int, limit: int, *, decode: bool = False) -> Relay:
     if framing == CHUNKED:
-        await relay_chunked(src, out, timeout, limit, decode=decode)
-    elif framing == UNTIL_CLOSE:
-        await relay_until_close(src, out, timeout)
-    else:
-        await relay_exactly(src, out, framing, timeout)
+        return ChunkedRelay(pipe, limit, decode=decode)
+    if framing == UNTIL_CLOSE:
+        return UntilCloseRelay(pipe)
+    return LengthRelay(pipe, framing)
 
 
 # -- connections ----------------------------------------------------------------------------------
-
-
-async def connect(host: str, port: int, settings: Settings) -> HandoffProtocol:
-    try:
-        async with asyncio.timeout(settings.connect_timeout):
-            return await open_handoff_connection(host, port, config=UPSTREAM_CFG)
-    except TimeoutError:
-        raise ProxyError(504, f"connecting to {host}:{port} timed out") from None
-    except OSError as exc:
-        raise ProxyError(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
 
 def reset(proto: HandoffProtocol) -> None:
@@ -481,12 +793,46 @@ def reset(proto: HandoffProtocol) -> None:
     transport.abort()
 
 
-@dataclass(slots=True)
+async def connect(
+    host: str, port: int, settings: Settings, factory: Callable[[], HandoffProtocol]
+) -> HandoffProtocol:
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(settings.connect_timeout):
+            _, proto = await loop.create_connection(factory, host, port)
+    except TimeoutError:
+        raise ProxyError(504, f"connecting to {host}:{port} timed out") from None
+    except OSError as exc:
+        raise ProxyError(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    return proto
+
+
+class UpstreamProtocol(HandoffProtocol):
+    """An upstream connection: its reads, and its loss, go to the client connection it serves."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        super().__init__(UPSTREAM_CFG, on_data=client.upstream_data)
+        self.client = client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.client.upstream_lost(self)
+
+
 class Upstream:
-    key: tuple[str, int]
-    proto: HandoffProtocol
-    out: WriteHandoff
-    dropped: bool = False  # closed by us, not by the upstream
+    """The upstream connection a client connection talks to, and the pipes both ways."""
+
+    __slots__ = ("host", "out", "port", "proto", "requests", "responses")
+
+    def __init__(
+        self, host: str, port: int, proto: HandoffProtocol, client: ClientConnection
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.proto = proto
+        self.out = WriteHandoff.spawn(proto, client.settings.upstream_out_cfg)
+        self.requests = Pipe(client, self.out)  # request heads and bodies
+        self.responses = Pipe(proto, client.out)  # responses
 
     def reusable(self) -> bool:
         # Leftover bytes after a response mean the stream is out of step: never reuse it.
@@ -494,242 +840,452 @@ class Upstream:
         return not (proto.closed or proto.at_eof or proto.buffer or self.out.closed)
 
     def close(self) -> None:
-        self.dropped = True
         self.out.abort()
         if self.proto.transport is not None:
             self.proto.transport.abort()
 
 
-class ClientConnection:
-    """One client connection: its requests in order, and the upstream they currently use."""
+# What a client connection is doing.
+READING_HEAD = 0  # waiting for (the rest of) the next request head
+CONNECTING = 1  # opening the upstream connection for a request
+EXCHANGING = 2  # a request going up, its response coming back
+TUNNELING = 3  # a CONNECT tunnel (a task) owns the connection
+CLOSING = 4  # replies flushed, then closed; what the client still sends is drained
 
-    def __init__(self, proto: HandoffProtocol, settings: Settings) -> None:
-        self.proto = proto
-        self.out = WriteHandoff.spawn(proto)
+
+class ClientConnection(HandoffProtocol):
+    """One client connection, driven by reads on it and on its upstream connection.
+
+    ``client_data`` runs after every read from the client and ``upstream_data``
+    after every read from the upstream; each moves what it can and returns.
+    Every wait is bounded by one timer per connection (``on_timer``), with one
+    deadline for the client side and one for the upstream side.
+    """
+
+    def __init__(self, settings: Settings, server: ProxyServer) -> None:
+        super().__init__(settings.client_cfg, on_data=self.client_data)
         self.settings = settings
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.out: WriteHandoff = None  # type: ignore[assignment]  # set in connection_made
         self.upstream: Upstream | None = None
-        self.responding = False  # a response head went out: errors can only close now
-        self.linger = True  # drain the client's input before closing
+        self.phase = READING_HEAD
+        self.req: Request | None = None
+        self.body: Relay | None = None  # the request body still being read
+        self.reply: Relay | None = None  # the response body; None while its head is awaited
+        self.response: Response | None = None
+        self.responding = False  # a response head went out: errors can only reset now
+        self.task: asyncio.Task[None] | None = None  # connecting, or a tunnel
+        # The timer: it fires at timer_at and handles whichever deadline is due by then.
+        self.client_deadline = NEVER  # for the client's head or body, or for room upstream
+        self.upstream_deadline = NEVER  # for the response, or for room to send it on
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = NEVER
 
-    async def serve(self) -> None:
-        try:
-            while await self.one_request():
-                pass
-        except ProxyError as exc:
-            if self.responding:
-                # Mid-response (or mid-tunnel): a clean close would make a body cut
-                # short look complete (read-to-close framing); a reset says it is not.
-                self.abort()
-                return
-            with contextlib.suppress(*RELAY_ERRORS):
-                await send(self.out, error_reply(exc.status, str(exc)), LINGER_SECONDS)
-        except RELAY_ERRORS:
-            # A peer went away or stalled (the client, or a tunnel's either side).
-            self.abort()
+    # -- the connection's life ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.settings.client_allowed(transport.get_extra_info("peername")):
+            # Not one of ours: no reply that would tell a scanner a proxy is here, nothing
+            # read, no upstream connection.
+            self.phase = CLOSING
+            reset(self)
             return
-        except BaseException:
-            # Shutting down (cancelled), or a bug: drop both sides now, no flush, no linger.
-            self.drop_upstream()
-            self.out.abort()
-            raise
-        await self.finish()
+        self.out = WriteHandoff.spawn(self)
+        self.server.connections.add(self)
+        self.arm_client(self.settings.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections.discard(self)
+        self.phase = CLOSING
+        self.drop_upstream()
+        if self.out is not None:
+            self.out.abort()  # nothing more can be written
+        if self.task is not None:
+            self.task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def shut_down(self) -> None:
+        """The proxy is stopping: drop both sides now, no flush, no linger."""
+        self.phase = CLOSING
+        if self.task is not None:
+            self.task.cancel()
+        self.drop_upstream()
+        self.out.abort()
+        if self.transport is not None:
+            self.transport.close()
+
+    def drop_upstream(self) -> None:
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.close()
 
     def abort(self) -> None:
         """Drop the upstream and the unsent rest; reset the client connection."""
+        self.phase = CLOSING
         self.drop_upstream()
         self.out.abort()
-        reset(self.proto)
+        reset(self)
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
+        """Close cleanly: what is queued goes out, then our side ends; the client's rest is drained.
+
+        Draining what the client still sends until it closes too leaves the kernel no
+        unread bytes to answer with a reset; ``LINGER_SECONDS`` bounds it.
+        """
+        self.phase = CLOSING
         self.drop_upstream()
-        proto = self.proto
-        try:
-            async with asyncio.timeout(LINGER_SECONDS):
-                await self.out.aclose()  # flush, then end our side
-                # Drain what the client still sends until it closes too, so the
-                # kernel has no unread bytes to answer with a reset.
-                while self.linger and not proto.closed:
-                    proto.buffer.advance(len(proto.buffer))
-                    if await proto.read_available() == 0:
-                        break
-        except RELAY_ERRORS:
-            self.out.abort()
+        self.body = self.reply = None
+        self.upstream_deadline = NEVER
+        self.out.close()  # the library closes the transport once the client is done too
+        self.arm_client(LINGER_SECONDS)
+        self.drain()
 
-    async def read_head(self) -> bytes | None:
-        """The next request head (through its empty line), or ``None`` when the client is done."""
-        proto, settings = self.proto, self.settings
-        self.responding = False
+    def drain(self) -> None:
+        buf = self.buffer
+        if buf:
+            full = len(buf) >= buf.max_len
+            buf.advance(len(buf))
+            if full:
+                self.resume_reading()
+
+    def fail(self, exc: ProxyError) -> None:
+        """Answer ``exc`` with its status and close; a reset if a response already started."""
+        if self.responding or self.phase == CLOSING:
+            self.abort()
+            return
+        self.drop_upstream()
+        try:
+            self.out.try_write_fire_and_forget(error_reply(exc.status, str(exc)))
+        except HandoffError:
+            self.abort()  # the client stopped reading, or is gone
+            return
+        self.finish()
+
+    def body_failed(self, exc: BaseException) -> None:
+        """The request body broke (a bad chunk, the client gone or too slow)."""
+        self.body = None
+        self.drop_upstream()  # it waits for bytes that will not come: end its exchange now
+        if isinstance(exc, ProxyError):
+            self.fail(exc)
+            return
+        status = 408 if isinstance(exc, TimeoutError) else 400
+        self.fail(ProxyError(status, f"request body: {describe(exc)}"))
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        """The upstream (or the way back to the client) broke before the response was over."""
+        req = self.req
+        self.drop_upstream()
+        if not isinstance(exc, ProxyError):
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            where = f"{req.host}:{req.port}" if req is not None else "connection"
+            exc = ProxyError(status, f"upstream {where}: {describe(exc)}")
+        self.fail(exc)
+
+    # -- the timer: one per connection, re-armed lazily ----------------------------------------
+
+    def arm_client(self, seconds: float) -> None:
+        self.client_deadline = when = self.loop.time() + seconds
+        if when < self.timer_at:
+            self.schedule(when)
+
+    def arm_upstream(self) -> None:
+        self.upstream_deadline = when = self.loop.time() + self.settings.idle_timeout
+        if when < self.timer_at:
+            self.schedule(when)
+
+    def schedule(self, when: float) -> None:
+        # A later deadline only moves a number: the timer, when it fires, sets itself
+        # again for it. So a request costs no timer of its own (asyncio.timeout makes
+        # and cancels one per wait).
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self.on_timer) if when < NEVER else None
+
+    def on_timer(self) -> None:
+        due = self.timer_at
+        self.timer = None
+        self.timer_at = NEVER
+        if self.client_deadline <= due:
+            self.client_deadline = NEVER
+            self.client_timed_out()
+        elif self.upstream_deadline <= due:
+            self.upstream_deadline = NEVER
+            self.upstream_failed(TimeoutError())
+        next_due = min(self.client_deadline, self.upstream_deadline)
+        if next_due < self.timer_at:
+            self.schedule(next_due)
+
+    def client_timed_out(self) -> None:
+        phase = self.phase
+        if phase == READING_HEAD:
+            if self.buffer:
+                self.fail(ProxyError(408, "request head not completed in time"))
+            else:
+                self.finish()  # an idle keep-alive connection: just close it
+        elif phase == EXCHANGING:
+            if self.body is not None:
+                self.body_failed(TimeoutError())
+            else:  # the request head waited for room upstream
+                self.upstream_failed(TimeoutError())
+        elif phase == CLOSING:
+            # The client neither read the rest nor closed: drop it.
+            self.out.abort()
+            if self.transport is not None:
+                self.transport.close()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def client_data(self, _: HandoffProtocol) -> None:
+        """``on_data`` of the client connection: the next request head, or the body being read."""
+        # Hot path: once per read from the client.
+        phase = self.phase
+        if phase == READING_HEAD:
+            self.next_request()
+        elif phase == EXCHANGING:
+            self.pump_body()
+        elif phase == CLOSING:
+            self.drain()
+        # CONNECTING or TUNNELING: what came stays buffered for the upstream.
+
+    def next_request(self) -> None:
+        """Start on the next request if its head is all buffered."""
+        try:
+            head = self.take_head()
+            if head is None:
+                return
+            req = parse_request(head, self.settings.request_fields)
+            if req.method == b"CONNECT":
+                self.open_tunnel(req)
+            else:
+                self.forward(req)
+        except ProxyError as exc:
+            self.fail(exc)
+
+    def take_head(self) -> bytes | None:
+        """The next request head (through its empty line); ``None`` while it is incomplete."""
+        buf = self.buffer
+        limit = self.settings.max_head
         while True:
-            try:
-                async with asyncio.timeout(settings.idle_timeout):
-                    head = await proto.read_until(b"\r\n\r\n", settings.max_head)
-            except asyncio.LimitOverrunError:
-                raise ProxyError(431, f"request head over {settings.max_head} bytes") from None
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    raise ProxyError(400, "connection closed inside a request head") from None
+            pos = buf.find(b"\r\n\r\n")
+            if pos < 0:
+                if len(buf) >= limit:
+                    raise ProxyError(431, f"request head over {limit} bytes")
+                if self.at_eof:
+                    with buf.peek() as rest:
+                        if bytes(rest).strip():
+                            raise ProxyError(400, "connection closed inside a request head")
+                    self.finish()  # the client is done
                 return None
-            except TimeoutError:
-                if proto.buffer:
-                    raise ProxyError(408, "request head not completed in time") from None
-                return None  # an idle keep-alive connection: just close it
+            if pos + 4 > limit:
+                raise ProxyError(431, f"request head over {limit} bytes")
+            head = take(self, pos + 4)
             # Empty lines before a request line are ignored (RFC 9112, 2.2).
             head = head.lstrip(b"\r\n")
             if head:
                 return head
 
-    async def one_request(self) -> bool:
-        """Serve one request; whether the connection stays open for another."""
-        head = await self.read_head()
-        if head is None:
-            return False
-        req = parse_request(head)
-        if req.method == "CONNECT":
-            # A tunnel carries anything (SMTP, SSH, a database protocol), so only the
-            # ports it is meant for are open to it; plain requests speak HTTP anyway.
-            if not self.settings.connect_allowed(req.port):
-                raise ProxyError(403, f"CONNECT to port {req.port} is not allowed")
-            await self.open_tunnel(req)
-            return False
-        return await self.forward(req)
-
-    async def upstream_for(self, req: Request) -> Upstream:
-        key = (req.host, req.port)
+    def forward(self, req: Request) -> None:
         up = self.upstream
-        if up is not None and up.key == key and up.reusable():
-            return up
+        if up is not None and up.port == req.port and up.host == req.host and up.reusable():
+            self.start_exchange(req, up)
+            return
         self.drop_upstream()
-        proto = await connect(req.host, req.port, self.settings)
-        self.upstream = Upstream(key, proto, WriteHandoff.spawn(proto))
-        return self.upstream
+        self.phase = CONNECTING
+        self.client_deadline = NEVER  # connect() has its own timeout
+        self.task = self.loop.create_task(self.connect_then_forward(req))
 
-    async def forward(self, req: Request) -> bool:
-        timeout = self.settings.idle_timeout
-        up = await self.upstream_for(req)
-        body_read = asyncio.Event()
-        pump: asyncio.Task[None] | None = None
+    async def connect_then_forward(self, req: Request) -> None:
         try:
-            await send(up.out, req.head, timeout)
-            if req.framing:
-                # The body goes up while the response is awaited: the upstream may
-                # answer "100 Continue" first, or answer early without reading it.
-                pump = asyncio.create_task(self.pump_body(req, up, body_read))
-            keep_alive = await self.relay_response(req, up)
-            if pump is not None:
-                if body_read.is_set():
-                    await asyncio.wait({pump}, timeout=timeout)  # queueing its last piece
-                if not pump.done() or pump.cancelled() or pump.exception() is not None:
-                    # Answered before the body was read: neither stream is in step now.
-                    keep_alive = False
-                    self.drop_upstream()
-            return keep_alive
-        except RELAY_ERRORS as exc:
-            raise self.failure(exc, pump, req) from None
-        finally:
-            if pump is not None:
-                pump.cancel()
-
-    def failure(
-        self, exc: BaseException, pump: asyncio.Task[None] | None, req: Request
-    ) -> ProxyError:
-        """The status that names what broke: the client's body, or the upstream."""
-        self.drop_upstream()
-        if pump is not None and pump.done() and not pump.cancelled():
-            bad = pump.exception()
-            if bad is not None:
-                status = 408 if isinstance(bad, TimeoutError) else 400
-                return ProxyError(status, f"request body: {describe(bad)}")
-        if isinstance(exc, ProxyError):
-            return exc
-        status = 504 if isinstance(exc, TimeoutError) else 502
-        return ProxyError(status, f"upstream {req.host}:{req.port}: {describe(exc)}")
-
-    def drop_upstream(self) -> None:
-        if self.upstream is not None:
-            self.upstream.close()
-            self.upstream = None
-
-    async def pump_body(self, req: Request, up: Upstream, body_read: asyncio.Event) -> None:
-        settings = self.settings
-        try:
-            await relay_body(
-                self.proto, up.out, req.framing, settings.idle_timeout, settings.max_head
+            proto = await connect(
+                req.host, req.port, self.settings, functools.partial(UpstreamProtocol, self)
             )
-        except RELAY_ERRORS:
-            # The upstream waits for bytes that will not come: end its exchange now.
-            up.close()
-            raise
-        body_read.set()
+        except ProxyError as exc:
+            self.task = None
+            self.fail(exc)
+            return
+        self.task = None
+        if self.phase != CONNECTING:  # the client went away meanwhile
+            if proto.transport is not None:
+                proto.transport.abort()
+            return
+        self.upstream = Upstream(req.host, req.port, proto, self)
+        self.start_exchange(req, self.upstream)
 
-    async def relay_response(self, req: Request, up: Upstream) -> bool:
-        timeout = self.settings.idle_timeout
+    def start_exchange(self, req: Request, up: Upstream) -> None:
+        """Send ``req`` upstream; its body follows as it arrives, the response comes back."""
+        # Hot path: once per request.
+        self.phase = EXCHANGING
+        self.req = req
+        self.response = None
+        self.reply = None
+        self.client_deadline = NEVER
+        self.arm_upstream()
+        try:
+            up.requests.send(req.head)
+        except HandoffError as exc:  # the upstream connection broke meanwhile
+            self.upstream_failed(exc)
+            return
+        if req.framing:
+            # The body goes up while the response is awaited: the upstream may answer
+            # "100 Continue" first, or answer early without reading it.
+            self.body = body_relay(up.requests, req.framing, self.settings.max_head)
+            self.pump_body()
+        else:
+            self.body = None
+
+    def pump_body(self) -> None:
+        """Move what the client sent of the request body (and a head that waited) upstream."""
+        up = self.upstream
+        if up is None:
+            return
+        try:
+            if not up.requests.flush():
+                self.arm_client(self.settings.idle_timeout)  # bounded wait for room
+                return
+            body = self.body
+            if body is None:
+                return  # the request is all sent: what the client sends next waits
+            if body.step() and up.requests.stalled is None:
+                self.body = None
+                self.client_deadline = NEVER
+            else:
+                self.arm_client(self.settings.idle_timeout)
+        except RELAY_ERRORS as exc:
+            self.body_failed(exc)
+
+    # -- responses -------------------------------------------------------------------------------
+
+    def upstream_data(self, proto: HandoffProtocol) -> None:
+        """``on_data`` of the upstream connection: the response head, then its body."""
+        # Hot path: once per read from the upstream.
+        up = self.upstream
+        if up is None or proto is not up.proto or self.phase != EXCHANGING:
+            return  # a kept-alive upstream between requests, or a dropped one
+        try:
+            if not up.responses.flush():
+                self.arm_upstream()
+                return
+            if self.reply is None and not self.response_head(up):
+                return  # not all here: due within --idle-timeout of the request (or a 1xx)
+            if self.reply_complete():
+                self.response_done()
+            else:
+                self.arm_upstream()  # the rest of the body, or room for it
+        except RELAY_ERRORS as exc:
+            self.upstream_failed(exc)
+
+    def reply_complete(self) -> bool:
+        """Relay what is buffered of the response body; whether all of it is queued."""
+        assert self.reply is not None and self.upstream is not None
+        pipe = self.upstream.responses
+        return pipe.stalled is None and self.reply.step() and pipe.stalled is None
+
+    def response_head(self, up: Upstream) -> bool:
+        """Parse and send on the response head once it is all buffered (interim ones first)."""
+        proto = up.proto
+        buf = proto.buffer
+        req = self.req
+        assert req is not None
         while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    head = await up.proto.read_until(b"\r\n\r\n", UPSTREAM_CFG.max_len)
-            except asyncio.IncompleteReadError:
-                raise ProxyError(502, "upstream closed before a complete response head") from None
-            except asyncio.LimitOverrunError:
-                raise ProxyError(502, "upstream response head too large") from None
-            resp = parse_response(head)
+            pos = buf.find(b"\r\n\r\n")
+            if pos < 0:
+                if len(buf) >= buf.max_len:
+                    raise ProxyError(502, "upstream response head too large")
+                if proto.at_eof:
+                    ended(proto)  # a reset names itself
+                    raise ProxyError(502, "upstream closed before a complete response head")
+                return False
+            resp = parse_response(take(proto, pos + 4), req, self.settings.response_fields)
             if resp.status >= 200:
                 break
             if resp.status == 101:
                 raise ProxyError(502, "upstream switched protocols unasked")
-            if req.minor >= 1:  # HTTP/1.0 clients never get interim responses
-                interim = render(
-                    f"HTTP/1.1 {resp.status} {resp.reason}", forwardable(resp.fields), []
-                )
-                await send(self.out, interim, timeout)
-
-        framing = response_framing(resp, req.method)
-        decode = framing == CHUNKED and req.minor == 0
-        keep_client = req.keep_alive and framing != UNTIL_CLOSE and not decode
-        keep_upstream = (
-            framing != UNTIL_CLOSE
-            and resp.minor >= 1
-            and "close" not in tokens(resp.fields, "connection")
-        )
-        extra = [f"Via: {VIA}"]
-        te = values(resp.fields, "transfer-encoding")
-        if te and not decode:
-            # Relayed as it came (a HEAD or 304 answer keeps it as metadata).
-            extra += [f"Transfer-Encoding: {v}" for v in te]
-        elif not te and (length := content_length(resp.fields, 502)) is not None:
-            extra.append(f"Content-Length: {length}")
-        if not keep_client:
-            extra.append("Connection: close")
-        elif req.minor == 0:
-            extra.append("Connection: keep-alive")
-        head = render(f"HTTP/1.1 {resp.status} {resp.reason}", forwardable(resp.fields), extra)
+            self.arm_upstream()  # the next head is due within --idle-timeout of this one
+            # HTTP/1.0 clients never get interim responses.
+            if req.minor >= 1 and not up.responses.send(resp.head):
+                return False  # the next head is parsed once this one went out
+        self.response = resp
         self.responding = True
-        await send(self.out, head, timeout)
-        await relay_body(up.proto, self.out, framing, timeout, UPSTREAM_CFG.max_len, decode=decode)
-        if framing == UNTIL_CLOSE and up.dropped:
-            # pump_body dropped the upstream (the request body failed): the "end" of
-            # this read-to-close body may be that drop, not the upstream's end.
-            raise ProxyError(502, "upstream dropped in the middle of its response")
-        if not (keep_upstream and up.reusable()):
-            self.drop_upstream()
-        return keep_client
+        self.reply = body_relay(up.responses, resp.framing, buf.max_len, decode=resp.decode)
+        up.responses.send(resp.head)
+        return True
 
-    async def open_tunnel(self, req: Request) -> None:
+    def response_done(self) -> None:
+        """The response is all queued: keep both connections for the next request, or close."""
+        # Hot path: once per request.
+        up, resp = self.upstream, self.response
+        assert up is not None and resp is not None
+        self.reply = self.response = None
+        self.upstream_deadline = NEVER
+        if self.body is not None:
+            # Answered before the request body was all read: neither stream is in step now.
+            self.finish()
+            return
+        if not (resp.keep_upstream and up.reusable()):
+            self.drop_upstream()
+        if not resp.keep_client:
+            self.finish()
+            return
+        self.phase = READING_HEAD
+        self.responding = False
+        self.arm_client(self.settings.idle_timeout)
+        if self.buffer or self.at_eof:
+            self.next_request()  # pipelined: the next head may be buffered already
+
+    def upstream_lost(self, proto: UpstreamProtocol) -> None:
+        """An upstream connection is gone: if it was mid-exchange, the exchange failed."""
+        up = self.upstream
+        if up is None or up.proto is not proto:
+            return  # dropped by us already
+        if self.phase == EXCHANGING:
+            # A clean end was seen by upstream_data (eof_received runs on_data first):
+            # what is left is a reset, or the end of a read-to-close body.
+            self.upstream_data(proto)
+            if self.upstream is up and self.phase == EXCHANGING:
+                self.upstream_failed(proto.exception or EOFError("upstream connection lost"))
+        else:
+            self.drop_upstream()  # an idle kept-alive one: nothing to tell anyone
+
+    # -- CONNECT ---------------------------------------------------------------------------------
+
+    def open_tunnel(self, req: Request) -> None:
+        # A tunnel carries anything (SMTP, SSH, a database protocol), so only the ports it
+        # is meant for are open to it; plain requests speak HTTP anyway.
+        if not self.settings.connect_allowed(req.port):
+            raise ProxyError(403, f"CONNECT to port {req.port} is not allowed")
+        self.phase = TUNNELING
+        self.client_deadline = NEVER  # tunnel() bounds its own waits
+        self.task = self.loop.create_task(self.run_tunnel(req))
+
+    async def run_tunnel(self, req: Request) -> None:
         settings = self.settings
-        proto = await connect(req.host, req.port, settings)
+        try:
+            proto = await connect(
+                req.host, req.port, settings, lambda: HandoffProtocol(UPSTREAM_CFG)
+            )
+        except ProxyError as exc:
+            self.fail(exc)
+            return
         up_out = WriteHandoff.spawn(proto)
-        self.linger = False  # the tunnel forwards the client's bytes to the end
         try:
             self.responding = True
-            await send(self.out, b"HTTP/1.1 200 Connection Established\r\n\r\n", LINGER_SECONDS)
+            self.out.try_write_fire_and_forget(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             # Whatever the client sent after the head is still in its buffer (a TLS
             # ClientHello that came in the same read): tunnel() forwards it first.
-            # tunnel() times each direction on its own, so a one-way transfer ends if
-            # its quiet side says nothing for --tunnel-idle seconds.
+            # tunnel() reads this connection from here on (awaitable style), and times
+            # each direction on its own, so a one-way transfer ends if its quiet side
+            # says nothing for --tunnel-idle seconds.
+            self.on_data = None
             idle = settings.tunnel_idle
             directions = [
-                asyncio.create_task(
-                    tunnel(self.proto.buffer, self.proto, up_out, idle_timeout=idle)
-                ),
+                asyncio.create_task(tunnel(self.buffer, self, up_out, idle_timeout=idle)),
                 asyncio.create_task(tunnel(proto.buffer, proto, self.out, idle_timeout=idle)),
             ]
             try:
@@ -739,23 +1295,32 @@ class ClientConnection:
                 for task in directions:
                     task.cancel()
                 await asyncio.gather(*directions, return_exceptions=True)
+        except RELAY_ERRORS:
+            # Either side went away or stalled: a reset says the tunnel broke.
+            self.abort()
+            return
         finally:
             up_out.abort()
             if proto.transport is not None:
                 proto.transport.close()
-
-
-async def handle(settings: Settings, proto: HandoffProtocol) -> None:
-    assert proto.transport is not None
-    if not settings.client_allowed(proto.transport.get_extra_info("peername")):
-        # Not one of ours: no reply that would tell a scanner a proxy is here, nothing
-        # read, no upstream connection.
-        reset(proto)
-        return
-    await ClientConnection(proto, settings).serve()
+        self.task = None
+        self.phase = CLOSING
+        if self.transport is not None:
+            self.transport.close()  # both directions ended (tunnel() flushed and shut them)
 
 
 # -- running --------------------------------------------------------------------------------------
+
+
+class ProxyServer:
+    """The open client connections of one process, to drop them all when it stops."""
+
+    def __init__(self) -> None:
+        self.connections: set[ClientConnection] = set()
+
+    def shut_down(self) -> None:
+        for conn in list(self.connections):
+            conn.shut_down()
 
 
 class CannotListen(Exception):
@@ -767,28 +1332,11 @@ def is_loopback(host: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
-async def listen(host: str, port: int, settings: Settings) -> None:
-    config = HandoffBufferConfig(
-        max_len=settings.max_head, read_reserve=min(settings.max_head, 16384)
-    )
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        server = await start_handoff_server(
-            functools.partial(handle, settings), host, port, config=config
-        )
-    except socket.gaierror as exc:
-        raise CannotListen(f"argument --host: cannot resolve {host!r}: {exc.strerror}") from None
-    except OSError as exc:
-        # In use, or below 1024 without the privilege: the port's fault; else the host's.
-        flag = "--port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
-        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        raise CannotListen(f"argument {flag}: cannot listen on {where}: {reason}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-            loop.add_signal_handler(sig, stop.set)
-    addresses = [sock.getsockname() for sock in server.sockets]
+Addresses = list[tuple[str, int]]
+
+
+def announce(host: str, addresses: Addresses, settings: Settings) -> None:
+    """The line that says where the proxy listens, after a warning if it serves nobody there."""
     if all(net.is_loopback for net in settings.allow_from) and not all(
         is_loopback(address[0]) for address in addresses
     ):
@@ -801,12 +1349,181 @@ async def listen(host: str, port: int, settings: Settings) -> None:
             flush=True,
         )
     print(f"http_proxy: listening on {addresses[0][0]}:{addresses[0][1]}", flush=True)
+
+
+async def listen(
+    host: str,
+    port: int,
+    settings: Settings,
+    ready: Callable[[Addresses], None],
+    *,
+    reuse_port: bool = False,
+    lifeline: int | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM (or, for a worker, its supervisor's end)."""
+    loop = asyncio.get_running_loop()
+    proxy = ProxyServer()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server = await loop.create_server(
+            lambda: ClientConnection(settings, proxy), host, port, reuse_port=reuse_port or None
+        )
+    except socket.gaierror as exc:
+        raise CannotListen(f"argument --host: cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        # In use, or below 1024 without the privilege: the port's fault; else the host's.
+        flag = "--port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise CannotListen(f"argument {flag}: cannot listen on {where}: {reason}") from None
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            loop.add_signal_handler(sig, stop.set)
+    if lifeline is not None:
+        # The supervisor holds the other end: it reads as ended once the supervisor is gone.
+        loop.add_reader(lifeline, stop.set)
+    ready([sock.getsockname()[:2] for sock in server.sockets])
     try:
         await stop.wait()
     finally:
-        # Stop accepting; open connections are cancelled when the runner closes
-        # (Server.wait_closed would wait for every kept-alive client).
+        # Stop accepting, then drop the open connections (Server.wait_closed would wait
+        # for every kept-alive client).
         server.close()
+        proxy.shut_down()
+
+
+# -- workers: N processes on one port -------------------------------------------------------------
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
+
+
+def supervised() -> set[signal.Signals]:
+    """The signals the supervisor waits for (a function: Windows has no SIGCHLD)."""
+    return {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+
+
+def run_worker(
+    args: argparse.Namespace,
+    settings: Settings,
+    loop_factory: LoopFactory,
+    port: int,
+    report: int,
+    lifeline: int,
+) -> NoReturn:
+    """A worker process (forked): serve on the shared port, say where or why not on ``report``."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, supervised())  # blocked only in the supervisor
+
+    def ready(addresses: Addresses) -> None:
+        os.write(report, json.dumps(addresses).encode() + b"\n")
+
+    status = 0
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(listen(args.host, port, settings, ready, reuse_port=True, lifeline=lifeline))
+    except CannotListen as exc:
+        os.write(report, b"!" + str(exc).encode() + b"\n")
+        status = 2
+    except BaseException:
+        traceback.print_exc()  # a bug: say where, then end this worker (the others stop too)
+        status = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # never back into the supervisor's code
+
+
+def read_report(fd: int) -> str:
+    """A worker's one-line report: JSON addresses, or ``!`` and why it cannot listen."""
+    data = b""
+    deadline = time.monotonic() + WORKER_START_SECONDS
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "!a worker did not start in time"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return "!a worker exited while starting"
+        data += chunk
+    return data.decode()
+
+
+def stop_workers(pids: set[int]) -> None:
+    """SIGTERM to every worker; wait for them, and SIGKILL the ones that do not end in time."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_STOP_SECONDS
+    while pids:
+        for pid in list(pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pids.discard(pid)
+        if pids and time.monotonic() > deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = math.inf
+        if pids:
+            time.sleep(0.01)
+
+
+def supervise(
+    args: argparse.Namespace,
+    settings: Settings,
+    loop_factory: LoopFactory,
+    fail: Callable[[str], NoReturn],
+) -> None:
+    """Start ``args.workers`` workers on one port; stop them all on SIGTERM or SIGINT."""
+    # The supervisor takes its signals with sigwait, never in a handler: blocked before
+    # the first fork, they wait as pending until it asks (the workers unblock them).
+    signals = supervised()
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    lifeline, keep_alive = os.pipe()  # the workers watch one end; this process holds the other
+    workers: set[int] = set()
+    port = args.port
+    try:
+        for _ in range(args.workers):
+            report_from, report_to = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(report_from)
+                os.close(keep_alive)
+                run_worker(args, settings, loop_factory, port, report_to, lifeline)
+            os.close(report_to)
+            workers.add(pid)
+            report = read_report(report_from)
+            os.close(report_from)
+            if report.startswith("!"):
+                fail(report[1:].strip())  # the finally below stops the others
+            addresses = [tuple(address) for address in json.loads(report)]
+            port = addresses[0][1]  # --port 0: the first worker picked it, the others share it
+        announce(args.host, addresses, settings)
+        while True:
+            sig = signal.sigwait(signals)
+            if sig != signal.SIGCHLD:
+                return  # SIGINT or SIGTERM: stop them all, exit 0
+            for pid in list(workers):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    workers.discard(pid)
+                    print(
+                        f"http_proxy: worker {pid} ended ({describe_status(status)});"
+                        " stopping the others",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    sys.exit(1)
+    finally:
+        stop_workers(workers)
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 # -- arguments: each bad value is one line naming its flag, exit status 2 ------------------------
@@ -847,6 +1564,12 @@ def port_number(text: str) -> int:
 def head_limit(text: str) -> int:
     if not re.fullmatch(r"[0-9]{1,7}", text) or not 1024 <= int(text) <= 1024 * 1024:
         raise argparse.ArgumentTypeError(f"{text!r} is not a byte count from 1024 to 1048576")
+    return int(text)
+
+
+def worker_count(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process count from 1 to 256")
     return int(text)
 
 
@@ -912,6 +1635,20 @@ def parser() -> OneLineParser:
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on"
     )
     p.add_argument(
+        "--parser",
+        choices=("auto", "httptools", "python"),
+        default="auto",
+        help="what parses header fields: httptools (C) where it is installed and faster"
+        " (auto: all but the shortest), httptools always, or Python",
+    )
+    p.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (SO_REUSEPORT, Linux), each with its own loop",
+    )
+    p.add_argument(
         "--connect-timeout",
         type=seconds,
         default=10.0,
@@ -952,6 +1689,11 @@ def parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> None:
     args_parser = parser()
     args = args_parser.parse_args(argv)
+    if args.parser == "httptools" and httptools is None:
+        args_parser.error("--parser httptools needs httptools (pip install httptools)")
+    if args.workers > 1 and not (hasattr(os, "fork") and hasattr(socket, "SO_REUSEPORT")):
+        args_parser.error("argument --workers: more than 1 needs fork and SO_REUSEPORT (Linux)")
+    request_fields, response_fields = field_parsers(args.parser)
     settings = Settings(
         args.max_head,
         args.connect_timeout,
@@ -959,6 +1701,8 @@ def main(argv: list[str] | None = None) -> None:
         args.tunnel_idle,
         args.connect_ports,
         args.allow_from,
+        request_fields,
+        response_fields,
     )
     loop_factory = None
     if args.loop == "uvloop":
@@ -967,9 +1711,19 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             args_parser.error("--loop uvloop needs uvloop (pip install uvloop)")
         loop_factory = uvloop.new_event_loop
+    if args.workers > 1:
+        supervise(args, settings, loop_factory, args_parser.error)
+        return
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(listen(args.host, args.port, settings))
+            runner.run(
+                listen(
+                    args.host,
+                    args.port,
+                    settings,
+                    functools.partial(announce, args.host, settings=settings),
+                )
+            )
     except CannotListen as exc:
         args_parser.error(str(exc))
 

@@ -3,10 +3,13 @@
 The upstreams run in this process on stdlib servers: plain HTTP serving a temp
 directory (plus ``/echo``, ``/chunked`` and ``/close`` for the body framings),
 and HTTPS with a certificate made by ``openssl`` at test time. The proxy runs
-as ``python examples/http_proxy.py --port 0`` once per event loop, with
+as ``python examples/http_proxy.py --port 0`` once per event loop and field
+parser (``--parser python``, and ``httptools`` where it is installed), with
 ``--connect-ports`` opened to the test servers' ephemeral ports. Error cases, the
 CONNECT tail and upstreams that fail mid-response use raw sockets, so the bytes
-(and the resets) on the wire are checked.
+(and the resets) on the wire are checked. ``--workers`` is checked through
+``/proc``: which process holds each accepted connection, and that none outlives
+the supervisor.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
+import random
 import re
 import selectors
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -27,11 +33,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -61,6 +69,35 @@ LOOPS = [
         ),
     ),
 ]
+HAVE_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+#: What parses the field lines: both must give the same answers (--parser).
+PARSERS = [
+    "python",
+    pytest.param(
+        "httptools",
+        marks=pytest.mark.skipif(not HAVE_HTTPTOOLS, reason="httptools not installed"),
+    ),
+]
+
+
+def combinations(*choices: Sequence[Any]) -> list[Any]:
+    """Every combination of the parameter lists, each with the skip marks of its parts."""
+    combos = []
+    for combo in itertools.product(*choices):
+        values: list[str] = []
+        marks: list[Any] = []
+        for choice in combo:
+            if isinstance(choice, str):
+                values.append(choice)
+            else:  # a pytest.param
+                values.append(choice.values[0])
+                marks += choice.marks
+        combos.append(pytest.param(tuple(values), marks=marks, id="-".join(values)))
+    return combos
+
+
+#: Each event loop with each parser, for the module-scoped proxy fixture.
+LOOP_PARSERS = combinations(LOOPS, PARSERS)
 
 
 # -- upstream servers ----------------------------------------------------------------------
@@ -201,11 +238,13 @@ def tls_upstream(site: Path) -> Iterator[tuple[Upstream, Path]]:
 
 
 @contextlib.contextmanager
-def run_proxy(*args: str, stderr_pattern: str = "") -> Iterator[int]:
-    """Start the example on a free port; yield the port; on exit, stop it.
+def start_proxy(
+    *args: str, stderr_pattern: str = "", exit_status: int = 0
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start the example on a free port; yield its process and the port; on exit, stop it.
 
-    On exit the exit status must be 0 and stderr must match ``stderr_pattern``
-    in full (by default: be empty).
+    On exit (SIGTERM, if it still runs) the exit status must be ``exit_status``
+    and stderr must match ``stderr_pattern`` in full (by default: be empty).
     """
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
@@ -222,9 +261,10 @@ def run_proxy(*args: str, stderr_pattern: str = "") -> Iterator[int]:
             line = proc.stdout.readline().decode()
             match = re.fullmatch(r"http_proxy: listening on \S+:(\d+)\n", line)
             assert match, line
-            yield int(match[1])
+            yield proc, int(match[1])
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             try:
                 proc.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -232,16 +272,26 @@ def run_proxy(*args: str, stderr_pattern: str = "") -> Iterator[int]:
                 proc.wait()
             stderr.seek(0)
             errors = stderr.read().decode()
-        assert proc.returncode == 0, errors
+        assert proc.returncode == exit_status, errors
         # No traceback, no unretrieved task exception, nothing unexpected.
         assert re.fullmatch(stderr_pattern, errors), errors
 
 
-@pytest.fixture(scope="module", params=LOOPS)
+@contextlib.contextmanager
+def run_proxy(*args: str, stderr_pattern: str = "") -> Iterator[int]:
+    """``start_proxy``, yielding the port only; exit status 0 on SIGTERM."""
+    with start_proxy(*args, stderr_pattern=stderr_pattern) as (_, port):
+        yield port
+
+
+@pytest.fixture(scope="module", params=LOOP_PARSERS)
 def proxy(request: pytest.FixtureRequest) -> Iterator[int]:
+    loop, parser = request.param
     with run_proxy(
         "--loop",
-        request.param,
+        loop,
+        "--parser",
+        parser,
         "--max-head",
         str(MAX_HEAD),
         "--connect-ports",
@@ -351,6 +401,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response with a ``Content-Length`` body from ``sock``: (head, body)."""
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        head += recv_exactly(sock, 1)
+    length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+    assert length, head
+    return bytes(head), recv_exactly(sock, int(length[1]))
 
 
 # -- plain requests ------------------------------------------------------------------------
@@ -514,6 +574,373 @@ def test_http10_keep_alive(proxy: int, upstream: Upstream) -> None:
             assert recv_exactly(sock, 6) == b"hello\n"
 
 
+def test_many_pipelined_requests_with_bodies_answered_in_order(
+    proxy: int, upstream: Upstream
+) -> None:
+    target = f"http://127.0.0.1:{upstream.port}"
+    requests = bytearray()
+    expected = []
+    for i in range(30):
+        if i % 3 == 2:
+            body = f"body {i} ".encode() * (i + 1)
+            requests += f"POST {target}/echo HTTP/1.1\r\nHost: a\r\n".encode()
+            requests += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            expected.append(body)
+        else:
+            requests += f"GET {target}/a.txt?pipelined-{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+            expected.append(b"hello\n")
+    requests += f"GET {target}/a.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+    expected.append(b"hello\n")
+    with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as sock:
+        sock.sendall(requests)  # one write: the proxy finds the heads already buffered
+        for body in expected:
+            head, got = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert got == body
+        assert sock.recv(1) == b""  # closed after the last, as it asked
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_body_sent_with_the_head_is_relayed_whole_while_the_upstream_connects(
+    proxy: int, upstream: Upstream, chunked: bool
+) -> None:
+    # Far more than the client buffer (--max-head) holds: it fills while the proxy
+    # connects upstream, and reading must resume once the body moves on.
+    body = BIG[:300_000]
+    path = f"/echo?with-head-{chunked}-{proxy}"
+    head = f"POST http://127.0.0.1:{upstream.port}{path} HTTP/1.1\r\nHost: a\r\n"
+    if chunked:
+        pieces = [body[i : i + 50_000] for i in range(0, len(body), 50_000)]
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        data = f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + framed
+    else:
+        data = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+    with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        _, echoed = read_response(sock)
+    assert echoed == body
+
+
+def test_response_before_the_request_body_is_all_read_closes_after_it(proxy: int) -> None:
+    with raw_upstream_request(proxy, "POST", "Content-Length: 100\r\n", b"x" * 10) as (client, up):
+        up.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")  # answered early
+        head, body = read_response(client)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"no"
+        # Neither stream is in step any more: the proxy ends both, cleanly to the client.
+        assert read_to_end(client) == (b"", False)
+
+
+# -- byte for byte ------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """One client connection on the wire: what the proxy must relay, each way, exactly."""
+
+    sent: bytes  # by the client; {up} is the upstream's address
+    forwarded: list[bytes]  # what the upstream must receive, request by request
+    answers: list[bytes]  # what it answers to each
+    upstream_ends: str  # then it keeps its connection open ("keep"), or "close"s or "reset"s it
+    relayed: bytes  # what the client must receive, to the end of the stream
+    reset: bool  # whether that end is a reset
+
+
+#: Framings both ways, interim responses, hop-by-hop fields (named by Connection too),
+#: HTTP/1.0 on either side, blanks and obs-text in values: every byte as the proxy sent
+#: it before its callback-style rewrite, which had to keep them all.
+EXCHANGES = {
+    "content-length": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 5\r\n"
+            b"Connection: close\r\n\r\nhello"
+        ),
+        reset=False,
+    ),
+    "keep-alive-then-close": Exchange(
+        sent=(
+            b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\n\r\nGET http://{up}/x HTTP/1.1\r\n"
+            b"Host: a\r\nConnection: close\r\n\r\n"
+        ),
+        forwarded=[
+            b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n",
+        ],
+        answers=[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 5\r\n\r\n"
+            b"helloHTTP/1.1 204 No Content\r\nVia: 1.1 bytes-handoff\r\nConnection: close\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "chunked-with-trailer": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;ext=1\r\n"
+                b"abc\r\n0\r\nX-T: 1\r\n\r\n"
+            )
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "chunked-to-http10": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.0\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                b"X-T: 1\r\n\r\n"
+            )
+        ],
+        upstream_ends="keep",
+        relayed=b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nConnection: close\r\n\r\nhello",
+        reset=False,
+    ),
+    "head": Exchange(
+        sent=b"HEAD http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"HEAD /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 500\r\n"
+            b"Connection: close\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "304": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 304 Not Modified\r\nContent-Length: 500\r\nETag: x\r\n\r\n"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 304 Not Modified\r\nETag: x\r\nVia: 1.1 bytes-handoff\r\n"
+            b"Content-Length: 500\r\nConnection: close\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "until-close": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\n\r\nall of it"],
+        upstream_ends="close",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nConnection: close\r\n\r\nall of it"
+        ),
+        reset=False,
+    ),
+    "until-close-reset": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\n\r\nall of it"],
+        upstream_ends="reset",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nConnection: close\r\n\r\nall of it"
+        ),
+        reset=True,
+    ),
+    "connection-named-both-ways": Exchange(
+        sent=(
+            b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: X-Secret, close\r\n"
+            b"X-Secret: s\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\n"
+            b"Keep-Alive: 1\r\nProxy-Authorization: x\r\nX-Keep: k\r\n\r\n"
+        ),
+        forwarded=[
+            (b"GET /x HTTP/1.1\r\nHost: {up}\r\nX-Keep: k\r\nVia: 1.1 bytes-handoff\r\n\r\n")
+        ],
+        answers=[
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: X-Foo, keep-alive\r\nX-Foo: secret\r\n"
+                b"X-Bar: ok\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
+            )
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nX-Bar: ok\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "post-chunked": Exchange(
+        sent=(
+            b"POST http://{up}/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-T: y\r\n\r\n"
+        ),
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nTransfer-Encoding: chunked\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\n5\r\nhello\r\n0\r\nX-T: y\r\n\r\n"
+            )
+        ],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "100-continue": Exchange(
+        sent=(
+            b"POST http://{up}/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\nhello"
+        ),
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\nhello"
+            )
+        ],
+        answers=[
+            (
+                b"HTTP/1.1 100 Continue\r\nX-I: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                b"\r\nok"
+            )
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 100 Continue\r\nX-I: 1\r\n\r\nHTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "100-continue-to-http10": Exchange(
+        sent=b"POST http://{up}/x HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nContent-Length: 5\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\nhello"
+            )
+        ],
+        answers=[(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "equal-lengths": Exchange(
+        sent=(
+            b"POST http://{up}/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+            b"Content-Length: 2, 2\r\nConnection: close\r\n\r\nhi"
+        ),
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nContent-Length: 2\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\nhi"
+            )
+        ],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "gzip-then-chunked": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nTransfer-Encoding: gzip, chunked\r\n"
+            b"Connection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "gzip-until-close": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw"],
+        upstream_ends="close",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nTransfer-Encoding: gzip\r\n"
+            b"Connection: close\r\n\r\nraw"
+        ),
+        reset=False,
+    ),
+    "no-reason-phrase": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 \r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "blanks-and-obs-text": Exchange(
+        sent=(
+            b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nX-A:   spaced  \t\r\nX-B:\r\n"
+            b"X-C: \x80\xff\r\nConnection: close\r\n\r\n"
+        ),
+        forwarded=[
+            (
+                b"GET /x HTTP/1.1\r\nHost: {up}\r\nX-A: spaced\r\nX-B: \r\nX-C: \x80\xff\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\n"
+            )
+        ],
+        answers=[b"HTTP/1.1 200 OK\r\nX-R: v \t\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nX-R: v\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "empty-lines-first-and-query-only": Exchange(
+        sent=(b"\r\n\r\nGET http://{up}?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        forwarded=[b"GET /?q=1 HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES.values(), ids=EXCHANGES)
+def test_exchange_relayed_byte_for_byte(proxy: int, exchange: Exchange) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        target = b"127.0.0.1:%d" % listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", proxy), timeout=TIMEOUT) as client:
+            client.sendall(exchange.sent.replace(b"{up}", target))
+            up, _ = listener.accept()
+            with up:
+                up.settimeout(TIMEOUT)
+                for forwarded, answer in zip(exchange.forwarded, exchange.answers, strict=True):
+                    expected = forwarded.replace(b"{up}", target)
+                    assert recv_exactly(up, len(expected)) == expected
+                    up.sendall(answer)
+                if exchange.upstream_ends == "reset":
+                    up.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if exchange.upstream_ends != "keep":
+                    up.close()
+                relayed = read_to_end(client)
+    assert relayed == (exchange.relayed, exchange.reset)
+
+
 # -- CONNECT ---------------------------------------------------------------------------------
 
 
@@ -657,6 +1084,26 @@ def test_idle_and_incomplete_heads_end_in_time(upstream: Upstream) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             assert sock.recv(1) == b""
         assert_refused(raw_exchange(port, b"GET http://127.0.0.1/ HTTP/1.1\r\nHo"), 408)
+
+
+def test_stalled_exchanges_end_in_time_with_an_error_reply() -> None:
+    with run_proxy("--idle-timeout", "0.5") as port:
+        with raw_upstream_request(port) as (client, _):
+            answer, was_reset = read_to_end(client)  # the upstream never answers
+        assert not was_reset
+        assert_refused(split_answer(answer), 504)
+        with raw_upstream_request(port, "POST", "Content-Length: 100\r\n", b"x" * 10) as (
+            client,
+            _,
+        ):
+            answer, was_reset = read_to_end(client)  # the other 90 bytes never come
+        assert not was_reset
+        # The upstream waits for the body, the proxy for the upstream: the response wait,
+        # armed first, ends first (504); the body's own wait would say 408.
+        head, body = split_answer(answer)
+        status = int(head[9:12])
+        assert status in (408, 504), head
+        assert_refused((head, body), status)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -807,6 +1254,178 @@ def test_request_body_failing_mid_read_to_close_response_resets_the_client(proxy
         assert read_to_end(client) == (b"", True)
 
 
+# -- the two field parsers --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    """examples/http_proxy.py as a module, for its parsing functions."""
+    spec = importlib.util.spec_from_file_location("http_proxy_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+SEED_REQUESTS = [
+    b"GET http://a.example:8080/p?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: x/1\r\n"
+    b"Accept: */*\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n\r\n",
+    b"POST http://a/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Type: t/p\r\n\r\n",
+    b"POST http://a/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nProxy-Authorization: x\r\n\r\n",
+    b"GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\nUpgrade: websocket\r\n\r\n",
+]
+SEED_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\nKeep-Alive: 5\r\n\r\n",
+    b'HTTP/1.0 304 Not Modified\r\nETag: "x"\r\nConnection: close, ETag\r\n\r\n',
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+]
+#: What mutations insert: the bytes a head's grammar turns on, and a few others.
+ALPHABET = b' \t\r\n:,;\x00\x01\x7f\x80\xff"aZ0-_/'
+
+
+def mutated(rng: random.Random, seed: bytes) -> bytes | None:
+    """``seed`` with a few bytes inserted, replaced, deleted or repeated; cut as the proxy
+    cuts a head (at the first empty line, empty lines before it dropped)."""
+    data = bytearray(seed)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(data))
+        op = rng.randrange(4)
+        if op == 0:
+            data.insert(at, rng.choice(ALPHABET))
+        elif op == 1:
+            data[at] = rng.choice(ALPHABET)
+        elif op == 2:
+            del data[at]
+        else:
+            start = rng.randrange(len(seed))
+            data[at:at] = seed[start : start + rng.randint(1, 12)]
+    end = data.find(b"\r\n\r\n")
+    head = bytes(data[: end + 4]).lstrip(b"\r\n")
+    return head if end >= 0 and head else None
+
+
+@pytest.mark.skipif(not HAVE_HTTPTOOLS, reason="httptools not installed")
+@pytest.mark.parametrize("parser", ["httptools", "auto"])
+def test_both_parsers_give_the_same_answer_for_every_head(example: ModuleType, parser: str) -> None:
+    python_request, python_response = example.field_parsers("python")
+    llhttp_request, llhttp_response = example.field_parsers(parser)
+    request = example.parse_request(SEED_REQUESTS[0], python_request)
+
+    def outcome(parse: object, *args: object) -> tuple[object, ...]:
+        try:
+            parsed = parse(*args)  # type: ignore[operator]
+        except example.ProxyError as exc:
+            return ("refused", exc.status, str(exc))
+        return ("parsed", *(getattr(parsed, name) for name in parsed.__slots__))
+
+    rng = random.Random(20240601)
+    parsed = 0
+    for _ in range(4000):
+        seed = rng.choice(SEED_REQUESTS + SEED_RESPONSES)
+        head = mutated(rng, seed)
+        if head is None:
+            continue
+        if seed in SEED_REQUESTS:
+            python = outcome(example.parse_request, head, python_request)
+            llhttp = outcome(example.parse_request, head, llhttp_request)
+        else:
+            python = outcome(example.parse_response, head, request, python_response)
+            llhttp = outcome(example.parse_response, head, request, llhttp_response)
+        assert python == llhttp, head
+        parsed += python[0] == "parsed"
+    assert parsed > 500  # not only refusals
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading and /proc are Linux's"
+)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, ended and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def holder(client: socket.socket, proxy_port: int, pids: list[int]) -> int:
+    """Which of ``pids`` holds the proxy's end of ``client``'s connection."""
+    client_port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+        if (local, remote) == (proxy_port, client_port):
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no process of {pids} holds the connection from port {client_port}")
+
+
+@linux_only
+def test_workers_share_the_port_and_sigterm_ends_them_all(upstream: Upstream) -> None:
+    request = f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        # Its exit checks: SIGTERM to the supervisor, exit status 0, nothing on stderr.
+        proc, port = stack.enter_context(start_proxy("--workers", "2"))
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        clients = []
+        for _ in range(16):
+            client = stack.enter_context(socket.create_connection(("127.0.0.1", port), TIMEOUT))
+            client.sendall(request.encode())
+            assert read_response(client)[1] == b"hello\n"  # served, and kept open
+            clients.append(client)
+        # The kernel spread them (2 ** -15 odds that all 16 land on one worker).
+        assert {holder(client, port, workers) for client in clients} == set(workers)
+    assert not any(alive(pid) for pid in workers)  # stopped and reaped, none orphaned
+
+
+@linux_only
+def test_a_worker_that_dies_stops_the_others() -> None:
+    ended = r"http_proxy: worker \d+ ended \(signal SIGKILL\); stopping the others\n"
+    with start_proxy("--workers", "3", stderr_pattern=ended, exit_status=1) as (proc, _):
+        workers = children(proc.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        proc.wait(TIMEOUT)
+    assert not any(alive(pid) for pid in workers)
+
+
+@linux_only
+def test_workers_stop_by_themselves_when_their_supervisor_is_killed() -> None:
+    with start_proxy("--workers", "2", exit_status=-signal.SIGKILL) as (proc, _):
+        workers = children(proc.pid)
+        proc.kill()
+        proc.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+
+
 # -- access control ----------------------------------------------------------------------------
 
 
@@ -883,6 +1502,9 @@ def test_listening_beyond_loopback_warns_while_allow_from_is_loopback_only() -> 
         ("--connect-ports", "443,https", "'https'"),
         ("--connect-ports", "9000-8000", "'9000-8000'"),
         ("--connect-ports", "", "''"),
+        ("--workers", "0", "'0'"),
+        ("--workers", "two", "'two'"),
+        ("--parser", "fast", "'fast'"),
     ],
 )
 def test_bad_option_value_is_one_line_naming_it_and_exit_status_2(
@@ -897,10 +1519,13 @@ def test_bad_option_value_is_one_line_naming_it_and_exit_status_2(
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_port_in_use_is_one_line_and_exit_status_2(loop: str) -> None:
+@pytest.mark.parametrize(
+    "workers", ["1", pytest.param("2", marks=linux_only)], ids=["1-worker", "2-workers"]
+)
+def test_port_in_use_is_one_line_and_exit_status_2(loop: str, workers: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_example("--port", str(port), "--loop", loop)
+        result = run_example("--port", str(port), "--loop", loop, "--workers", workers)
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         f"http_proxy.py: error: argument --port: cannot listen on 127.0.0.1:{port}:"
@@ -917,6 +1542,8 @@ def test_help_shows_every_default_and_the_access_control() -> None:
         "(default: 8080)",
         "(default: 16384)",
         "(default: asyncio)",
+        "(default: auto)",
+        "(default: 1)",
         "(default: 10.0)",
         "(default: 60.0)",
         "(default: 600.0)",
