@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "MAX_BUFFER_BYTES",
     "MAX_CONNECTIONS",
+    "MAX_DRIVERS",
     "MAX_DURATION_SECONDS",
     "MAX_FRAME_LEN",
     "MAX_ITERATIONS",
@@ -34,6 +35,9 @@ GiB = 1024 * MiB
 
 #: Stream ids are 4 digits in the frame header (`GET /tenant/NNNN/...`).
 MAX_CONNECTIONS = 10_000
+#: Drivers of one service (``--drivers``; the service's ``--service-addr``/``--sink-addr``
+#: pairs, one per driver): the service listens on each pair's address in every worker.
+MAX_DRIVERS = 64
 #: Workers are processes; far more than any machine's cores only measures the scheduler.
 MAX_WORKER_THREADS = 256
 MAX_ROUTE_FRAMES = 1_000_000

@@ -25,6 +25,7 @@ from bytes_handoff_bench.soak import cli as soak
 from bytes_handoff_bench.tools import (
     cost_curve,
     library_ab,
+    merge_drivers,
     profilers,
     targets,
     two_hosts,
@@ -59,6 +60,8 @@ ENTRY_POINTS: list[tuple[str, list[str]]] = [
     ("run-split-service-strace.sh", ["bash", str(BENCH / "run-split-service-strace.sh")]),
     ("run-two-hosts.sh", ["bash", str(BENCH / "run-two-hosts.sh")]),
     ("run-cost-curve.sh", ["bash", str(BENCH / "run-cost-curve.sh")]),
+    # It needs a report to start: the one it is given need not exist (checked after the extra).
+    ("merge-drivers.sh", ["bash", str(BENCH / "merge-drivers.sh"), "driver-0.txt"]),
 ]
 #: The programs that need no bench extra (the micro one, or none), which answer too.
 OTHER_PROGRAMS: list[tuple[str, list[str]]] = [
@@ -290,6 +293,7 @@ PARSERS = {
     "two-hosts": lambda: two_hosts.build_parser("run-two-hosts.sh"),
     "library-ab": lambda: library_ab.build_parser("run-library-ab.sh"),
     "cost-curve": lambda: cost_curve.build_parser("run-cost-curve.sh"),
+    "merge-drivers": lambda: merge_drivers.build_parser("merge-drivers.sh"),
 }
 #: Every program's parser, the soak's too (its options' words are the soak's own).
 ALL_PARSERS = {**PARSERS, "soak": lambda: soak.build_parser("run-fault-soak.sh")}

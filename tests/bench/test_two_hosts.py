@@ -121,7 +121,7 @@ def netns_name() -> Iterator[str]:
         yield name
     finally:
         signal.signal(signal.SIGTERM, previous)
-        names = [f"{name}-svc", f"{name}-drv"]
+        names = [f"{name}-svc", f"{name}-drv", f"{name}-drv1"]
         if any(netns_exists(n) for n in names):
             two_hosts.remove_namespaces(two_hosts.find_ip(), names)
 
@@ -195,6 +195,67 @@ def test_two_hosts_run_verifies_every_byte_across_the_veth(tmp_path: Path, netns
     assert summary["total_bytes"].mean == summary["service_total_bytes"].mean == expected
     assert summary["mib_per_sec"].mean > 0 and summary["service_cpu_ns_per_byte"].mean > 0
     assert "stream tcp handoff fragmented ticket runs=1 " in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_drivers_in_two_namespaces_drive_one_service_and_merge(
+    tmp_path: Path, netns_name: str
+) -> None:
+    proc = run_script(
+        [
+            "bash", str(SCRIPT),
+            "--netns-name", netns_name,
+            "--drivers", "2",
+            "--connections", str(CONNECTIONS),
+            "--runs", "1",
+            "--results-dir", str(tmp_path),
+            "--timeout-seconds", "120",
+        ],
+        timeout=240,
+    )  # fmt: skip
+    require_success(proc)
+    print(proc.stderr, proc.stdout, sep="")  # the run, for the log
+    names = [f"{netns_name}-svc", f"{netns_name}-drv", f"{netns_name}-drv1"]
+    assert not any(netns_exists(name) for name in names)
+    assert processes_mentioning(str(tmp_path)) == []
+
+    last = proc.stdout.strip().splitlines()[-1]
+    fields = dict(word.split("=", 1) for word in last.split())
+    assert fields["two_hosts"] == "ok" and fields["drivers"] == "2"
+    assert fields["streams"] == str(2 * CONNECTIONS)
+    assert fields["verified_bytes"] == str(2 * CONNECTIONS * BYTES_PER_CONNECTION)
+    assert fields["service"] == f"{netns_name}-svc/10.203.0.1:7001,10.203.1.1:7001"
+    assert fields["sink"] == f"{netns_name}-drv/10.203.0.2:7002,{netns_name}-drv1/10.203.1.2:7002"
+    mode = next(line for line in proc.stderr.splitlines() if line.startswith("results="))
+    assert " drivers=2 " in mode
+    for k, name in enumerate(names[1:]):
+        assert f"driver_{k}_prefix='{two_hosts.find_ip()} netns exec {name}'" in mode
+
+    # Checked here again, from the files: each driver's sink verified the content of its
+    # own streams (its own ids), in its own namespace, across its own veth pair.
+    run_dir = Path(fields["results"])
+    drivers = [parse_kv_file(run_dir / f"handoff-driver-{k}-run-1.txt") for k in range(2)]
+    for k, driver in enumerate(drivers):
+        assert driver["verified"] == "true" and driver["verification"] == "content"
+        assert (driver["drivers"], driver["driver_index"]) == ("2", str(k))
+        first = k * CONNECTIONS
+        assert driver["stream_ids"] == f"{first:04}-{first + CONNECTIONS - 1:04}"
+        assert driver["total_streams"] == str(CONNECTIONS)
+        addrs = f" --service-addr 10.203.{k}.1:7001 --sink-addr 10.203.{k}.2:7002 "
+        assert addrs in f" {driver['argv']} "
+    # Merged: the sums, and one latency per stream in the merged histogram.
+    merged = parse_kv_file(run_dir / "handoff-run-1.txt")
+    assert merged["merged_drivers"] == "2"
+    assert merged["total_streams"] == str(2 * CONNECTIONS)
+    assert int(merged["total_bytes"]) == sum(int(d["total_bytes"]) for d in drivers)
+    assert merged["latency_histogram_count"] == str(2 * CONNECTIONS)
+    # The service carried each driver's streams on that driver's route.
+    service = parse_kv_file(run_dir / "service-run-1.txt")
+    assert service["total_streams"] == str(2 * CONNECTIONS)
+    assert service["route_streams"] == f"{CONNECTIONS},{CONNECTIONS}"
+    assert service["service_addrs"] == "10.203.0.1:7001,10.203.1.1:7001"
+    row = read_runs_csv(run_dir / "runs.csv")[0]
+    assert row["total_bytes"] == row["service_total_bytes"] == merged["total_bytes"]
 
 
 @pytest.mark.slow
@@ -316,6 +377,7 @@ def test_two_hosts_help_and_bad_flags() -> None:
         (["--duration-seconds", "1e9"], "argument --duration-seconds: expected at most 86400"),
         (["--duration-seconds", "nan"], "argument --duration-seconds: expected a non-negative"),
         (["--timeout-seconds", "inf"], "argument --timeout-seconds: expected seconds above 0"),
+        (["--drivers", "9"], "argument --drivers: expected a whole number from 1 to 8"),
     ):
         proc = run_script(["bash", str(SCRIPT), *args], timeout=60)
         assert proc.returncode == 2, proc.stderr

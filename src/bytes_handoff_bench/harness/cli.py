@@ -34,6 +34,7 @@ try:
     from ..extras import default_loop, require_loop
     from ..limits import (
         MAX_CONNECTIONS,
+        MAX_DRIVERS,
         MAX_ITERATIONS,
         MAX_ROUTE_FRAMES,
         MAX_RUN_MEMORY,
@@ -108,6 +109,14 @@ Examples:
   python -m bytes_handoff_bench --duration-seconds 30 --rss-samples rss.csv
   # open loop: 200 streams/s for 10 s on a clock, latency from each scheduled start
   python -m bytes_handoff_bench --transport tcp --rate 200 --duration-seconds 10
+  # several drivers, one service: one --service-addr/--sink-addr pair per driver ...
+  python -m bytes_handoff_bench --transport tcp --role tcp-service --worker-threads 4 \\
+      --service-addr 10.0.0.1:7001 --sink-addr 10.0.0.2:7002 \\
+      --service-addr 10.0.0.1:7003 --sink-addr 10.0.0.3:7002
+  # ... each driver against its own pair, at its share of the total --rate
+  python -m bytes_handoff_bench --transport tcp --role tcp-driver --drivers 2 \\
+      --driver-index 0 --service-addr 10.0.0.1:7001 --sink-addr 10.0.0.2:7002 --rate 2000
+  # ... then one summary: ./bench/merge-drivers.sh driver-0.txt driver-1.txt
   # repeated runs with artifacts (runs.csv, summary.csv): use the wrapper
   ./bench/run-stream-harness.sh --scenario all --runs 5
 """
@@ -234,12 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--service-addr",
         metavar="HOST:PORT",
-        help="tcp: where the proxy listens (default: a free localhost port)",
+        action="append",
+        help="tcp: where the proxy listens (default: a free localhost port); tcp-service: once"
+        " per driver, the i-th paired with the i-th --sink-addr (several drivers, one service)",
     )
     add(
         "--sink-addr",
         metavar="HOST:PORT",
-        help="tcp: where the sink listens (default: a free localhost port)",
+        action="append",
+        help="tcp: where the sink listens (default: a free localhost port); tcp-service: once"
+        " per driver: the streams that arrive on the i-th --service-addr go to the i-th sink",
+    )
+    add(
+        "--drivers",
+        type=integer,
+        default=1,
+        help=f"tcp-driver: this driver is one of this many (1-{MAX_DRIVERS}) that drive one"
+        " service together: --rate/--rate-mib is their total and each offers 1/N of it"
+        " (closed loop: each drives its own --connections); merge their reports with"
+        " bench/merge-drivers.sh",
+    )
+    add(
+        "--driver-index",
+        type=integer,
+        default=0,
+        help="tcp-driver: which of the --drivers this is (0 to N-1): its stream ids are"
+        " INDEX x --connections onwards, so no two drivers share one, and its sink refuses"
+        " any other id",
     )
     add(
         "--ready-file",
@@ -310,6 +340,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
     """Parse and validate; ``UsageError`` (one line) on anything wrong."""
     ns = build_parser().parse_args(argv)
     require_loop(ns.loop)
+    service_addrs = [parse_addr(a, "--service-addr") for a in ns.service_addr or ()]
+    sink_addrs = [parse_addr(a, "--sink-addr") for a in ns.sink_addr or ()]
+    if max(len(service_addrs), len(sink_addrs)) > 1 and len(service_addrs) != len(sink_addrs):
+        raise UsageError(
+            f"--service-addr given {len(service_addrs)} times and --sink-addr"
+            f" {len(sink_addrs)}: give them in pairs, one pair per driver (--role tcp-service)"
+        )
     cfg = BenchConfig(
         transport=Transport(ns.transport),
         role=Role(ns.role),
@@ -327,8 +364,11 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
         duplex_capacity=ns.duplex_capacity,
         iterations=ns.iterations,
         duration_seconds=ns.duration_seconds,
-        service_addr=parse_addr(ns.service_addr, "--service-addr") if ns.service_addr else None,
-        sink_addr=parse_addr(ns.sink_addr, "--sink-addr") if ns.sink_addr else None,
+        service_addr=service_addrs[0] if service_addrs else None,
+        sink_addr=sink_addrs[0] if sink_addrs else None,
+        extra_routes=tuple(zip(service_addrs[1:], sink_addrs[1:], strict=True)),
+        drivers=ns.drivers,
+        driver_index=ns.driver_index,
         ready_file=ns.ready_file,
         idle_timeout_millis=ns.idle_timeout_millis,
         loop=Loop(ns.loop) if ns.loop else default_loop(),

@@ -10,6 +10,7 @@ from ..errors import UsageError
 from ..limits import (
     MAX_BUFFER_BYTES,
     MAX_CONNECTIONS,
+    MAX_DRIVERS,
     MAX_DURATION_SECONDS,
     MAX_FRAME_LEN,
     MAX_ITERATIONS,
@@ -34,13 +35,15 @@ from ..names import (
 )
 from ..output_paths import check_output_file
 
-__all__ = ["SINK_BUFFER", "BenchConfig", "parse_addr"]
+__all__ = ["SINK_BUFFER", "Addr", "BenchConfig", "parse_addr"]
+
+Addr = tuple[str, int]
 
 #: Sink receive buffer (reused): large reads keep the sink cheap.
 SINK_BUFFER = 256 * 1024
 
 
-def parse_addr(text: str, flag: str) -> tuple[str, int]:
+def parse_addr(text: str, flag: str) -> Addr:
     """``HOST:PORT`` -> ``(host, port)``; a ``UsageError`` naming ``flag`` otherwise."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -73,8 +76,14 @@ class BenchConfig:
     duplex_capacity: int = defaults.DUPLEX_CAPACITY
     iterations: int = defaults.ITERATIONS
     duration_seconds: float = defaults.DURATION_SECONDS
-    service_addr: tuple[str, int] | None = None
-    sink_addr: tuple[str, int] | None = None
+    service_addr: Addr | None = None
+    sink_addr: Addr | None = None
+    #: tcp-service: the (``--service-addr``, ``--sink-addr``) pairs after the first, one per
+    #: further driver: what arrives on a pair's service address goes to its sink.
+    extra_routes: tuple[tuple[Addr, Addr], ...] = ()
+    #: tcp-driver: how many drivers share the load (``--drivers``), and which one this is.
+    drivers: int = 1
+    driver_index: int = 0
     ready_file: str | None = None
     idle_timeout_millis: int = defaults.IDLE_TIMEOUT_MILLIS
     loop: Loop = Loop.ASYNCIO
@@ -95,14 +104,34 @@ class BenchConfig:
         return self.rate_flag is not None or self.rate_mib_flag is not None
 
     @property
-    def offered_streams_per_sec(self) -> float:
+    def offered_streams_per_sec_all_drivers(self) -> float:
         """The open-loop rate in streams per second (``--rate``, or ``--rate-mib`` divided
-        by the bytes of one stream); 0 in a closed-loop run."""
+        by the bytes of one stream), all ``--drivers`` together; 0 in a closed-loop run."""
         if self.rate_flag is not None:
             return self.rate_flag
         if self.rate_mib_flag is not None:
             return self.rate_mib_flag * 2**20 / self.bytes_per_connection
         return 0.0
+
+    @property
+    def offered_streams_per_sec(self) -> float:
+        """What this process offers: its share (``1 / --drivers``) of the open-loop rate."""
+        return self.offered_streams_per_sec_all_drivers / self.drivers
+
+    @property
+    def stream_ids(self) -> range:
+        """The stream ids this process's clients send and its sinks accept: ``--connections``
+        ids from ``--driver-index x --connections`` on, so that no two drivers of one
+        service share an id (the first route frame carries it: ``GET /tenant/NNNN``)."""
+        first = self.driver_index * self.connections
+        return range(first, first + self.connections)
+
+    @property
+    def routes(self) -> list[tuple[Addr, Addr]]:
+        """tcp-service: every (service address, sink address) pair, one per driver."""
+        if self.service_addr is None or self.sink_addr is None:
+            return []
+        return [(self.service_addr, self.sink_addr), *self.extra_routes]
 
     @property
     def scheduled_streams(self) -> int:
@@ -249,6 +278,7 @@ class BenchConfig:
             MAX_WRITE_PENDING_BYTES,
             " (128 MiB)",
         )
+        self._validate_drivers()
         self._validate_rate()
         per_connection, per_worker = self.memory_estimate()
         total = self.connections * per_connection + self.worker_threads * per_worker
@@ -280,7 +310,7 @@ class BenchConfig:
                 raise UsageError("--role tcp-driver needs --service-addr and --sink-addr")
             if self.service_addr[1] == 0:
                 raise UsageError("--service-addr: the driver needs the service's concrete port")
-        if self.role == Role.TCP_SERVICE and self.sink_addr is not None and self.sink_addr[1] == 0:
+        if self.role == Role.TCP_SERVICE and any(sink[1] == 0 for _, sink in self.routes):
             raise UsageError("--sink-addr: the service needs the sink's concrete port")
         for flag, path in (("--ready-file", self.ready_file), ("--rss-samples", self.rss_samples)):
             if path is not None:
@@ -288,6 +318,37 @@ class BenchConfig:
                 # a folder that takes no file is refused here, before anything runs.
                 check_output_file(path, flag)
         return self
+
+    def _validate_drivers(self) -> None:
+        """Several drivers, one service: the driver's share and ids, the service's pairs."""
+        if self.extra_routes and self.role != Role.TCP_SERVICE:
+            raise UsageError(
+                "--service-addr and --sink-addr are given once, except to --role tcp-service"
+                " (one pair per driver)"
+            )
+        if 1 + len(self.extra_routes) > MAX_DRIVERS:
+            raise UsageError(
+                f"--role tcp-service takes at most {MAX_DRIVERS} --service-addr/--sink-addr"
+                f" pairs (one per driver), got {1 + len(self.extra_routes)}"
+            )
+        if (self.drivers, self.driver_index) != (1, 0) and self.role != Role.TCP_DRIVER:
+            raise UsageError(
+                "--drivers and --driver-index are for --role tcp-driver (several drivers, one"
+                " service; the service takes one --service-addr/--sink-addr pair per driver)"
+            )
+        if not 1 <= self.drivers <= MAX_DRIVERS:
+            raise UsageError(f"--drivers must be from 1 to {MAX_DRIVERS}, got {self.drivers}")
+        if not 0 <= self.driver_index < self.drivers:
+            raise UsageError(
+                f"--driver-index must be from 0 to --drivers - 1 ({self.drivers - 1}),"
+                f" got {self.driver_index}"
+            )
+        if self.drivers * self.connections > MAX_CONNECTIONS:
+            raise UsageError(
+                f"--drivers {self.drivers} x --connections {self.connections} ="
+                f" {self.drivers * self.connections} stream ids, more than {MAX_CONNECTIONS}"
+                " (4-digit stream ids, no two drivers sharing one)"
+            )
 
     def _validate_rate(self) -> None:
         """The open-loop flags: one rate, finite and bounded, for a role that has clients."""
@@ -311,10 +372,10 @@ class BenchConfig:
         assert given is not None
         if not (math.isfinite(given) and given > 0):
             raise UsageError(f"{flag} must be above 0, got {given}")
-        rate = self.offered_streams_per_sec
+        rate = self.offered_streams_per_sec_all_drivers
         if rate > MAX_RATE:
             raise UsageError(f"{flag} asks for {rate:g} streams/s, more than {MAX_RATE:,}")
-        schedule = self.scheduled_streams / rate
+        schedule = self.scheduled_streams / self.offered_streams_per_sec
         if schedule > MAX_DURATION_SECONDS:
             raise UsageError(
                 f"{flag} {given:g}: {self.scheduled_streams} streams would take {schedule:g} s"

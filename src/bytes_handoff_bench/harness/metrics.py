@@ -79,6 +79,13 @@ class WorkerResult:
     #: Open loop (``--rate``): streams started, and the latest start behind its schedule (s).
     started: int = 0
     start_lag_max: float = 0.0
+    #: tcp-service: streams done per route (``--service-addr``/``--sink-addr`` pair).
+    route_streams: list[int] = field(default_factory=list)
+
+    def count_route(self, route: int) -> None:
+        if len(self.route_streams) <= route:
+            self.route_streams.extend([0] * (route + 1 - len(self.route_streams)))
+        self.route_streams[route] += 1
 
     def set_window(self, start: CpuSnapshot, end: CpuSnapshot) -> None:
         self.window_start = start.at
@@ -129,6 +136,12 @@ class Summary:
     #: Open loop (``--rate``): streams started, and the latest start behind its schedule (s).
     started: int = 0
     start_lag_max: float = 0.0
+    #: The workers' latency histograms added up, ``HdrHistogram.encode()``d (empty without
+    #: a stream): what several drivers' reports are merged from (``tools/merge_drivers``).
+    histogram: _Bytes | None = None
+    histogram_count: int = 0
+    #: tcp-service: streams done per route, all workers together.
+    route_streams: list[int] = field(default_factory=list)
 
 
 def combine(results: list[WorkerResult]) -> Summary:
@@ -146,6 +159,10 @@ def combine(results: list[WorkerResult]) -> Summary:
         "p999": hist.get_value_at_percentile(99.9),
         "max": hist.get_max_value(),
     }
+    routes = [0] * max((len(r.route_streams) for r in results), default=0)
+    for r in results:
+        for route, count in enumerate(r.route_streams):
+            routes[route] += count
     return Summary(
         streams=sum(r.streams for r in results),
         bytes=sum(r.bytes for r in results),
@@ -159,6 +176,9 @@ def combine(results: list[WorkerResult]) -> Summary:
         latency_micros=latency,
         started=sum(r.started for r in results),
         start_lag_max=max((r.start_lag_max for r in results), default=0.0),
+        histogram=hist.encode(),
+        histogram_count=hist.get_total_count(),
+        route_streams=routes,
     )
 
 

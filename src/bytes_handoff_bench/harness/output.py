@@ -49,9 +49,33 @@ def open_loop_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]
         "start_lag_max_micros": round(verdict.start_lag_max * 1e6),
         "fell_behind": verdict.fell_behind,
     }
+    if cfg.drivers > 1:
+        fields["offered_streams_per_sec_all_drivers"] = cfg.offered_streams_per_sec_all_drivers
     if verdict.fell_behind:
         fields["fell_behind_reason"] = verdict.reason
     return fields
+
+
+def several_drivers_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]:
+    """What lets several drivers' reports be merged into one (``bench/merge-drivers.sh``):
+    the driver's place among them and its stream ids; the service's routes (one per
+    driver) and the streams each carried."""
+    if cfg.role == Role.TCP_DRIVER:
+        ids = cfg.stream_ids
+        return {
+            "drivers": cfg.drivers,
+            "driver_index": cfg.driver_index,
+            "stream_ids": f"{ids.start:04}-{ids.stop - 1:04}",
+        }
+    if cfg.role == Role.TCP_SERVICE:
+        routes = len(cfg.routes)
+        counts = outcome.summary.route_streams + [0] * (routes - len(outcome.summary.route_streams))
+        return {
+            "routes": routes,
+            "service_addrs": ",".join(outcome.service_addrs),
+            "route_streams": ",".join(str(n) for n in counts),
+        }
+    return {}
 
 
 def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
@@ -126,6 +150,12 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
         "pid": os.getpid(),
         "argv": " ".join(sys.argv[1:]),
     }
+    if s.histogram is not None:
+        # Percentiles cannot be added; histograms can: several drivers' reports are merged
+        # from these (HdrHistogram's encode(): base64 of its compressed V2 encoding).
+        fields["latency_histogram_count"] = s.histogram_count
+        fields["latency_histogram_hdr"] = s.histogram.decode("ascii")
+    fields.update(several_drivers_fields(cfg, outcome))
     if cfg.open_loop:
         fields.update(open_loop_fields(cfg, outcome))
     if outcome.service_addr is not None:

@@ -129,12 +129,39 @@ async def drive(
 
 
 async def tcp_service(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally: Tally) -> None:
-    """The proxy alone: forward each accepted stream to the sink until the service is idle."""
-    assert spec.listener is not None and cfg.sink_addr is not None
+    """The proxy alone: forward each accepted stream to the sink until the service is idle.
+
+    With several drivers it has one route per driver (``--service-addr``/``--sink-addr``
+    pairs): what arrives on a route's listener goes to that route's sink.
+    """
+    assert len(spec.listeners) == len(cfg.routes)
     wl = sup.closing(new_workload(cfg))
-    listener = sup.closing(spec.listener)
-    sink_addr = cfg.sink_addr
     window = ActiveWindow(spec.shared)
+    addrs = []
+    for route, (listener, (_, sink_addr)) in enumerate(
+        zip(spec.listeners, cfg.routes, strict=True)
+    ):
+        sup.closing(listener)
+        addrs.append(fmt_addr(local_addr(listener)))
+        await serve_route(cfg, sup, tally, wl, window, route, listener, sink_addr)
+    await until_idle(cfg, spec.shared, sup, window, addrs)
+    if window.active > 0:  # stopped by a signal mid-stream: report up to now
+        window.end = CpuSnapshot.now()
+    if window.start is not None and window.end is not None:
+        tally.result.set_window(window.start, window.end)
+
+
+async def serve_route(
+    cfg: BenchConfig,
+    sup: Supervisor,
+    tally: Tally,
+    wl: Workload,
+    window: ActiveWindow,
+    route: int,
+    listener: socket.socket,
+    sink_addr: Addr,
+) -> None:
+    """Start serving one route of the service: its listener's streams go to ``sink_addr``."""
 
     async def serve(inbound: socket.socket, began: float) -> None:
         try:
@@ -153,19 +180,17 @@ async def tcp_service(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally
             sup.fail(as_bench_error(error, "proxy"))
         else:
             tally.stream_done(time.monotonic() - began, forwarded)
+            tally.result.count_route(route)
+
+    def opened() -> None:
+        window.opened(route)
 
     def accepted(sock: socket.socket) -> None:
-        window.opened()
+        window.opened(route)
         sup.spawn(serve(sock, time.monotonic()), "proxy", wake=False)
 
-    addr = fmt_addr(local_addr(listener))
-    if not await serve_whole(cfg, sup, listener, sink_addr, StreamHooks(window.opened, finished)):
+    if not await serve_whole(cfg, sup, listener, sink_addr, StreamHooks(opened, finished)):
         sup.spawn(accept_loop(listener, accepted), "service accept", background=True)
-    await until_idle(cfg, spec.shared, sup, window, addr)
-    if window.active > 0:  # stopped by a signal mid-stream: report up to now
-        window.end = CpuSnapshot.now()
-    if window.start is not None and window.end is not None:
-        tally.result.set_window(window.start, window.end)
 
 
 ROLES: dict[Role, RoleFn] = {
@@ -185,7 +210,7 @@ async def run_worker(cfg: BenchConfig, spec: WorkerSpec) -> WorkerResult:
 
 
 def new_workload(cfg: BenchConfig) -> Workload:
-    return Workload(cfg, max_chunk=max(SINK_BUFFER, cfg.read_reserve))
+    return Workload(cfg, max_chunk=max(SINK_BUFFER, cfg.read_reserve), stream_ids=cfg.stream_ids)
 
 
 def local_addr(sock: socket.socket) -> Addr:
@@ -434,9 +459,8 @@ class ActiveWindow:
     start: CpuSnapshot | None = None
     end: CpuSnapshot | None = None
 
-    def opened(self) -> None:
-        self.shared.add(Shared.ACCEPTED, 1)
-        self.shared.add(Shared.ACTIVE, 1)
+    def opened(self, route: int = 0) -> None:
+        self.shared.route_opened(route)
         self.active += 1
         if self.start is None:
             self.start = CpuSnapshot.now()
@@ -450,12 +474,14 @@ class ActiveWindow:
 
 
 async def until_idle(
-    cfg: BenchConfig, shared: Shared, sup: Supervisor, window: ActiveWindow, addr: str
+    cfg: BenchConfig, shared: Shared, sup: Supervisor, window: ActiveWindow, addrs: list[str]
 ) -> None:
     """Wait until the service has been idle for ``--idle-timeout-millis`` or a signal came.
 
     Fails without a first connection, or with streams open and no byte moving,
-    for ``--startup-timeout-seconds``.
+    for ``--startup-timeout-seconds``. With several routes (one per driver) it is
+    not idle before every route has had its first connection: a driver that
+    starts later than another one ends does not find the service gone.
     """
     limit = cfg.startup_timeout_seconds
     io = ProcessIo()
@@ -479,10 +505,15 @@ async def until_idle(
             )
         if now >= io_due:
             io_due = now + 1.0
-        if shared.get(Shared.ACCEPTED) == 0:
+        waiting = shared.routes_waiting()
+        if waiting:
             if now - began > limit:
+                others = ""
+                if len(addrs) > 1:
+                    others = f"; {len(addrs) - len(waiting)} of {len(addrs)} routes had one"
                 raise BenchError(
-                    f"no connection on {addr} within {limit:g} s (--startup-timeout-seconds)"
+                    f"no connection on {addrs[waiting[0]]} within {limit:g} s"
+                    f" (--startup-timeout-seconds){others}"
                 )
         elif (
             shared.get(Shared.ACTIVE) == 0
@@ -524,29 +555,35 @@ class RunOutcome:
     results: list[WorkerResult]
     rss_samples: list[tuple[float, int]] | None
     service_addr: str | None
+    #: tcp-service: every route's address, in the order of the flags.
+    service_addrs: list[str] = field(default_factory=list)
 
 
-def bind_role_listeners(cfg: BenchConfig) -> list[socket.socket]:
-    """The service's (or the driver's sink) listeners, one per worker, all on one port."""
+def bind_role_listeners(cfg: BenchConfig) -> list[list[socket.socket]]:
+    """Per worker, the service's listeners (one per route) or the driver's sink listener;
+    each address's listeners, one per worker, share its port."""
     if cfg.role == Role.TCP_SERVICE:
-        addr = cfg.service_addr
+        addrs = [service for service, _ in cfg.routes]
     elif cfg.role == Role.TCP_DRIVER:
-        addr = cfg.sink_addr
+        assert cfg.sink_addr is not None
+        addrs = [cfg.sink_addr]
     else:
         return []
-    assert addr is not None
     reuseport = cfg.worker_threads > 1
-    first = bind_listener(addr, reuseport)
-    port = first.getsockname()[1]
-    listeners = [first]
+    per_worker: list[list[socket.socket]] = [[] for _ in range(cfg.worker_threads)]
     try:
-        for _ in range(cfg.worker_threads - 1):
-            listeners.append(bind_listener((addr[0], port), reuseport))
+        for addr in addrs:
+            first = bind_listener(addr, reuseport)
+            per_worker[0].append(first)
+            port = first.getsockname()[1]
+            for own in per_worker[1:]:
+                own.append(bind_listener((addr[0], port), reuseport))
     except BaseException:
-        for sock in listeners:
-            sock.close()
+        for own in per_worker:
+            for sock in own:
+                sock.close()
         raise
-    return listeners
+    return per_worker
 
 
 def write_ready_file(path: str, lines: dict[str, object]) -> None:
@@ -566,11 +603,14 @@ def run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None = None) -
 
 def _run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None) -> RunOutcome:
     listeners = bind_role_listeners(cfg)
-    bound = fmt_addr(local_addr(listeners[0])) if listeners else None
+    bound_all = [fmt_addr(local_addr(sock)) for sock in listeners[0]] if listeners else []
+    bound = bound_all[0] if bound_all else None
     if cfg.ready_file is not None:
         ready: dict[str, object] = {"role": cfg.role, "pid": os.getpid()}
         if bound is not None:
             ready["service_addr" if cfg.role == Role.TCP_SERVICE else "sink_addr"] = bound
+        if cfg.role == Role.TCP_SERVICE:
+            ready["service_addrs"] = ",".join(bound_all)
         ready["worker_threads"] = cfg.worker_threads
         ready["loop"] = cfg.loop
         write_ready_file(cfg.ready_file, ready)
@@ -598,5 +638,6 @@ def _run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None) -> RunO
                 f"verified {summary.streams} streams / {summary.bytes} bytes, expected"
                 f" {expected} / {expected * cfg.bytes_per_connection}"
             )
-    service_addr = bound if cfg.role == Role.TCP_SERVICE else None
-    return RunOutcome(summary, results, samples, service_addr)
+    if cfg.role == Role.TCP_SERVICE:
+        return RunOutcome(summary, results, samples, bound, bound_all)
+    return RunOutcome(summary, results, samples, None)

@@ -81,15 +81,19 @@ class Shared:
     the stream *should* have begun (``open_loop``). ``done_counts[conn]``
     counts the streams of connection ``conn`` verified so far (by any worker's
     sink), so an open-loop connection knows when its stream is done.
+    ``route_accepted[route]`` counts the connections a service accepted on each
+    of its routes (one per driver), so it waits for every driver before it
+    ends on idle.
     """
 
     ACCEPTED, ACTIVE, LAST_IDLE, VERIFIED, WAVE_DONE_AT, FAILED, T0, STOP, GAVE_UP = range(9)
 
-    def __init__(self, connections: int) -> None:
+    def __init__(self, connections: int, routes: int = 1) -> None:
         self._lock = _FORK.Lock()
         self._vals: Any = _FORK.RawArray("d", 9)
         self.start_times: Any = _FORK.RawArray("d", connections)
         self.done_counts: Any = _FORK.RawArray("d", connections)
+        self.route_accepted: Any = _FORK.RawArray("d", max(routes, 1))
         self._vals[self.T0] = float("inf")
 
     def mark_start(self) -> None:
@@ -121,6 +125,17 @@ class Shared:
                 self._vals[stamp_zero] = time.monotonic()
         return float(value)
 
+    def route_opened(self, route: int) -> None:
+        """Count a connection accepted on ``route`` (and in ``ACCEPTED``, ``ACTIVE``)."""
+        with self._lock:
+            self._vals[self.ACCEPTED] += 1
+            self._vals[self.ACTIVE] += 1
+            self.route_accepted[route] += 1
+
+    def routes_waiting(self) -> list[int]:
+        """The routes that have not accepted a connection yet."""
+        return [r for r in range(len(self.route_accepted)) if self.route_accepted[r] == 0]
+
     def stream_verified(self, connections: int, conn: int | None = None) -> None:
         """Count a verified stream (of connection ``conn``); the one that completes a wave
         stamps its time."""
@@ -139,13 +154,19 @@ class Shared:
 
 @dataclass
 class WorkerSpec:
-    """What one worker gets: its index, its slice of stream ids, its listener (if any)."""
+    """What one worker gets: its index, its slice of the connections, its listeners (the
+    service: one per route; the driver: its sink's; none integrated)."""
 
     index: int
     conns: range
-    listener: socket.socket | None
+    listeners: list[socket.socket]
     shared: Shared
     all_listeners: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def listener(self) -> socket.socket | None:
+        """The first (the driver's only) listener."""
+        return self.listeners[0] if self.listeners else None
 
 
 def split_conns(connections: int, workers: int) -> list[range]:
@@ -171,7 +192,7 @@ def _child(
     pipe: multiprocessing.connection.Connection,
 ) -> None:
     for other in spec.all_listeners:
-        if other is not spec.listener:
+        if not any(other is own for own in spec.listeners):
             other.close()
     try:
         result = work(spec)
@@ -184,17 +205,18 @@ def _child(
 
 def run_workers(
     cfg: BenchConfig,
-    listeners: list[socket.socket],
+    listeners: list[list[socket.socket]],
     work: Callable[[WorkerSpec], WorkerResult],
     sampler: RssSampler | None,
 ) -> list[WorkerResult]:
-    """Run ``work`` once per worker; return the results in worker order."""
+    """Run ``work`` once per worker (``listeners[i]``: worker ``i``'s, or no list at all);
+    return the results in worker order."""
     n = cfg.worker_threads
-    shared = Shared(cfg.connections)
+    shared = Shared(cfg.connections, max(len(cfg.routes), 1))
     ranges = split_conns(cfg.connections, n)
+    every = [sock for own in listeners for sock in own]
     specs = [
-        WorkerSpec(i, ranges[i], listeners[i] if listeners else None, shared, listeners)
-        for i in range(n)
+        WorkerSpec(i, ranges[i], listeners[i] if listeners else [], shared, every) for i in range(n)
     ]
     if n == 1:
         if sampler is not None:
@@ -207,7 +229,7 @@ def run_workers(
         proc.start()
         child_end.close()
         procs.append((proc, parent_end))
-    for sock in listeners:
+    for sock in every:
         sock.close()  # the workers hold them now
     if sampler is not None:
         sampler.pids = [proc.pid for proc, _ in procs]

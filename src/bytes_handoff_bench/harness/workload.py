@@ -1,12 +1,14 @@
 """The workload: what a client sends on connection ``conn``, and how a sink checks it.
 
 Per connection: ``route_frames`` frames of ``frame_len`` bytes plus ``\\n``, each
-starting with ``GET /tenant/{conn:04}/object/{frame:08}`` (cut to ``frame_len``)
+starting with ``GET /tenant/{id:04}/object/{frame:08}`` (cut to ``frame_len``)
 padded with ``x``; then ``TUNNEL\\n``; then ``tunnel_bytes`` opaque bytes, byte
-``i`` = ``(conn + i) % 251``.
+``i`` = ``(id + i) % 251``. The stream id is the connection's index plus the first
+of the workload's ``stream_ids`` (0 without them): several drivers of one service
+send disjoint ids (``--driver-index``), and a sink refuses an id not among its own.
 
 The tunnel is never materialised per connection: it is a slice of one periodic
-pattern (``PERIOD`` repeating), starting at ``conn % PERIOD``. Clients send
+pattern (``PERIOD`` repeating), starting at ``id % PERIOD``. Clients send
 slices of it (or ``sendfile`` it from a memfd); sinks compare received chunks
 with slices of it.
 """
@@ -37,10 +39,12 @@ class Workload:
     """The bytes of every stream of one run, generated once and shared.
 
     ``prefix(conn)`` (route frames + marker) is cached per stream id; the tunnel
-    is ``pattern[conn % PERIOD :][:tunnel_bytes]``.
+    is ``pattern[id % PERIOD :][:tunnel_bytes]``.
     """
 
-    def __init__(self, cfg: BenchConfig, max_chunk: int = 64 * 1024) -> None:
+    def __init__(
+        self, cfg: BenchConfig, max_chunk: int = 64 * 1024, stream_ids: range | None = None
+    ) -> None:
         self.route_frames = cfg.route_frames
         self.frame_len = cfg.frame_len
         self.tunnel_bytes = cfg.tunnel_bytes
@@ -48,12 +52,22 @@ class Workload:
         self.total = cfg.bytes_per_connection
         #: Long enough for the whole tunnel (clients) and for any received chunk (sinks).
         self.pattern = periodic(PERIOD * 2 + max(cfg.tunnel_bytes, max_chunk))
+        #: The ids of this workload's streams (``BenchConfig.stream_ids``): connection
+        #: ``conn`` sends id ``stream_ids[conn]`` and a sink accepts only these. ``None``:
+        #: id = connection, any 4-digit id accepted (the fault soak numbers its own).
+        self.stream_ids = stream_ids
+        self.id_offset = stream_ids.start if stream_ids is not None else 0
         self._prefixes: dict[int, bytes] = {}
         self._memfd: int | None = None
 
+    def stream_id(self, conn: int) -> int:
+        """The id that connection ``conn``'s streams carry."""
+        return self.id_offset + conn
+
     def frame(self, conn: int, index: int) -> bytes:
         """Route frame ``index`` of stream ``conn``, newline included."""
-        head = f"GET /tenant/{conn:04}/object/{index:08}".encode()[: self.frame_len]
+        head = f"GET /tenant/{self.id_offset + conn:04}/object/{index:08}".encode()
+        head = head[: self.frame_len]
         return head.ljust(self.frame_len, b"x") + b"\n"
 
     def prefix(self, conn: int) -> bytes:
@@ -66,7 +80,7 @@ class Workload:
 
     def tunnel_base(self, conn: int) -> int:
         """Offset in ``pattern`` of tunnel byte 0 of stream ``conn``."""
-        return conn % PERIOD
+        return (self.id_offset + conn) % PERIOD
 
     def stream_bytes(self, conn: int) -> bytes:
         """The whole stream as one object (tests and slow paths only)."""
@@ -113,7 +127,9 @@ class StreamVerifier:
 
     @property
     def name(self) -> str:
-        return f"stream {self.conn:04}" if self.conn >= 0 else "unidentified stream"
+        if self.conn < 0:
+            return "unidentified stream"
+        return f"stream {self._wl.stream_id(self.conn):04}"
 
     def feed(self, buf: bytearray, n: int) -> None:
         # Hot path: at most two memcmp-backed startswith calls per chunk, no copies.
@@ -165,10 +181,19 @@ class StreamVerifier:
                 f"unidentified stream: first bytes {bytes(first)!r} are not a route frame"
                 f" (expected {_ID_PREFIX!r} and 4 digits)"
             )
-        conn = int(digits)
+        stream_id = int(digits)
+        wl = self._wl
+        if wl.stream_ids is not None and stream_id not in wl.stream_ids:
+            ids = wl.stream_ids
+            raise VerificationError(
+                f"stream {stream_id:04}: not one of this sink's stream ids ({ids.start:04} to"
+                f" {ids.stop - 1:04}): another driver's stream, or one the service mixed up"
+            )
+        conn = stream_id - wl.id_offset
         if self.expected_conn is not None and conn != self.expected_conn:
             raise VerificationError(
-                f"stream {self.expected_conn:04}: received the bytes of stream {conn:04}"
+                f"stream {wl.stream_id(self.expected_conn):04}: received the bytes of stream"
+                f" {stream_id:04}"
             )
         self.conn = conn
         self.base = self._wl.tunnel_base(conn)

@@ -24,6 +24,13 @@ Files written into the run's folder (``N`` is the run index):
 (:func:`run_files`; a tool that runs into a folder it was given checks them
 first with ``output_paths.check_output_file``.)
 
+Several drivers, one service (``SplitConfig.driver_slots``, one slot per driver):
+the service gets one ``--service-addr``/``--sink-addr`` pair per driver, driver
+``K`` runs with ``--drivers N --driver-index K`` against its own pair (under its
+own prefix, if any) and writes ``handoff-driver-K-run-N.txt`` (``.err``); once
+all of them and the service are done, their reports are merged
+(``tools/merge_drivers``) into ``handoff-run-N.txt``, the run's driver report.
+
 As a program (``python -m bytes_handoff_bench.tools.split``) it runs one split run
 and prints the two files' paths; harness flags after ``--`` go to both roles.
 """
@@ -41,14 +48,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bytes_handoff_bench.cli_common import OneLineParser, run_main
+from bytes_handoff_bench.cli_common import OneLineParser, run_main, whole_number
 from bytes_handoff_bench.errors import BenchError, UsageError
+from bytes_handoff_bench.limits import MAX_DRIVERS
 from bytes_handoff_bench.names import Role, Transport
 from bytes_handoff_bench.output_paths import (
     check_output_dir,
     check_output_file,
     make_output_dir,
     output_dir_arg,
+    write_output,
 )
 from bytes_handoff_bench.ports import PortError, reserve_ports
 from bytes_handoff_bench.processes import (
@@ -59,6 +68,7 @@ from bytes_handoff_bench.processes import (
     taskset_prefix,
 )
 from bytes_handoff_bench.tools.artifacts import parse_kv_file, parse_kv_text
+from bytes_handoff_bench.tools.merge_drivers import merge_reports, read_report, report_text
 
 POLL_SECONDS = 0.02
 
@@ -148,8 +158,24 @@ class Attacher:
 
 
 @dataclass
+class DriverSlot:
+    """One of several drivers of one service: its addresses (``None``: a free port on the
+    run's host, reserved here), the command it runs under, and flags for it alone."""
+
+    service_addr: str | None = None
+    sink_addr: str | None = None
+    prefix: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SplitConfig:
-    """One split run. ``harness_args`` are the shape flags given to both roles."""
+    """One split run. ``harness_args`` are the shape flags given to both roles.
+
+    ``driver_slots``: several drivers (two or more slots; ``service_addr``, ``sink_addr``
+    and ``driver_prefix`` are then unused), each run with ``driver_extra_args`` and
+    its slot's own; empty: one driver.
+    """
 
     harness_args: list[str]
     out_dir: Path
@@ -171,6 +197,13 @@ class SplitConfig:
     label: str = ""
     driver_file_stem: str = "handoff"
     service_file_stem: str = "service"
+    driver_slots: list[DriverSlot] = field(default_factory=list)
+
+    def slots(self) -> list[DriverSlot]:
+        """Every driver's slot (one from the single-driver fields when none was given)."""
+        if self.driver_slots:
+            return self.driver_slots
+        return [DriverSlot(self.service_addr, self.sink_addr, self.driver_prefix)]
 
 
 @dataclass
@@ -186,15 +219,23 @@ def harness_command(python: str) -> list[str]:
     return [python, "-m", "bytes_handoff_bench"]
 
 
-def run_files(out_dir: Path, n: int, driver_stem: str, service_stem: str) -> dict[str, Path]:
-    """The files one split run writes into ``out_dir``, by role."""
-    return {
+def run_files(
+    out_dir: Path, n: int, driver_stem: str, service_stem: str, drivers: int = 1
+) -> dict[str, Path]:
+    """The files one split run writes into ``out_dir``, by role (``driver_K_txt`` and
+    ``driver_K_err`` too with several drivers, whose merge is ``driver_txt``)."""
+    files = {
         "driver_txt": out_dir / f"{driver_stem}-run-{n}.txt",
         "driver_err": out_dir / f"{driver_stem}-run-{n}.err",
         "service_txt": out_dir / f"{service_stem}-run-{n}.txt",
         "service_err": out_dir / f"{service_stem}-run-{n}.err",
         "ready": out_dir / f"{service_stem}-run-{n}.ready",
     }
+    if drivers > 1:
+        for k in range(drivers):
+            files[f"driver_{k}_txt"] = out_dir / f"{driver_stem}-driver-{k}-run-{n}.txt"
+            files[f"driver_{k}_err"] = out_dir / f"{driver_stem}-driver-{k}-run-{n}.err"
+    return files
 
 
 def _regular_or_link(path: Path) -> bool:
@@ -207,7 +248,13 @@ def check_run_files(cfg: SplitConfig, name: str) -> None:
     """Refuse (``UsageError``) what ``run_split(cfg)`` could not write in its folder."""
     if not cfg.out_dir.is_dir():
         return  # made new
-    files = run_files(cfg.out_dir, cfg.run_index, cfg.driver_file_stem, cfg.service_file_stem)
+    files = run_files(
+        cfg.out_dir,
+        cfg.run_index,
+        cfg.driver_file_stem,
+        cfg.service_file_stem,
+        len(cfg.slots()),
+    )
     for path in files.values():
         check_output_file(path, f"{name}: {path.name}")
     with contextlib.suppress(FileNotFoundError):
@@ -248,25 +295,31 @@ def run_split(cfg: SplitConfig) -> SplitResult:
         make_output_dir(cfg.out_dir, what, parents=True)
     except BenchError as exc:
         raise RunError(str(exc)) from None
-    files = run_files(cfg.out_dir, n, cfg.driver_file_stem, cfg.service_file_stem)
-    driver_txt, driver_err = files["driver_txt"], files["driver_err"]
+    slots = cfg.slots()
+    several = len(slots) > 1
+    files = run_files(cfg.out_dir, n, cfg.driver_file_stem, cfg.service_file_stem, len(slots))
     service_txt, service_err = files["service_txt"], files["service_err"]
     ready = files["ready"]
     with contextlib.suppress(FileNotFoundError):
         if not _regular_or_link(ready):
             raise RunError(f"{what}: {ready} must be a regular file: the run waits for it")
         ready.unlink()  # a stale one: the service writes it anew
+    # One driver writes the run's driver files; several write their own, merged into them.
+    outputs = [
+        (files[f"driver_{k}_txt"], files[f"driver_{k}_err"]) if several else
+        (files["driver_txt"], files["driver_err"])
+        for k in range(len(slots))
+    ]  # fmt: skip
 
     service_pin = taskset_prefix(cfg.service_cores)
     driver_pin = taskset_prefix(cfg.driver_cores)
-    wanted = [cfg.service_addr is None, cfg.sink_addr is None].count(True)
+    wanted = sum([slot.service_addr is None, slot.sink_addr is None].count(True) for slot in slots)
     try:
         reservations = reserve_ports(wanted, cfg.host)
     except PortError as exc:
         raise RunError(f"{what}: {exc}") from exc
     free = [r.addr for r in reservations]
-    service_addr = cfg.service_addr or free.pop(0)
-    sink_addr = cfg.sink_addr or free.pop(0)
+    routes = [(slot.service_addr or free.pop(0), slot.sink_addr or free.pop(0)) for slot in slots]
 
     children: list[Child] = []
     try:
@@ -279,10 +332,11 @@ def run_split(cfg: SplitConfig) -> SplitResult:
                 *cfg.harness_args,
                 "--role",
                 Role.TCP_SERVICE,
-                "--service-addr",
-                service_addr,
-                "--sink-addr",
-                sink_addr,
+                *[
+                    word
+                    for pair in routes
+                    for word in ("--service-addr", pair[0], "--sink-addr", pair[1])
+                ],
                 "--ready-file",
                 str(ready),
                 "--idle-timeout-millis",
@@ -295,62 +349,43 @@ def run_split(cfg: SplitConfig) -> SplitResult:
         children.append(service)
         info = _wait_ready(cfg, service, ready, what)
         service_pid = int(info["pid"]) if info.get("pid", "").isdigit() else service.pid
+        bound = info.get("service_addrs", "").split(",") if several else []
+        if len(bound) != len(routes):
+            bound = [info.get("service_addr", routes[0][0]), *(a for a, _ in routes[1:])]
 
         for attacher in cfg.attachers:
             attacher.start(process_tree(service_pid))
             if attacher.child is not None:
                 children.append(attacher.child)
 
-        driver = Child(
-            "driver",
-            [
-                *cfg.driver_prefix,
-                *driver_pin,
-                *harness_command(cfg.python),
-                *cfg.harness_args,
-                "--role",
-                Role.TCP_DRIVER,
-                "--service-addr",
-                info.get("service_addr", service_addr),
-                "--sink-addr",
-                sink_addr,
-                *cfg.driver_extra_args,
-            ],
-            driver_txt,
-            driver_err,
-        )
-        children.append(driver)
-
-        deadline = time.monotonic() + cfg.run_timeout_seconds
-        while True:
-            rc = driver.wait(0.2)
-            if rc is not None:
-                break
-            service_rc = service.poll()
-            if service_rc is not None and service_rc != 0:
-                raise RunError(
-                    f"{what}: service exited with status {service_rc} while the driver ran: "
-                    f"{last_line(service_err) or 'no message'} (log: {service_err})"
-                )
-            if time.monotonic() > deadline:
-                raise RunError(
-                    f"{what}: driver still running after {cfg.run_timeout_seconds:g}s"
-                    f" (log: {driver_err})"
-                )
-        if rc != 0:
-            # A failing proxy often shows up first as a reset in the driver: when the
-            # service failed too, its message is the cause worth reading.
-            service_rc = service.wait(2.0)
-            if service_rc not in (None, 0):
-                raise RunError(
-                    f"{what}: service exited with status {service_rc}: "
-                    f"{last_line(service_err) or 'no message'} (log: {service_err}); "
-                    f"driver exited with status {rc} (log: {driver_err})"
-                )
-            raise RunError(
-                f"{what}: driver exited with status {rc}: "
-                f"{last_line(driver_err) or 'no message'} (log: {driver_err})"
+        drivers: list[Child] = []
+        for k, (slot, service_addr, (_, sink_addr), (txt, err)) in enumerate(
+            zip(slots, bound, routes, outputs, strict=True)
+        ):
+            share = ["--drivers", str(len(slots)), "--driver-index", str(k)] if several else []
+            driver = Child(
+                f"driver {k}" if several else "driver",
+                [
+                    *slot.prefix,
+                    *driver_pin,
+                    *harness_command(cfg.python),
+                    *cfg.harness_args,
+                    "--role",
+                    Role.TCP_DRIVER,
+                    "--service-addr",
+                    service_addr,
+                    "--sink-addr",
+                    sink_addr,
+                    *share,
+                    *cfg.driver_extra_args,
+                    *slot.extra_args,
+                ],
+                txt,
+                err,
             )
+            children.append(driver)
+            drivers.append(driver)
+        _wait_drivers(cfg, what, service, drivers)
 
         grace = cfg.idle_timeout_millis / 1000.0 + 30.0
         service_rc = service.wait(grace)
@@ -371,15 +406,70 @@ def run_split(cfg: SplitConfig) -> SplitResult:
         for reservation in reservations:
             reservation.release()
 
-    driver_kv = parse_kv_file(driver_txt)
+    for driver, (txt, _err) in zip(drivers, outputs, strict=True):
+        if not parse_kv_file(txt):
+            raise RunError(f"{what}: {driver.name} printed no key=value lines (see {txt})")
     service_kv = parse_kv_file(service_txt)
-    if not driver_kv:
-        raise RunError(f"{what}: driver printed no key=value lines (see {driver_txt})")
     if not service_kv:
         raise RunError(f"{what}: service printed no key=value lines (see {service_txt})")
-    driver.drop_empty_stderr()
-    service.drop_empty_stderr()
+    for child in (*drivers, service):
+        child.drop_empty_stderr()
+    driver_txt = files["driver_txt"]
+    if several:
+        driver_kv = merge_driver_reports([txt for txt, _err in outputs], driver_txt, what)
+    else:
+        driver_kv = parse_kv_file(driver_txt)
     return SplitResult(driver_txt, service_txt, driver_kv, service_kv, attacher_rcs)
+
+
+def _wait_drivers(cfg: SplitConfig, what: str, service: Child, drivers: list[Child]) -> None:
+    """Until every driver exited 0; ``RunError`` on a failure, a timeout, or a service that
+    fails meanwhile."""
+    deadline = time.monotonic() + cfg.run_timeout_seconds
+    service_err = service.stderr_path
+    pending = list(drivers)
+    while pending:
+        driver = pending[0]
+        rc = driver.wait(0.2)
+        if rc is None:
+            service_rc = service.poll()
+            if service_rc is not None and service_rc != 0:
+                raise RunError(
+                    f"{what}: service exited with status {service_rc} while the"
+                    f" {driver.name} ran: {last_line(service_err) or 'no message'}"
+                    f" (log: {service_err})"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"{what}: {driver.name} still running after {cfg.run_timeout_seconds:g}s"
+                    f" (log: {driver.stderr_path})"
+                )
+            continue
+        if rc != 0:
+            # A failing proxy often shows up first as a reset in the driver: when the
+            # service failed too, its message is the cause worth reading.
+            service_rc = service.wait(2.0)
+            if service_rc not in (None, 0):
+                raise RunError(
+                    f"{what}: service exited with status {service_rc}: "
+                    f"{last_line(service_err) or 'no message'} (log: {service_err}); "
+                    f"{driver.name} exited with status {rc} (log: {driver.stderr_path})"
+                )
+            raise RunError(
+                f"{what}: {driver.name} exited with status {rc}: "
+                f"{last_line(driver.stderr_path) or 'no message'} (log: {driver.stderr_path})"
+            )
+        pending.pop(0)
+
+
+def merge_driver_reports(reports: list[Path], out: Path, what: str) -> dict[str, str]:
+    """Merge several drivers' reports (``tools/merge_drivers``) into ``out``; its keys."""
+    try:
+        merged = merge_reports([read_report(str(path)) for path in reports])
+        write_output(out, report_text(merged), "the merged driver report")
+    except BenchError as exc:
+        raise RunError(f"{what}: the drivers' reports do not merge: {exc}") from None
+    return merged
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -398,6 +488,12 @@ def _split(argv: Sequence[str] | None) -> int:
     parser.add_argument("--idle-timeout-millis", type=int, default=1000)
     parser.add_argument("--startup-timeout-seconds", type=float, default=60.0)
     parser.add_argument("--run-timeout-seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--drivers",
+        type=whole_number(1, MAX_DRIVERS),
+        default=1,
+        help="driver processes against the one service, each with its own pair of ports",
+    )
     parser.add_argument("harness_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     check_output_dir(args.out_dir, "--out-dir")
@@ -415,6 +511,7 @@ def _split(argv: Sequence[str] | None) -> int:
         idle_timeout_millis=args.idle_timeout_millis,
         startup_timeout_seconds=args.startup_timeout_seconds,
         run_timeout_seconds=args.run_timeout_seconds,
+        driver_slots=[DriverSlot() for _ in range(args.drivers)] if args.drivers > 1 else [],
     )
     check_run_files(cfg, "--out-dir")
     result = run_split(cfg)

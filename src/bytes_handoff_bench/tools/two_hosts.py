@@ -8,11 +8,21 @@ bound to ``10.203.0.1``) and the ``tcp-driver`` in the second (its sink bound to
 ``10.203.0.2``), each pinned with ``taskset`` inside its namespace; the service
 reaches the sink across the veth. Neither address exists outside the namespaces.
 
+With ``--drivers N`` (several drivers, one service) each driver has a namespace of
+its own, ``NAME-drv`` for the first and ``NAME-drvK`` for driver ``K``, joined to
+``NAME-svc`` by a veth pair of its own on ``10.203.K.0/24`` (the service at
+``.1``, the driver at ``.2``); the service listens on each pair's address and
+forwards what arrives there to that driver's sink (``--drivers N`` of the
+wrapper), and the drivers' reports are merged into the run's report.
+
 Then the files the wrapper wrote are checked: every driver report says its sink
 verified the content of every byte (``verified=true``, ``verification=content``)
 and its stream and byte counts are what the workload implies; every service
 report forwarded exactly those bytes, from its own address; ``runs.csv`` and
-``summary.csv`` agree. The namespaces (and anything still running in them) are
+``summary.csv`` agree. With several drivers also: each driver sent only its own
+stream ids, the merged report's counts are the drivers' sums and its histogram
+holds one latency per stream, and the service carried each driver's streams
+on that driver's route. The namespaces (and anything still running in them) are
 removed however the run ends: success, failure, timeout, Ctrl-C, SIGTERM or SIGHUP.
 
 It needs root and ``ip netns``. Without them it prints one line
@@ -70,8 +80,32 @@ NEEDS = "needs root and 'ip netns' (network namespaces)"
 SERVICE_IP = "10.203.0.1"
 DRIVER_IP = "10.203.0.2"
 PREFIX_LEN = 24
-SERVICE_ADDR = f"{SERVICE_IP}:7001"
-SINK_ADDR = f"{DRIVER_IP}:7002"
+SERVICE_PORT = 7001
+SINK_PORT = 7002
+SERVICE_ADDR = f"{SERVICE_IP}:{SERVICE_PORT}"
+SINK_ADDR = f"{DRIVER_IP}:{SINK_PORT}"
+#: ``--drivers``: one namespace and one /24 (10.203.K.0) each.
+MAX_NETNS_DRIVERS = 8
+
+
+def service_ip(driver: int) -> str:
+    """The service's address on driver ``driver``'s veth pair."""
+    return f"10.203.{driver}.1"
+
+
+def driver_ip(driver: int) -> str:
+    return f"10.203.{driver}.2"
+
+
+def service_addr(driver: int) -> str:
+    """Where driver ``driver`` reaches the service."""
+    return f"{service_ip(driver)}:{SERVICE_PORT}"
+
+
+def sink_addr(driver: int) -> str:
+    """Where driver ``driver``'s sink listens."""
+    return f"{driver_ip(driver)}:{SINK_PORT}"
+
 
 #: The workload (small: a run takes about a second). Per connection:
 #: ROUTE_FRAMES frames of FRAME_LEN bytes plus a newline, ``TUNNEL\n``, TUNNEL_BYTES.
@@ -168,10 +202,12 @@ def _why(proc: subprocess.CompletedProcess[str]) -> str:
 
 @dataclass
 class Namespaces:
-    """The two namespaces of one run and the veth pair between them."""
+    """The namespaces of one run (the service's and one per driver) and the veth pairs
+    between the service's and each driver's."""
 
     ip: str
     name: str
+    drivers: int = 1
     created: list[str] = field(default_factory=list)
 
     @property
@@ -180,18 +216,26 @@ class Namespaces:
 
     @property
     def driver(self) -> str:
-        return f"{self.name}-drv"
+        return self.driver_ns(0)
+
+    def driver_ns(self, driver: int) -> str:
+        """Driver ``driver``'s namespace: ``NAME-drv``, then ``NAME-drv1``, ..."""
+        return f"{self.name}-drv" + (str(driver) if driver else "")
+
+    @property
+    def all(self) -> list[str]:
+        return [self.service, *(self.driver_ns(k) for k in range(self.drivers))]
 
     def prefix(self, namespace: str) -> str:
         return shlex.join([self.ip, "netns", "exec", namespace])
 
     def create(self) -> None:
-        """Both namespaces, the veth pair, addresses, links up; raise on the first failure.
+        """The namespaces, the veth pairs, addresses, links up; raise on the first failure.
 
         A failing ``ip netns add`` (no privilege) or veth (no kernel support) is a
         :class:`UsageError` (exit 2); anything after is a :class:`RunError`.
         """
-        for namespace in (self.service, self.driver):
+        for namespace in self.all:
             if (NETNS_DIR / namespace).exists():
                 # Someone else's: never used, never removed.
                 raise RunError(f"network namespace {namespace} exists already (another run's?)")
@@ -201,26 +245,32 @@ class Namespaces:
                     self.created.append(namespace)
                 raise UsageError(f"{NEEDS}: 'ip netns add {namespace}' failed: {_why(proc)}")
             self.created.append(namespace)
-        # Each end is made inside its namespace: the pair never exists (or collides) here.
-        proc = _ip(
-            self.ip,
-            "link", "add", "veth-svc", "netns", self.service,
-            "type", "veth", "peer", "name", "veth-drv", "netns", self.driver,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise UsageError(f"{NEEDS}: cannot make a veth pair: {_why(proc)}")
-        for namespace, link, address in (
-            (self.service, "veth-svc", SERVICE_IP),
-            (self.driver, "veth-drv", DRIVER_IP),
-        ):
-            for step in (
-                ["addr", "add", f"{address}/{PREFIX_LEN}", "dev", link],
-                ["link", "set", "lo", "up"],
-                ["link", "set", link, "up"],
+        lo_up = set()
+        for k in range(self.drivers):
+            # veth-svc/veth-drv for the first driver, veth-svcK/veth-drvK for driver K.
+            suffix = str(k) if k else ""
+            svc_link, drv_link = f"veth-svc{suffix}", f"veth-drv{suffix}"
+            # Each end is made inside its namespace: the pair never exists (or collides) here.
+            proc = _ip(
+                self.ip,
+                "link", "add", svc_link, "netns", self.service,
+                "type", "veth", "peer", "name", drv_link, "netns", self.driver_ns(k),
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise UsageError(f"{NEEDS}: cannot make a veth pair: {_why(proc)}")
+            for namespace, link, address in (
+                (self.service, svc_link, service_ip(k)),
+                (self.driver_ns(k), drv_link, driver_ip(k)),
             ):
-                proc = _ip(self.ip, "-n", namespace, *step)
-                if proc.returncode != 0:
-                    raise RunError(f"ip -n {namespace} {' '.join(step)} failed: {_why(proc)}")
+                steps = [["addr", "add", f"{address}/{PREFIX_LEN}", "dev", link]]
+                if namespace not in lo_up:
+                    steps.append(["link", "set", "lo", "up"])
+                    lo_up.add(namespace)
+                steps.append(["link", "set", link, "up"])
+                for step in steps:
+                    proc = _ip(self.ip, "-n", namespace, *step)
+                    if proc.returncode != 0:
+                        raise RunError(f"ip -n {namespace} {' '.join(step)} failed: {_why(proc)}")
 
     def remove(self) -> list[str]:
         """Stop what still runs in the ones this run made and delete them; the failures,
@@ -257,6 +307,7 @@ class Options:
     duration_seconds: str
     timeout_seconds: float
     cores: tuple[str, str]
+    drivers: int = 1
 
 
 def pick_cores() -> tuple[str, str]:
@@ -279,14 +330,16 @@ def wrapper_args(opts: Options, ns: Namespaces, results: Path) -> list[str]:
         "--service-cores", opts.cores[0],
         "--driver-cores", opts.cores[1],
         "--service-prefix", ns.prefix(ns.service),
-        "--driver-prefix", ns.prefix(ns.driver),
-        "--service-addr", SERVICE_ADDR,
-        "--sink-addr", SINK_ADDR,
         "--idle-timeout-millis", "300",
         "--startup-timeout-seconds", "30",
         "--run-timeout-seconds", f"{opts.timeout_seconds:g}",
         "--results-dir", str(results),
     ]  # fmt: skip
+    if opts.drivers > 1:
+        args += ["--drivers", str(opts.drivers)]
+    for k in range(opts.drivers):
+        args += ["--driver-prefix", ns.prefix(ns.driver_ns(k))]
+        args += ["--service-addr", service_addr(k), "--sink-addr", sink_addr(k)]
     if float(opts.duration_seconds) > 0:
         args += ["--duration-seconds", opts.duration_seconds]
     return args
@@ -350,6 +403,48 @@ def _int(kv: dict[str, str], key: str, where: Path) -> int:
     return int(value)
 
 
+def check_driver(path: Path, opts: Options, index: int) -> int:
+    """Check driver ``index``'s report: its sink checked the length and every byte of every
+    stream, it ran against its own addresses (with several drivers: with its own stream
+    ids); return its streams."""
+    driver = parse_kv_file(path)
+    _expect(driver, "role", "tcp-driver", path)
+    _expect(driver, "verified", "true", path)
+    _expect(driver, "verification", "content", path)
+    _expect(driver, "connections", opts.connections, path)
+    _expect(driver, "bytes_per_connection", BYTES_PER_CONNECTION, path)
+    waves = _int(driver, "actual_iterations", path)
+    if waves < 1:
+        raise RunError(f"{path}: actual_iterations=0")
+    streams = opts.connections * waves
+    _expect(driver, "total_streams", streams, path)
+    _expect(driver, "total_bytes", streams * BYTES_PER_CONNECTION, path)
+    argv = f" {driver.get('argv', '')} "
+    for flag, addr in (("--service-addr", service_addr(index)), ("--sink-addr", sink_addr(index))):
+        if f" {flag} {addr} " not in argv:
+            raise RunError(f"{path}: the driver did not run with {flag} {addr}")
+    if opts.drivers > 1:
+        first = index * opts.connections
+        _expect(driver, "drivers", opts.drivers, path)
+        _expect(driver, "driver_index", index, path)
+        _expect(driver, "stream_ids", f"{first:04}-{first + opts.connections - 1:04}", path)
+    return streams
+
+
+def check_merged(path: Path, opts: Options, per_driver: list[int]) -> None:
+    """The drivers' merged report: the sums of their counts, one latency per stream."""
+    merged = parse_kv_file(path)
+    streams = sum(per_driver)
+    _expect(merged, "merged_drivers", opts.drivers, path)
+    _expect(merged, "verified", "true", path)
+    _expect(merged, "verification", "content", path)
+    _expect(merged, "connections", opts.connections * opts.drivers, path)
+    _expect(merged, "total_streams", streams, path)
+    _expect(merged, "total_bytes", streams * BYTES_PER_CONNECTION, path)
+    _expect(merged, "latency_histogram_count", streams, path)
+    _expect(merged, "driver_streams", ",".join(map(str, per_driver)), path)
+
+
 def check_run(base: Path, opts: Options) -> Checked:
     """Check the one run folder under ``base``; raise :class:`RunError` naming what is off."""
     folders = [p for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
@@ -358,26 +453,25 @@ def check_run(base: Path, opts: Options) -> Checked:
     run_dir = folders[0]
     totals: list[tuple[int, int]] = []
     for n in range(1, opts.runs + 1):
-        driver_path = run_dir / f"handoff-run-{n}.txt"
         service_path = run_dir / f"service-run-{n}.txt"
         ready_path = run_dir / f"service-run-{n}.ready"
-        driver, service, ready = (parse_kv_file(p) for p in (driver_path, service_path, ready_path))
-        # The driver's sink checked the length and every byte of every stream.
-        _expect(driver, "role", "tcp-driver", driver_path)
-        _expect(driver, "verified", "true", driver_path)
-        _expect(driver, "verification", "content", driver_path)
-        _expect(driver, "connections", opts.connections, driver_path)
-        _expect(driver, "bytes_per_connection", BYTES_PER_CONNECTION, driver_path)
-        waves = _int(driver, "actual_iterations", driver_path)
-        if waves < 1:
-            raise RunError(f"{driver_path}: actual_iterations=0")
-        streams = opts.connections * waves
-        _expect(driver, "total_streams", streams, driver_path)
-        _expect(driver, "total_bytes", streams * BYTES_PER_CONNECTION, driver_path)
-        argv = f" {driver.get('argv', '')} "
-        for flag, addr in (("--service-addr", SERVICE_ADDR), ("--sink-addr", SINK_ADDR)):
-            if f" {flag} {addr} " not in argv:
-                raise RunError(f"{driver_path}: the driver did not run with {flag} {addr}")
+        service, ready = parse_kv_file(service_path), parse_kv_file(ready_path)
+        if opts.drivers == 1:
+            streams = check_driver(run_dir / f"handoff-run-{n}.txt", opts, 0)
+            _expect(ready, "service_addr", SERVICE_ADDR, ready_path)
+        else:
+            per_driver = [
+                check_driver(run_dir / f"handoff-driver-{k}-run-{n}.txt", opts, k)
+                for k in range(opts.drivers)
+            ]
+            streams = sum(per_driver)
+            check_merged(run_dir / f"handoff-run-{n}.txt", opts, per_driver)
+            # The service carried each driver's streams on that driver's own route.
+            addrs = ",".join(service_addr(k) for k in range(opts.drivers))
+            _expect(service, "routes", opts.drivers, service_path)
+            _expect(service, "service_addrs", addrs, service_path)
+            _expect(service, "route_streams", ",".join(map(str, per_driver)), service_path)
+            _expect(ready, "service_addrs", addrs, ready_path)
         # The service forwarded exactly those bytes, bound to its own namespace's address.
         _expect(service, "role", "tcp-service", service_path)
         _expect(service, "verified", "true", service_path)
@@ -385,7 +479,6 @@ def check_run(base: Path, opts: Options) -> Checked:
         _expect(service, "total_streams", streams, service_path)
         _expect(service, "total_bytes", streams * BYTES_PER_CONNECTION, service_path)
         _expect(service, "service_addr", SERVICE_ADDR, service_path)
-        _expect(ready, "service_addr", SERVICE_ADDR, ready_path)
         totals.append((streams, streams * BYTES_PER_CONNECTION))
 
     runs_csv = run_dir / "runs.csv"
@@ -423,12 +516,16 @@ def build_parser(prog: str) -> OneLineParser:
             "tcp-driver in two network namespaces joined by a veth pair (service\n"
             f"{SERVICE_ADDR}, driver's sink {SINK_ADDR}), through run-stream-harness.sh;\n"
             "check that every byte was verified and the counts match the workload; remove\n"
-            "the namespaces however it ends. Needs root and 'ip netns' (else one line, exit 2)."
+            "the namespaces however it ends. Needs root and 'ip netns' (else one line, exit 2).\n"
+            "--drivers N: N tcp-drivers against the one service, each in a namespace of its\n"
+            "own (NAME-drv, NAME-drv1, ...) with a veth pair of its own to the service's\n"
+            "(10.203.K.1 and 10.203.K.2 for driver K); every driver's sink checks its own\n"
+            "streams, and their reports are merged into one (merge-drivers.sh)."
         ),
         epilog=(
             f"workload per connection: {ROUTE_FRAMES} frames of {FRAME_LEN} bytes + newline,\n"
             f"  TUNNEL, {TUNNEL_BYTES} tunnel bytes ({BYTES_PER_CONNECTION} bytes); one\n"
-            "  worker each; service and driver pinned to the lowest and highest CPU.\n"
+            "  worker each; service and drivers pinned to the lowest and highest CPU.\n"
             "prints: the wrapper's output, then one line two_hosts=ok ... results=<folder>"
         ),
         exit_statuses={
@@ -463,9 +560,17 @@ def build_parser(prog: str) -> OneLineParser:
         help="repeat waves this long (0: one wave)",
     )
     parser.add_argument(
+        "--drivers",
+        type=whole_number(1, MAX_NETNS_DRIVERS),
+        default=1,
+        help="driver processes, one namespace each, against the one service; their reports"
+        " are merged",
+    )
+    parser.add_argument(
         "--netns-name",
         type=netns_name,
-        help="namespaces NAME-svc and NAME-drv (default: bh2h-<pid>-<random>)",
+        help="namespaces NAME-svc and NAME-drv (NAME-drv1, ... with --drivers) (default:"
+        " bh2h-<pid>-<random>)",
     )
     parser.add_argument(
         "--results-dir",
@@ -494,18 +599,27 @@ def run(prog: str, argv: Sequence[str]) -> int:
         duration_seconds=args.duration_seconds,
         timeout_seconds=args.timeout_seconds,
         cores=pick_cores(),
+        drivers=args.drivers,
     )
     raise_on_termination()
-    ns = Namespaces(ip, args.netns_name or default_name())
+    ns = Namespaces(ip, args.netns_name or default_name(), opts.drivers)
+    drivers = range(opts.drivers)
     try:
         with signals_deferred():
             ns.create()
-        print(
-            f"{prog}: service in network namespace {ns.service} ({SERVICE_ADDR}), driver in"
-            f" {ns.driver} (sink {SINK_ADDR}), joined by a veth pair",
-            file=sys.stderr,
-            flush=True,
-        )
+        if opts.drivers == 1:
+            where = (
+                f"service in network namespace {ns.service} ({SERVICE_ADDR}), driver in"
+                f" {ns.driver} (sink {SINK_ADDR}), joined by a veth pair"
+            )
+        else:
+            where = (
+                f"service in network namespace {ns.service}"
+                f" ({', '.join(service_addr(k) for k in drivers)}), {opts.drivers} drivers in"
+                f" {', '.join(f'{ns.driver_ns(k)} (sink {sink_addr(k)})' for k in drivers)},"
+                " each joined to the service by a veth pair"
+            )
+        print(f"{prog}: {where}", file=sys.stderr, flush=True)
         base = new_run_dir(results_dir, "two_hosts")
         run_wrapper(wrapper_args(opts, ns, base), opts.timeout_seconds + 60.0)
         checked = check_run(base, opts)
@@ -516,10 +630,14 @@ def run(prog: str, argv: Sequence[str]) -> int:
             print(f"{prog}: {line}", file=sys.stderr)
     if failures:
         raise RunError(failures[0])
+    services = ",".join(service_addr(k) for k in drivers)
+    sinks = ",".join(f"{ns.driver_ns(k)}/{sink_addr(k)}" for k in drivers)
     print(
-        f"two_hosts=ok runs={opts.runs} streams={checked.streams}"
+        f"two_hosts=ok runs={opts.runs}"
+        + (f" drivers={opts.drivers}" if opts.drivers > 1 else "")
+        + f" streams={checked.streams}"
         f" verified_bytes={checked.verified_bytes} bytes_per_connection={BYTES_PER_CONNECTION}"
-        f" service={ns.service}/{SERVICE_ADDR} sink={ns.driver}/{SINK_ADDR}"
+        f" service={ns.service}/{services} sink={sinks}"
         f" results={checked.run_dir}",
         flush=True,
     )

@@ -15,6 +15,12 @@ integrated (one process) or split-process TCP (``--service-cores`` and
 that fell behind the offered load says so in its log line, in the summary line
 (``FELL_BEHIND=k/n``) and in the comparison.
 
+``--drivers N`` (split mode) runs N driver processes against the one service,
+each with its own pair of the service's ports and its own sink, at an equal share
+of ``--rate``; their reports (``handoff-driver-K-run-N.txt``) are merged
+(``tools/merge_drivers``) into the run's ``handoff-run-N.txt``, what ``runs.csv``
+is made of.
+
 ``--scenario all`` puts each scenario in its own subfolder; ``--implementation
 all`` runs every implementation that runs on the transport (``names``' run
 order: handoff first; on TCP also handoff_splice and the protocol baselines)
@@ -54,7 +60,7 @@ from bytes_handoff_bench.cli_common import (
     run_main,
     whole_number,
 )
-from bytes_handoff_bench.limits import MAX_RUNS, MAX_WORKER_THREADS
+from bytes_handoff_bench.limits import MAX_DRIVERS, MAX_RUNS, MAX_WORKER_THREADS
 from bytes_handoff_bench.names import (
     Completion,
     Implementation,
@@ -73,7 +79,7 @@ from bytes_handoff_bench.tools.artifacts import (
     summary_line,
     write_cell_artifacts,
 )
-from bytes_handoff_bench.tools.split import SplitConfig, harness_command, run_split
+from bytes_handoff_bench.tools.split import DriverSlot, SplitConfig, harness_command, run_split
 
 EXAMPLES = """\
 Examples:
@@ -87,6 +93,8 @@ Examples:
   PROG --duration-seconds 60 --runs 1    # sustained: RSS samples beside the run
   PROG --service-cores 0 --driver-cores 1 --implementation all --scenario coalesced \
        --rate 300 --duration-seconds 5   # every implementation at one offered load
+  PROG --service-cores 0-1 --driver-cores 2-3 --drivers 2 --rate 400 --duration-seconds 5
+                                         # two driver processes, one service, merged
 """
 
 
@@ -285,8 +293,26 @@ def build_parser(prog: str) -> OneLineParser:
         type=cpuset,
         help="split TCP: driver CPU list, e.g. 1 (default: none, an integrated run)",
     )
-    parser.add_argument("--service-addr", type=host_port, help="HOST:PORT (default: free port)")
-    parser.add_argument("--sink-addr", type=host_port, help="HOST:PORT (default: free port)")
+    parser.add_argument(
+        "--service-addr",
+        type=host_port,
+        action="append",
+        help="HOST:PORT (default: free port); with --drivers N: none, or once per driver",
+    )
+    parser.add_argument(
+        "--sink-addr",
+        type=host_port,
+        action="append",
+        help="HOST:PORT (default: free port); with --drivers N: none, or once per driver",
+    )
+    parser.add_argument(
+        "--drivers",
+        type=whole_number(1, MAX_DRIVERS),
+        default=1,
+        help="split TCP: driver processes against the one service, each with its own pair"
+        " of the service's ports and its own sink; --rate is their total, each offers an"
+        " equal share; their reports are merged into handoff-run-N.txt (merge-drivers.sh)",
+    )
     parser.add_argument(
         "--service-prefix",
         type=command_prefix,
@@ -299,8 +325,10 @@ def build_parser(prog: str) -> OneLineParser:
         "--driver-prefix",
         type=command_prefix,
         metavar="COMMAND",
+        action="append",
         help="split TCP: run the driver (clients and sink) under this command, e.g."
-        " 'ip netns exec ns2' (as --service-prefix)",
+        " 'ip netns exec ns2' (as --service-prefix); with --drivers N: once for all of"
+        " them, or once per driver",
     )
     parser.add_argument(
         "--results-dir",
@@ -341,6 +369,34 @@ class Plan:
     driver_prefix: list[str] = field(default_factory=list)
     #: Open-loop flags (``LOAD_FLAGS``) given: for the integrated run or the driver only.
     load: dict[str, str] = field(default_factory=dict)
+    #: Driver processes against the one service (split mode). With more than one, each
+    #: driver's addresses and prefix are in the lists below (empty: free ports, no prefix;
+    #: one prefix: the same for all), and ``service_addr``/``sink_addr``/``driver_prefix``
+    #: are unused.
+    drivers: int = 1
+    service_addrs: list[str] = field(default_factory=list)
+    sink_addrs: list[str] = field(default_factory=list)
+    driver_prefixes: list[list[str]] = field(default_factory=list)
+
+    def driver_slots(self, out_dir: Path, n: int) -> list[DriverSlot]:
+        """With several drivers, one slot each (its addresses, prefix, RSS samples)."""
+        if self.drivers == 1:
+            return []
+        slots = []
+        for k in range(self.drivers):
+            prefixes = self.driver_prefixes
+            extra: list[str] = []
+            if self.sustained and "--rss-samples" in self.supported_flags:
+                extra = ["--rss-samples", str(out_dir / f"handoff-driver-{k}-rss-{n}.csv")]
+            slots.append(
+                DriverSlot(
+                    service_addr=self.service_addrs[k] if self.service_addrs else None,
+                    sink_addr=self.sink_addrs[k] if self.sink_addrs else None,
+                    prefix=prefixes[k if len(prefixes) > 1 else 0] if prefixes else [],
+                    extra_args=extra,
+                )
+            )
+        return slots
 
     def load_args(self) -> list[str]:
         return [word for flag, value in self.load.items() for word in (flag, value)]
@@ -422,6 +478,23 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
     transport = transport or Transport.DUPLEX
     if (args.service_addr or args.sink_addr) and transport != Transport.TCP:
         raise UsageError("--service-addr/--sink-addr need --transport tcp")
+    drivers = args.drivers
+    if drivers > 1 and not split:
+        raise UsageError("--drivers needs split mode: pass --service-cores and --driver-cores")
+    for flag, given in (
+        ("--service-addr", args.service_addr),
+        ("--sink-addr", args.sink_addr),
+        ("--driver-prefix", args.driver_prefix),
+    ):
+        allowed = {1, drivers} if flag == "--driver-prefix" else {drivers}
+        if given and len(given) not in allowed:
+            if drivers == 1:
+                per = "once"
+            elif flag == "--driver-prefix":
+                per = f"once for all drivers or once per driver (--drivers {drivers})"
+            else:
+                per = f"once per driver (--drivers {drivers})"
+            raise UsageError(f"{flag} given {len(given)} times: give it {per}")
     if args.service_prefix or args.driver_prefix:
         if not split:
             raise UsageError(
@@ -462,7 +535,7 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         for flag in ("--service-addr", "--sink-addr"):
             value = getattr(args, flag[2:].replace("-", "_"))
             if value is not None:
-                shape[flag] = value
+                shape[flag] = value[0]
 
     duration = float(shape.get("--duration-seconds", "0"))
     run_timeout = args.run_timeout_seconds or max(600.0, 3.0 * duration + 300.0)
@@ -484,15 +557,19 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         split=split,
         service_cores=args.service_cores,
         driver_cores=args.driver_cores,
-        service_addr=args.service_addr,
-        sink_addr=args.sink_addr,
+        service_addr=args.service_addr[0] if args.service_addr and drivers == 1 else None,
+        sink_addr=args.sink_addr[0] if args.sink_addr and drivers == 1 else None,
         idle_timeout_millis=idle_timeout,
         run_timeout_seconds=run_timeout,
         results_dir=results_dir,
         python=python,
         service_prefix=args.service_prefix or [],
-        driver_prefix=args.driver_prefix or [],
+        driver_prefix=args.driver_prefix[0] if args.driver_prefix and drivers == 1 else [],
         load=load,
+        drivers=drivers,
+        service_addrs=(args.service_addr or []) if drivers > 1 else [],
+        sink_addrs=(args.sink_addr or []) if drivers > 1 else [],
+        driver_prefixes=(args.driver_prefix or []) if drivers > 1 else [],
     )
 
 
@@ -529,10 +606,21 @@ def check_cells(plan: Plan, cells: Sequence[tuple[str, Sequence[str]]]) -> None:
 
 def check_supported(plan: Plan) -> None:
     """Refuse, before any run, what the harness would refuse of any cell of ``plan``."""
+    several: list[str] = []
+    if plan.drivers > 1:
+        # As the last of several drivers runs (the highest stream ids, a share of the rate);
+        # the addresses stand in for the ones the run reserves.
+        several = [
+            "--role", Role.TCP_DRIVER,
+            "--service-addr", "127.0.0.1:1",
+            "--sink-addr", "127.0.0.1:0",
+            "--drivers", str(plan.drivers),
+            "--driver-index", str(plan.drivers - 1),
+        ]  # fmt: skip
     check_cells(
         plan,
         [
-            ("", [*plan.harness_args(implementation, scenario), *plan.load_args()])
+            ("", [*plan.harness_args(implementation, scenario), *plan.load_args(), *several])
             for implementation in plan.implementations
             for scenario in plan.scenarios
         ],
@@ -583,7 +671,8 @@ def run_cell_once(
     driver_extra: list[str] = []
     if plan.sustained and "--rss-samples" in plan.supported_flags:
         service_extra = ["--rss-samples", str(out_dir / f"service-rss-{n}.csv")]
-        driver_extra = ["--rss-samples", str(out_dir / f"handoff-rss-{n}.csv")]
+        if plan.drivers == 1:  # several: each driver's own (Plan.driver_slots)
+            driver_extra = ["--rss-samples", str(out_dir / f"handoff-rss-{n}.csv")]
     result = run_split(
         SplitConfig(
             harness_args=args,
@@ -601,6 +690,7 @@ def run_cell_once(
             run_timeout_seconds=plan.run_timeout_seconds,
             service_prefix=plan.service_prefix,
             driver_prefix=plan.driver_prefix,
+            driver_slots=plan.driver_slots(out_dir, n),
             service_extra_args=service_extra,
             driver_extra_args=[*driver_extra, *plan.load_args()],
             label=label,
@@ -668,7 +758,14 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
         if plan.split
         else Role.INTEGRATED
     )
-    for name, prefix in (("service", plan.service_prefix), ("driver", plan.driver_prefix)):
+    if plan.drivers > 1:
+        mode += f" drivers={plan.drivers}"
+    prefixes = [("service", plan.service_prefix), ("driver", plan.driver_prefix)]
+    if len(plan.driver_prefixes) == 1:
+        prefixes.append(("driver", plan.driver_prefixes[0]))
+    else:
+        prefixes += [(f"driver_{k}", p) for k, p in enumerate(plan.driver_prefixes)]
+    for name, prefix in prefixes:
         if prefix:
             mode += f" {name}_prefix={shlex.quote(shlex.join(prefix))}"
     log(f"results={display_path(base)} transport={plan.transport} mode={mode} runs={plan.runs}")
