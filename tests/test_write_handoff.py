@@ -742,3 +742,97 @@ async def test_peer_reset_mid_stream_fails_tickets_instead_of_hanging(
         )
         assert outcomes[failed_at] is closing.value
         assert isinstance(closing.value.__cause__, ConnectionResetError | BrokenPipeError)
+
+
+# -- write-through: a large chunk to an idle writer leaves in the producer's own call ------------
+
+
+class NowaitWriter:
+    """A writer that can write without waiting; takes at most ``take`` bytes per call."""
+
+    def __init__(self, take: int | None = None, fail: bool = False) -> None:
+        self.take = take
+        self.fail = fail
+        self.received = bytearray()
+        self.calls = 0
+
+    def write_nowait(self, chunks: Sequence[BytesLike]) -> int:
+        self.calls += 1
+        if self.fail:
+            raise ConnectionResetError("reset while idle")
+        data = b"".join(bytes(memoryview(c).cast("B")) for c in chunks)
+        if self.take is not None:
+            data = data[: self.take]
+        self.received += data
+        return len(data)
+
+    async def write_some(self, chunks: Sequence[BytesLike]) -> int:
+        return self.write_nowait(chunks)
+
+    async def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_large_chunk_to_an_idle_writer_is_written_in_the_call_small_ones_are_batched() -> (
+    None
+):
+    writer = NowaitWriter()
+    handoff = WriteHandoff(writer, WriteHandoffConfig())
+    await asyncio.sleep(0)  # the writer task parks
+    big = bytes(range(256)) * 32  # 8 KiB
+    handoff.try_write_fire_and_forget(big)
+    assert writer.received == big and handoff.pending_bytes == 0  # no loop turn needed
+    ticket = handoff.try_write(big)
+    assert ticket.done() and ticket.error() is None
+    handoff.try_write_fire_and_forget(b"small 1\n")
+    handoff.try_write_fire_and_forget(b"small 2\n")
+    assert handoff.pending_bytes == 16  # small chunks wait for one batched write
+    calls = writer.calls
+    async with asyncio.timeout(WAIT):
+        await handoff.flush()
+    assert writer.calls == calls + 1
+    await handoff.write_fire_and_forget(big)
+    assert writer.received == big + big + b"small 1\nsmall 2\n" + big
+    async with asyncio.timeout(WAIT):
+        await handoff.aclose()
+
+
+@pytest.mark.asyncio
+async def test_what_an_idle_writer_does_not_take_at_once_is_queued_first_in_order() -> None:
+    writer = NowaitWriter(take=1000)
+    handoff = WriteHandoff(writer, WriteHandoffConfig())
+    await asyncio.sleep(0)
+    big = bytes(range(256)) * 32
+    handoff.try_write_fire_and_forget(big)
+    assert writer.received == big[:1000]
+    assert handoff.pending_bytes == len(big) - 1000
+    handoff.try_write_fire_and_forget(b"after")
+    async with asyncio.timeout(WAIT):
+        await handoff.aclose()
+    assert writer.received == big + b"after"
+
+
+@pytest.mark.parametrize("ticketed", [False, True])
+@pytest.mark.asyncio
+async def test_a_writer_failing_a_write_through_fails_the_handoff_and_every_wait_ends(
+    ticketed: bool,
+) -> None:
+    handoff = WriteHandoff(NowaitWriter(fail=True), WriteHandoffConfig())
+    await asyncio.sleep(0)
+    big = b"x" * 8192
+    async with asyncio.timeout(WAIT):
+        if ticketed:
+            ticket = await handoff.write(big)
+            with pytest.raises(WriteIOError):
+                await ticket
+        else:
+            handoff.try_write_fire_and_forget(big)  # fails later calls, as a queued write does
+        assert handoff.closed
+        with pytest.raises(WriteBackpressure) as refused:
+            handoff.try_write_fire_and_forget(big)
+        assert refused.value.reason is BackpressureReason.CLOSED
+        with pytest.raises(WriteIOError):
+            await handoff.flush()
+        with pytest.raises(WriteIOError):
+            await handoff.aclose()  # the parked writer task was woken: this ends
