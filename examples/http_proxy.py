@@ -6,9 +6,9 @@ talks to, runs one parse step on the loop, and replies go out through the
 client's ``WriteHandoff`` (one ``writelines`` per batch). No task and no
 future per request; a wait is a return from the callback, and the next read
 (or room in a full write queue, ``pause_until_room``) runs it again. Opening
-an upstream connection and a ``CONNECT`` tunnel are the two things that run as
-tasks. Requests on one connection, pipelined ones included, are answered in
-order, one exchange at a time.
+an upstream connection and a tunnel (``CONNECT``, a WebSocket upgrade) are the
+two things that run as tasks. Requests on one connection, pipelined ones
+included, are answered in order, one exchange at a time.
 
 The client's ``HandoffBuffer`` is bounded by ``--max-head``: a request head is
 split off the buffer once its blank line is there, and a head that fills the
@@ -18,11 +18,29 @@ upstream connection; bodies are relayed by ``Content-Length``, ``chunked`` or
 read-to-close, in bounded pieces. ``CONNECT host:port`` answers ``200`` and
 switches to ``tunnel()`` both ways: bytes the client sent right after the head
 (a TLS ClientHello in the same read) are still in the buffer and go first; the
-rest is spliced kernel to kernel on Linux. Malformed requests get ``400``,
-unsupported ones ``501``/``505``, an upstream that cannot be reached
+rest is spliced kernel to kernel on Linux. Empty lines (CRLF) before a request
+line are skipped; a bare CR or LF there gets ``400``, as malformed requests do;
+unsupported ones get ``501``/``505``, an upstream that cannot be reached
 ``502``/``504``; then the connection closes. Every wait is bounded:
 ``--connect-timeout``, ``--idle-timeout`` (clients, upstream responses, room
-to write) and ``--tunnel-idle``.
+to write) and ``--tunnel-idle``; each takes 0.001 seconds or more.
+
+WebSocket upgrades go through too (RFC 6455; no other protocol: an ``Upgrade:
+h2c`` is dropped as a hop-by-hop field, as before). A bodiless HTTP/1.1 ``GET``
+whose ``Connection`` names ``upgrade`` and whose ``Upgrade`` is ``websocket``
+goes upstream with ``Upgrade: websocket`` and ``Connection: upgrade`` (its other
+fields filtered as usual, ``Via`` added). A ``101`` answer is accepted only to
+such a request and only with ``Upgrade: websocket`` (else ``502``, as a ``101``
+to any other request is): its head goes to the client (with ``Via``), and once
+it is flushed both directions switch to the two ``tunnel()`` tasks ``CONNECT``
+uses, so bytes that came right behind either head (a first frame in the same
+read) go first, ``--tunnel-idle`` bounds each direction, and the connection ends
+with the tunnel. Any other answer is an ordinary response, and keep-alive goes
+on. The upgrade consumes the connection: bytes the client sends behind the
+upgrade request wait, unread, for its answer; behind a ``101`` they are the new
+protocol's and go to the upstream as they are (a request pipelined there is not
+answered by the proxy), behind any other answer they are read as the next
+request.
 
 Heads are parsed as bytes, with one pass over the fields. The request and
 status lines are always checked by this file's own grammar; the field lines
@@ -37,15 +55,20 @@ Trailer fields of chunked bodies, both ways, are checked like head fields
 (CRLF line ends, a token for a name, no control bytes, at most ``--max-head``
 bytes in all, 64 KiB for responses) and then relayed: a bare LF in a trailer
 could end the body early for the next hop and smuggle a request in. A bad
-request trailer gets ``400``. Once a response has started, a failure (an
-upstream reset, a body cut short, a bad chunk or trailer) resets the client
-connection instead of closing it: a clean close would make a read-to-close
-body look complete.
+request trailer gets ``400``. Fields a trailer may not carry (RFC 9110, 6.5.1:
+framing such as ``Transfer-Encoding`` and ``Content-Length``, routing such as
+``Host``, hop-by-hop, authentication, request modifiers, response controls,
+content format; ``NOT_IN_TRAILERS``) are dropped, not refused: the trailer goes
+on without them. Once a response has started, a failure (an upstream reset, a
+body cut short, a bad chunk or trailer) resets the client connection instead of
+closing it: a clean close would make a read-to-close body look complete.
 
 Access control, on by default: only clients in ``--allow-from`` (default
 loopback, ``127.0.0.0/8,::1/128``) are served; others are closed at once,
-nothing read and nothing connected. ``CONNECT`` goes only to the ports in
-``--connect-ports`` (default ``443``) and gets ``403`` elsewhere. Plain
+nothing read and nothing connected. IPv4-mapped addresses are IPv4 there, a
+client's and the networks' alike (``::ffff:10.0.0.0/104`` is ``10.0.0.0/8``).
+``CONNECT`` goes only to the ports in ``--connect-ports`` (default ``443``) and
+gets ``403`` elsewhere. Plain
 ``http://`` requests go to any host and port the proxy can reach, loopback
 services included, so admit only clients you trust. Listening beyond loopback
 (``--host 0.0.0.0``) while ``--allow-from`` admits only loopback prints a
@@ -114,6 +137,8 @@ LLHTTP_FROM = 160
 #: How long a worker has to start listening, and the workers to stop on SIGTERM.
 WORKER_START_SECONDS = 30.0
 WORKER_STOP_SECONDS = 10.0
+#: The shortest timeout a flag takes: shorter ones would end waits before any read.
+MIN_SECONDS = 0.001
 
 CHUNKED = -1  # body framing: chunked transfer coding
 UNTIL_CLOSE = -2  # body framing: the upstream closes after the body
@@ -142,7 +167,7 @@ METHODS = frozenset(b"GET HEAD POST PUT DELETE OPTIONS PATCH TRACE CONNECT".spli
 # framing and connection fields are read, then dropped with the other hop-by-hop ones
 # (RFC 9110, 7.6.1): the proxy writes its own framing, matching what it sends. Names
 # not here are forwarded as they are.
-HOST, CONNECTION, PROXY_CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, HOP = range(6)
+HOST, CONNECTION, PROXY_CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, UPGRADE, HOP = range(7)
 FIELD_ROLES = {
     b"host": HOST,
     b"connection": CONNECTION,
@@ -153,11 +178,26 @@ FIELD_ROLES = {
     b"proxy-authenticate": HOP,
     b"proxy-authorization": HOP,
     b"te": HOP,
-    b"upgrade": HOP,
+    b"upgrade": UPGRADE,  # read for a WebSocket upgrade, then dropped like the others
 }
 #: What a ``Connection`` field may not remove: the framing the proxy relies on.
 PINNED = frozenset((b"host", b"content-length", b"transfer-encoding"))
 assert FIELD_ROLES.keys() >= PINNED  # without_named relies on it
+#: The one protocol an ``Upgrade`` field is forwarded for (RFC 6455); others are dropped.
+WEBSOCKET = b"websocket"
+#: What a WebSocket upgrade request and its 101 carry in place of the dropped fields.
+UPGRADE_LINES = b"Upgrade: websocket\r\nConnection: upgrade\r\n"
+#: Fields a trailer section may not carry (RFC 9110, 6.5.1), in lower case: framing,
+#: routing and the hop-by-hop fields (the ones with a role above), then authentication,
+#: request modifiers, response controls and what says how to process the content. A
+#: next hop that merged a trailer "Content-Length" or "Host" into the head would frame
+#: or route the message anew: they are dropped from relayed trailers.
+NOT_IN_TRAILERS = frozenset(FIELD_ROLES) | frozenset(
+    b"trailer authorization www-authenticate authentication-info proxy-authentication-info"
+    b" cookie set-cookie expect max-forwards pragma range if-match if-none-match"
+    b" if-modified-since if-unmodified-since if-range cache-control age date expires"
+    b" location retry-after vary warning content-encoding content-type content-range".split()
+)
 REASONS = {
     400: "Bad Request",
     403: "Forbidden",
@@ -233,6 +273,7 @@ class Request:
     head: bytes  # what goes upstream (CONNECT: unused)
     framing: int  # body length, CHUNKED, or 0
     keep_alive: bool
+    upgrade: bool = False  # a WebSocket upgrade: head carries Upgrade, a 101 may answer
 
 
 # -- parsing: heads as bytes, one pass over the fields -------------------------------------------
@@ -288,7 +329,7 @@ def llhttp_fields(
     try:
         parser_class(got).feed_data(head)
     except httptools.HttpParserUpgrade:
-        pass  # CONNECT, or an Upgrade field: parsed all the same (and Upgrade is dropped)
+        pass  # CONNECT, or an Upgrade field: parsed all the same (parse_request judges it)
     except httptools.HttpParserError:
         # Refused: the Python grammar names the error in the same words, or accepts what
         # llhttp is stricter about (a repeated, equal Content-Length, say).
@@ -393,6 +434,7 @@ def parse_request(head: bytes, fields_of: FieldParser) -> Request:
     proxy_connection: list[bytes] = []
     te: list[bytes] = []
     lengths: list[bytes] = []
+    upgrade: bytes | None = None
     kept: Fields = []
     for name, value in fields_of(head, line.end(), 400):
         role = FIELD_ROLES.get(name.lower())
@@ -408,6 +450,8 @@ def parse_request(head: bytes, fields_of: FieldParser) -> Request:
             te.append(value)
         elif role == CONTENT_LENGTH:
             lengths.append(value)
+        elif role == UPGRADE:
+            upgrade = value if upgrade is None else upgrade + b"," + value
     if hosts > 1 or (minor >= 1 and not hosts):
         raise ProxyError(400, "an HTTP/1.1 request needs exactly one Host field")
     if connection or proxy_connection:
@@ -448,13 +492,24 @@ def parse_request(head: bytes, fields_of: FieldParser) -> Request:
         framing, framing_field = 0, b""
     if connection:
         kept = without_named(kept, connection)
+    # A WebSocket upgrade (RFC 6455, 4.1): a bodiless HTTP/1.1 GET whose Connection names
+    # "upgrade" and whose Upgrade is "websocket" alone. Upgrade and Connection go on for it;
+    # any other Upgrade (h2c, a list, one on another request) is dropped, as hop-by-hop.
+    upgrading = (
+        upgrade is not None
+        and method == b"GET"
+        and minor >= 1
+        and not framing
+        and b"upgrade" in connection
+        and tokens([upgrade]) == [WEBSOCKET]
+    )
     # The URI's authority replaces whatever Host the client sent (RFC 9112, 3.2.2).
     upstream_head = render(
         b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, authority),
         kept,
-        [framing_field, VIA_LINE],
+        [framing_field, UPGRADE_LINES, VIA_LINE] if upgrading else [framing_field, VIA_LINE],
     )
-    return Request(method, minor, host, port, upstream_head, framing, keep_alive)
+    return Request(method, minor, host, port, upstream_head, framing, keep_alive, upgrading)
 
 
 @dataclass(slots=True)
@@ -482,6 +537,7 @@ def parse_response(head: bytes, req: Request, fields_of: FieldParser) -> Respons
     connection: list[bytes] = []
     te: list[bytes] = []
     lengths: list[bytes] = []
+    upgrade: bytes | None = None
     kept: Fields = []
     for name, value in fields_of(head, line.end(), 502):
         role = FIELD_ROLES.get(name.lower())
@@ -493,11 +549,21 @@ def parse_response(head: bytes, req: Request, fields_of: FieldParser) -> Respons
             te.append(value)
         elif role == CONTENT_LENGTH:
             lengths.append(value)
+        elif role == UPGRADE:
+            upgrade = value if upgrade is None else upgrade + b"," + value
     if connection:
         connection = tokens(connection)
         kept = without_named(kept, connection)
     first_line = b"HTTP/1.1 %s %s\r\n" % (status_digits, reason)
     if status < 200:
+        if status == 101:
+            # Only to a WebSocket upgrade request, from HTTP/1.1, switching to what was asked.
+            if not req.upgrade:
+                raise ProxyError(502, "upstream switched protocols unasked")
+            if minor < 1 or upgrade is None or tokens([upgrade]) != [WEBSOCKET]:
+                raise ProxyError(502, "upstream switched to something other than websocket")
+            head = render(first_line, kept, [UPGRADE_LINES, VIA_LINE])
+            return Response(status, head, 0, False, False, False)
         return Response(status, render(first_line, kept, []), 0, False, True, True)
 
     codings = tokens(te) if te else []
@@ -752,16 +818,19 @@ class ChunkedRelay(Relay):
                 # Trailer fields up to the empty line: bounded like a head, and checked like
                 # head fields before they are relayed. A bare LF inside one ("X: a\n\nGET
                 # /x ...") would end the body early for a next hop that accepts LF line
-                # ends: a smuggled request.
+                # ends: a smuggled request. Fields a trailer may not carry are dropped.
                 line = take_line(src, self.limit)
                 if line is None:
                     return False
                 if line == b"\r\n":
                     self.state = self.DONE
-                elif FIELD.fullmatch(line) is None:
-                    raise BadFraming(f"malformed trailer line {shown(line)}")
                 else:
+                    trailer = FIELD.fullmatch(line)
+                    if trailer is None:
+                        raise BadFraming(f"malformed trailer line {shown(line)}")
                     self.limit -= len(line)
+                    if trailer[1].lower() in NOT_IN_TRAILERS:
+                        continue
                 if relay_framing and not send(line):
                     return self.state == self.DONE
             else:
@@ -1086,10 +1155,16 @@ class ClientConnection(HandoffProtocol):
             if pos + 4 > limit:
                 raise ProxyError(431, f"request head over {limit} bytes")
             head = take(self, pos + 4)
-            # Empty lines before a request line are ignored (RFC 9112, 2.2).
-            head = head.lstrip(b"\r\n")
-            if head:
+            if head[0] not in b"\r\n":
                 return head
+            # Empty lines (CRLF) before a request line are ignored (RFC 9112, 2.2); a bare
+            # CR or LF there is not an empty line.
+            request = head.lstrip(b"\r\n")
+            skipped = len(head) - len(request)
+            if head.count(b"\r\n", 0, skipped) * 2 != skipped:
+                raise ProxyError(400, "bare CR or LF before the request line")
+            if request:
+                return request
 
     def forward(self, req: Request) -> None:
         up = self.upstream
@@ -1205,8 +1280,9 @@ class ClientConnection(HandoffProtocol):
             resp = parse_response(take(proto, pos + 4), req, self.settings.response_fields)
             if resp.status >= 200:
                 break
-            if resp.status == 101:
-                raise ProxyError(502, "upstream switched protocols unasked")
+            if resp.status == 101:  # to a WebSocket upgrade request (parse_response checked)
+                self.switch_protocols(up, resp.head)
+                return False
             self.arm_upstream()  # the next head is due within --idle-timeout of this one
             # HTTP/1.0 clients never get interim responses.
             if req.minor >= 1 and not up.responses.send(resp.head):
@@ -1253,6 +1329,26 @@ class ClientConnection(HandoffProtocol):
         else:
             self.drop_upstream()  # an idle kept-alive one: nothing to tell anyone
 
+    # -- CONNECT and WebSocket upgrades: two tunnel() tasks ---------------------------------------
+
+    def switch_protocols(self, up: Upstream, head: bytes) -> None:
+        """A ``101`` to a WebSocket upgrade: its head to the client, then a tunnel both ways.
+
+        What either side sent right behind its head (a first frame in the same read) is
+        still in its buffer: the tunnel forwards it first. The upstream connection is the
+        tunnel's from here on, and the client connection ends with it.
+        """
+        if up.requests.stalled is not None:  # answered before its request went out
+            raise ProxyError(502, "upstream switched protocols before the request was sent")
+        self.phase = TUNNELING
+        self.responding = True
+        self.upstream = None  # the tunnel closes it: upstream_lost leaves it alone now
+        self.req = None
+        self.client_deadline = self.upstream_deadline = NEVER  # tunnel() bounds its waits
+        up.proto.on_data = None
+        self.on_data = None
+        self.task = self.loop.create_task(self.tunnel_both_ways(up.proto, up.out, head))
+
     # -- CONNECT ---------------------------------------------------------------------------------
 
     def open_tunnel(self, req: Request) -> None:
@@ -1273,13 +1369,30 @@ class ClientConnection(HandoffProtocol):
         except ProxyError as exc:
             self.fail(exc)
             return
-        up_out = WriteHandoff.spawn(proto)
+        await self.tunnel_both_ways(proto, WriteHandoff.spawn(proto), None)
+
+    async def tunnel_both_ways(
+        self, proto: HandoffProtocol, up_out: WriteHandoff, switched: bytes | None
+    ) -> None:
+        """The reply (``200``, or the ``switched`` 101 head), then ``tunnel()`` both ways.
+
+        Each direction ends on its own; once both have, both connections close.
+        """
+        settings = self.settings
         try:
             self.responding = True
-            self.out.try_write_fire_and_forget(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            if switched is None:
+                self.out.try_write_fire_and_forget(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            else:
+                # Queued behind the responses before it, and out (flushed) before any
+                # frame: within --idle-timeout, like any wait for the client to take bytes.
+                async with asyncio.timeout(settings.idle_timeout):
+                    await self.out.write_fire_and_forget(switched)
+                    await self.out.flush()
             # Whatever the client sent after the head is still in its buffer (a TLS
-            # ClientHello that came in the same read): tunnel() forwards it first.
-            # tunnel() reads this connection from here on (awaitable style), and times
+            # ClientHello that came in the same read, a first WebSocket frame), and so
+            # is what the upstream sent after its 101: tunnel() forwards them first.
+            # tunnel() reads both connections from here on (awaitable style), and times
             # each direction on its own, so a one-way transfer ends if its quiet side
             # says nothing for --tunnel-idle seconds.
             self.on_data = None
@@ -1574,13 +1687,16 @@ def worker_count(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    # 0 or less would end every wait at once; nan and inf would never end them.
+    # 0 or less would end every wait at once, and so would a tiny one (1e-320: every wait
+    # times out before its first read); nan and inf would never end them.
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    if not (math.isfinite(value) and value >= MIN_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds, {MIN_SECONDS} or more"
+        )
     return value
 
 
@@ -1599,18 +1715,25 @@ def port_list(text: str) -> tuple[range, ...]:
 
 
 def networks(text: str) -> tuple[Network, ...]:
-    nets = []
+    nets: list[Network] = []
     for part in text.split(","):
         try:
-            nets.append(ipaddress.ip_network(part.strip()))
+            net = ipaddress.ip_network(part.strip())
         except ValueError as exc:  # it names the part: "'10.0.0.0/33' does not appear ..."
             raise argparse.ArgumentTypeError(f"{exc} (CIDR like 10.0.0.0/8 or ::1/128)") from None
+        mapped = net.network_address.ipv4_mapped if net.version == 6 else None
+        if mapped is not None:
+            # Clients' IPv4-mapped addresses are matched as IPv4 (ip_of): so are these
+            # (::ffff:127.0.0.1/128 is 127.0.0.1/32). A network whose address is mapped
+            # is /96 or longer (its host bits are zero).
+            net = ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+        nets.append(net)
     return tuple(nets)
 
 
 def parser() -> OneLineParser:
     p = OneLineParser(
-        description="A forward HTTP/1.1 proxy with CONNECT tunnels.",
+        description="A forward HTTP/1.1 proxy with CONNECT tunnels and WebSocket upgrades.",
         epilog=(
             "Access control: only clients in --allow-from are served (others are closed at\n"
             "once); CONNECT reaches only --connect-ports (others get 403). Plain http://\n"
@@ -1667,7 +1790,7 @@ def parser() -> OneLineParser:
         type=seconds,
         default=600.0,
         metavar="SECONDS",
-        help="a CONNECT tunnel direction silent this long ends the tunnel",
+        help="a tunnel direction (CONNECT, WebSocket) silent this long ends the tunnel",
     )
     p.add_argument(
         "--connect-ports",

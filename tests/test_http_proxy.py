@@ -2,7 +2,8 @@
 
 The upstreams run in this process on stdlib servers: plain HTTP serving a temp
 directory (plus ``/echo``, ``/chunked`` and ``/close`` for the body framings),
-and HTTPS with a certificate made by ``openssl`` at test time. The proxy runs
+and HTTPS with a certificate made by ``openssl`` at test time; WebSocket upgrades
+go from a ``websockets`` client to a ``websockets`` echo server. The proxy runs
 as ``python examples/http_proxy.py --port 0`` once per event loop and field
 parser (``--parser python``, and ``httptools`` where it is installed), with
 ``--connect-ports`` opened to the test servers' ephemeral ports. Error cases, the
@@ -14,6 +15,7 @@ the supervisor.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -22,6 +24,7 @@ import itertools
 import os
 import random
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -70,6 +73,9 @@ LOOPS = [
     ),
 ]
 HAVE_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+needs_websockets = pytest.mark.skipif(
+    importlib.util.find_spec("websockets") is None, reason="needs websockets (the test extra)"
+)
 #: What parses the field lines: both must give the same answers (--parser).
 PARSERS = [
     "python",
@@ -905,6 +911,112 @@ EXCHANGES = {
         ),
         reset=False,
     ),
+    # Framing, routing and the others RFC 9110 (6.5.1) keeps out of trailers: dropped.
+    "forbidden-request-trailer-fields-dropped": Exchange(
+        sent=(
+            b"POST http://{up}/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n"
+            b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\nhost: evil\r\nX-Other: 2\r\n\r\n"
+        ),
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nTransfer-Encoding: chunked\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n"
+            )
+        ],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "forbidden-response-trailer-fields-dropped": Exchange(
+        sent=b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                b"Content-LENGTH: 2\r\nX-T: 1\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n"
+                b"Trailer: X-T\r\nSet-Cookie: a=b\r\nX-U: 2\r\n\r\n"
+            )
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"
+        ),
+        reset=False,
+    ),
+    "websocket-upgrade-answered-200-keeps-the-connection": Exchange(
+        # Not switched: an ordinary response, and the request behind it is read next.
+        sent=(
+            b"GET http://{up}/ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ),
+        forwarded=[
+            (
+                b"GET /ws HTTP/1.1\r\nHost: {up}\r\nSec-WebSocket-Version: 13\r\n"
+                b"Upgrade: websocket\r\nConnection: upgrade\r\nVia: 1.1 bytes-handoff\r\n\r\n"
+            ),
+            b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n",
+        ],
+        answers=[
+            (
+                b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+                b"Content-Length: 2\r\n\r\nno"
+            ),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n\r\nno"
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "upgrade-to-h2c-dropped": Exchange(
+        sent=(
+            b"GET http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close"
+            b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        ),
+        forwarded=[b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
+        answers=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
+    "websocket-upgrade-with-a-body-or-from-http10-dropped": Exchange(
+        sent=(
+            b"POST http://{up}/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET http://{up}/x HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ),
+        forwarded=[
+            (
+                b"POST /x HTTP/1.1\r\nHost: {up}\r\nContent-Length: 2\r\n"
+                b"Via: 1.1 bytes-handoff\r\n\r\nhi"
+            ),
+            b"GET /x HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n",
+        ],
+        answers=[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        upstream_ends="keep",
+        relayed=(
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 bytes-handoff\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        ),
+        reset=False,
+    ),
     "empty-lines-first-and-query-only": Exchange(
         sent=(b"\r\n\r\nGET http://{up}?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
         forwarded=[b"GET /?q=1 HTTP/1.1\r\nHost: {up}\r\nVia: 1.1 bytes-handoff\r\n\r\n"],
@@ -978,6 +1090,185 @@ def test_connect_forwards_bytes_sent_with_the_head_then_both_ways(proxy: int) ->
             assert client.recv(1) == b""
 
 
+# -- WebSocket upgrades -------------------------------------------------------------------------
+
+#: The handshake of RFC 6455, 1.3, and its frames of 5.7: "Hello", masked and not.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+WS_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+WS_FIELDS = f"Upgrade: websocket\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
+CLIENT_FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"
+SERVER_FRAME = b"\x81\x05Hello"
+SWITCHING = (
+    f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Accept: {WS_ACCEPT}\r\n\r\n"
+).encode()
+#: SWITCHING as the client gets it.
+SWITCHED = (
+    f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {WS_ACCEPT}\r\n"
+    "Upgrade: websocket\r\nConnection: upgrade\r\nVia: 1.1 bytes-handoff\r\n\r\n"
+).encode()
+
+
+async def websocket_session(proxy: int) -> None:
+    """A ``websockets`` client, through the proxy, to a ``websockets`` echo server."""
+    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request
+
+    class ThroughProxy(ClientConnection):
+        """Sends its handshake in absolute form, as a forward proxy needs it."""
+
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            make_request = self.protocol.connect
+
+            def absolute() -> Request:
+                request = make_request()
+                request.path = f"http://{request.headers['Host']}{request.path}"
+                return request
+
+            self.protocol.connect = absolute  # type: ignore[method-assign]
+            await super().handshake(*args, **kwargs)
+
+    served: list[ServerConnection] = []
+
+    async def echo(ws: ServerConnection) -> None:
+        served.append(ws)
+        async for message in ws:
+            if message == "ping me":
+                await asyncio.wait_for(await ws.ping(b"from the server"), TIMEOUT)
+                await ws.send("ponged")
+            else:
+                await ws.send(message)
+
+    big = random.Random(1).randbytes(1 << 20)  # 1 MiB that compression cannot shrink
+    async with (
+        asyncio.timeout(4 * TIMEOUT),
+        serve(echo, "127.0.0.1", 0, max_size=1 << 21) as server,
+    ):
+        port = server.sockets[0].getsockname()[1]
+        async with connect(
+            f"ws://127.0.0.1:{port}/chat?room=1",
+            create_connection=ThroughProxy,
+            proxy=None,  # not from the environment: the proxy is host and port below
+            host="127.0.0.1",
+            port=proxy,
+            max_size=1 << 21,
+            open_timeout=TIMEOUT,
+            close_timeout=TIMEOUT,
+        ) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["Via"] == "1.1 bytes-handoff"
+            for message in ("hello", b"\x00\x01 binary \xff", "é" * 1000, big, big[:70000]):
+                await ws.send(message)
+                assert await ws.recv() == message  # the same type too: str or bytes
+            await asyncio.wait_for(await ws.ping(b"from the client"), TIMEOUT)  # its pong
+            await ws.send("ping me")
+            assert await ws.recv() == "ponged"  # the server's ping had its pong
+            await ws.close(1000, "bye")
+        # The close handshake went through both ways, then the tunnel ended.
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
+        (upstream_ws,) = served
+        await asyncio.wait_for(upstream_ws.wait_closed(), TIMEOUT)
+        assert upstream_ws.protocol.close_rcvd is not None
+        assert (upstream_ws.protocol.close_rcvd.code, upstream_ws.protocol.close_rcvd.reason) == (
+            1000,
+            "bye",
+        )
+        request = upstream_ws.request
+        assert request is not None and request.path == "/chat?room=1"
+        assert request.headers["Host"] == f"127.0.0.1:{port}"
+        assert request.headers["Via"] == "1.1 bytes-handoff"
+        assert request.headers["Connection"] == "upgrade"
+
+
+@needs_websockets
+def test_websocket_messages_pings_and_close_through_the_proxy(proxy: int) -> None:
+    asyncio.run(websocket_session(proxy))
+
+
+@contextlib.contextmanager
+def websocket_upgrade(proxy: int) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(client, upstream): a WebSocket upgrade switched through the proxy, its heads read.
+
+    The client sends a frame in the same write as its request head, the upstream one in
+    the same write as its 101 head: each arrives first, intact.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        listener.settimeout(TIMEOUT)
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        client = stack.enter_context(socket.create_connection(("127.0.0.1", proxy), TIMEOUT))
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = f"GET http://{target}/chat HTTP/1.1\r\nHost: {target}\r\nConnection: Upgrade\r\n"
+        client.sendall(f"{head}{WS_FIELDS}\r\n".encode() + CLIENT_FRAME)  # one segment
+        up = stack.enter_context(listener.accept()[0])
+        up.settimeout(TIMEOUT)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        forwarded = (
+            f"GET /chat HTTP/1.1\r\nHost: {target}\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+            "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+            "Via: 1.1 bytes-handoff\r\n\r\n"
+        ).encode()
+        assert recv_exactly(up, len(forwarded)) == forwarded
+        # What follows an upgrade request waits for its answer: a request, were it not 101.
+        assert select.select([up], [], [], 0.1)[0] == []
+        up.sendall(SWITCHING + SERVER_FRAME)  # one segment
+        assert recv_exactly(client, len(SWITCHED + SERVER_FRAME)) == SWITCHED + SERVER_FRAME
+        assert recv_exactly(up, len(CLIENT_FRAME)) == CLIENT_FRAME
+        yield client, up
+
+
+def test_websocket_frames_sent_right_behind_either_head_go_first_then_both_ways(
+    proxy: int,
+) -> None:
+    with websocket_upgrade(proxy) as (client, up):
+        up.sendall(BIG)  # then anything, any size, both ways
+        assert recv_exactly(client, len(BIG)) == BIG
+        client.sendall(BIG[:100_000])
+        assert recv_exactly(up, 100_000) == BIG[:100_000]
+        client.shutdown(socket.SHUT_WR)  # each direction ends on its own
+        assert up.recv(1) == b""
+        up.sendall(b"after the client's end")
+        up.close()
+        assert recv_exactly(client, 22) == b"after the client's end"
+        assert client.recv(1) == b""
+
+
+def test_websocket_tunnel_ends_after_tunnel_idle() -> None:
+    with (
+        run_proxy("--tunnel-idle", "0.3", "--connect-ports", TEST_CONNECT_PORTS) as port,
+        websocket_upgrade(port) as (client, up),
+    ):
+        # Both sides silent: the tunnel ends as a broken one, as CONNECT's does.
+        assert read_to_end(client) == (b"", True)
+        assert up.recv(1) == b""
+
+
+@pytest.mark.parametrize(
+    ("fields", "answer"),
+    [
+        ("", SWITCHING),
+        (WS_FIELDS, SWITCHING.replace(b"websocket", b"h2c")),
+        (WS_FIELDS, SWITCHING.replace(b"Upgrade: websocket\r\n", b"")),
+        (WS_FIELDS, SWITCHING.replace(b"HTTP/1.1", b"HTTP/1.0")),
+        (
+            "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+            SWITCHING.replace(b"websocket", b"h2c"),
+        ),
+    ],
+    ids=["unasked", "other-protocol", "no-upgrade-field", "from-http10", "h2c-not-forwarded"],
+)
+def test_switching_protocols_other_than_to_a_websocket_upgrade_gets_502(
+    proxy: int, fields: str, answer: bytes
+) -> None:
+    fields = f"Connection: Upgrade\r\n{fields}" if fields else ""
+    with raw_upstream_request(proxy, fields=fields) as (client, up):
+        up.sendall(answer + SERVER_FRAME)
+        reply, was_reset = read_to_end(client)
+    assert not was_reset
+    assert_refused(split_answer(reply), 502)
+
+
 # -- refusals ----------------------------------------------------------------------------------
 
 
@@ -1017,6 +1308,9 @@ def test_head_of_exactly_max_head_passes_one_byte_more_is_431(
         b"GET http://user:pw@{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
         b"CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n",
         b"CONNECT localhost:99999 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"\r\r\rGET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"\r\n\r\r\nGET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"\n\nGET http://{up}/a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
     ],
     ids=[
         "no-request-line",
@@ -1034,6 +1328,9 @@ def test_head_of_exactly_max_head_passes_one_byte_more_is_431(
         "userinfo",
         "connect-without-port",
         "connect-port-out-of-range",
+        "bare-cr-before-request-line",
+        "bare-cr-among-empty-lines",
+        "bare-lf-before-request-line",
     ],
 )
 def test_malformed_request_gets_400_and_the_connection_closes(
@@ -1275,6 +1572,9 @@ SEED_REQUESTS = [
     b"POST http://a/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n",
     b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nProxy-Authorization: x\r\n\r\n",
     b"GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\nUpgrade: websocket\r\n\r\n",
+    b"GET http://a/chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n",
 ]
 SEED_RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n",
@@ -1314,6 +1614,8 @@ def test_both_parsers_give_the_same_answer_for_every_head(example: ModuleType, p
     python_request, python_response = example.field_parsers("python")
     llhttp_request, llhttp_response = example.field_parsers(parser)
     request = example.parse_request(SEED_REQUESTS[0], python_request)
+    upgrade = example.parse_request(SEED_REQUESTS[-1], python_request)  # a 101 may answer it
+    assert upgrade.upgrade and not request.upgrade
 
     def outcome(parse: object, *args: object) -> tuple[object, ...]:
         try:
@@ -1333,8 +1635,9 @@ def test_both_parsers_give_the_same_answer_for_every_head(example: ModuleType, p
             python = outcome(example.parse_request, head, python_request)
             llhttp = outcome(example.parse_request, head, llhttp_request)
         else:
-            python = outcome(example.parse_response, head, request, python_response)
-            llhttp = outcome(example.parse_response, head, request, llhttp_response)
+            asked = upgrade if b" 101 " in seed else request
+            python = outcome(example.parse_response, head, asked, python_response)
+            llhttp = outcome(example.parse_response, head, asked, llhttp_response)
         assert python == llhttp, head
         parsed += python[0] == "parsed"
     assert parsed > 500  # not only refusals
@@ -1468,6 +1771,17 @@ def test_client_outside_allow_from_is_closed_at_once_without_upstream(upstream: 
     assert upstream.seen(path) == []
 
 
+@pytest.mark.parametrize("networks", ["::ffff:127.0.0.1/128", "192.0.2.0/24,::ffff:127.0.0.0/104"])
+def test_allow_from_ipv4_mapped_networks_admit_ipv4_clients(
+    upstream: Upstream, networks: str
+) -> None:
+    # Clients' mapped addresses are matched as IPv4: a mapped network has to be too.
+    request = f"GET http://127.0.0.1:{upstream.port}/a.txt HTTP/1.1\r\nHost: a\r\n"
+    with run_proxy("--allow-from", networks) as port:
+        head, body = raw_exchange(port, f"{request}Connection: close\r\n\r\n".encode())
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"hello\n"
+
+
 def test_listening_beyond_loopback_warns_while_allow_from_is_loopback_only() -> None:
     warning = (
         r"http_proxy: warning: listening on 0\.0\.0\.0, but --allow-from admits"
@@ -1495,6 +1809,9 @@ def test_listening_beyond_loopback_warns_while_allow_from_is_loopback_only() -> 
         ("--idle-timeout", "0", "'0'"),
         ("--connect-timeout", "nan", "'nan'"),
         ("--tunnel-idle", "inf", "'inf'"),
+        ("--idle-timeout", "1e-320", "'1e-320'"),
+        ("--connect-timeout", "0.0009", "'0.0009'"),
+        ("--tunnel-idle", "1e-9", "'1e-9'"),
         ("--allow-from", "10.0.0.0/33", "'10.0.0.0/33'"),
         ("--allow-from", "10.0.0.1/8", "10.0.0.1/8"),
         ("--allow-from", "127.0.0.0/8,nonsense", "'nonsense'"),
