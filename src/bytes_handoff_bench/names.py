@@ -16,13 +16,16 @@ __all__ = [
     "FRAME_BUDGET",
     "REPORT_ORDER",
     "TCP_ONLY",
+    "TLS_MODES",
     "Completion",
     "Implementation",
     "Loop",
     "Role",
     "Scenario",
+    "TlsMode",
     "Transport",
     "implementations_for",
+    "tls_refusal",
     "transports_of",
 ]
 
@@ -61,6 +64,16 @@ class Loop(StrEnum):
 
     ASYNCIO = "asyncio"
     UVLOOP = "uvloop"
+
+
+class TlsMode(StrEnum):
+    """How a ``--tls`` run's two legs (client -> proxy, proxy -> sink) become TLS."""
+
+    #: TLS from the first byte: ``ssl=`` on the accepted and the connecting socket.
+    ACCEPT = "accept"
+    #: Plain TCP, one plaintext line (``STARTTLS``) with the ClientHello pipelined behind
+    #: it, then the library's ``HandoffProtocol.start_tls()`` on both legs.
+    STARTTLS = "starttls"
 
 
 class Implementation(StrEnum):
@@ -106,6 +119,46 @@ FRAME_BUDGET = frozenset(
 REPORT_ORDER: tuple[Implementation, ...] = tuple(Implementation)
 
 
+#: What ``--tls`` means for each implementation, per :class:`TlsMode`: the ones listed run it.
+#: ``accept``: the protocol path and ``floor`` give ``ssl=`` to ``create_server`` /
+#: ``connect_accepted_socket`` and ``create_connection``; the asyncio-streams baselines
+#: open their streams with ``ssl=``. ``starttls``: the library's ``start_tls()`` only.
+TLS_MODES: dict[str, frozenset[TlsMode]] = {
+    Implementation.HANDOFF_PROTOCOL: frozenset({TlsMode.ACCEPT, TlsMode.STARTTLS}),
+    Implementation.MANUAL_VEC: frozenset({TlsMode.ACCEPT}),
+    Implementation.RAW_COPY: frozenset({TlsMode.ACCEPT}),
+    Implementation.MANUAL_PROTOCOL: frozenset({TlsMode.ACCEPT}),
+    Implementation.RAW_PROTOCOL: frozenset({TlsMode.ACCEPT}),
+    Implementation.FLOOR: frozenset({TlsMode.ACCEPT}),
+}
+
+#: Why an implementation has no TLS at all.
+_NO_TLS: dict[str, str] = {
+    Implementation.HANDOFF: "reads and writes the raw sockets (recv_into, sendmsg), which carry"
+    " no TLS (the library's socket adapters refuse a TLS socket): its TLS form is"
+    " handoff_protocol",
+    Implementation.HANDOFF_SPLICE: "tunnels with splice, kernel to kernel: each TLS connection"
+    " has its own keys, so ciphertext spliced from one to the other means nothing (TLS is"
+    " never spliced): its TLS form is handoff_protocol",
+}
+
+
+def tls_refusal(implementation: str, mode: str) -> str | None:
+    """Why ``implementation`` cannot run with ``--tls`` in ``mode``, in words that follow its
+    name; ``None`` when it can."""
+    modes = TLS_MODES.get(implementation)
+    if modes is None:
+        return _NO_TLS.get(implementation, "has no TLS form")
+    if mode in modes:
+        return None
+    return (
+        f"has no --tls-mode {mode}: starttls is the library's start_tls(), which keeps the"
+        " bytes pipelined after the plaintext line (asyncio's loop.start_tls() cannot be given"
+        f" them), and only handoff_protocol has it; {implementation} runs --tls-mode"
+        f" {' or '.join(sorted(modes))}"
+    )
+
+
 def transports_of(implementation: str) -> tuple[Transport, ...]:
     """The transports ``implementation`` runs on (both for a name not listed here)."""
     if implementation in TCP_ONLY:
@@ -113,8 +166,14 @@ def transports_of(implementation: str) -> tuple[Transport, ...]:
     return tuple(Transport)
 
 
-def implementations_for(transport: Transport | str | None = None) -> list[Implementation]:
-    """The implementations that run on ``transport`` (all of them for ``None``), in run order."""
+def implementations_for(
+    transport: Transport | str | None = None, tls_mode: TlsMode | str | None = None
+) -> list[Implementation]:
+    """The implementations that run on ``transport`` (all of them for ``None``), and with
+    ``tls_mode`` in that TLS mode (``None``: without TLS), in run order."""
     return [
-        impl for impl in Implementation if transport is None or transport in transports_of(impl)
+        impl
+        for impl in Implementation
+        if (transport is None or transport in transports_of(impl))
+        and (tls_mode is None or tls_refusal(impl, tls_mode) is None)
     ]

@@ -68,6 +68,7 @@ OTHER_PROGRAMS: list[tuple[str, list[str]]] = [
     ("run-criterion-baseline.sh", ["bash", str(BENCH / "run-criterion-baseline.sh")]),
     ("run-library-ab.sh", ["bash", str(BENCH / "run-library-ab.sh")]),
     ("run-http-proxy-load.sh", ["bash", str(BENCH / "run-http-proxy-load.sh")]),
+    ("publish-results.sh", ["bash", str(BENCH / "publish-results.sh")]),
 ]
 PACKAGES = {"hdrh": "hdrhistogram", "rich": "rich", "matplotlib": "matplotlib"}
 

@@ -40,7 +40,7 @@ try:
         MAX_RUN_MEMORY,
         MAX_WORKER_THREADS,
     )
-    from ..names import Completion, Loop, Role, Scenario, Transport
+    from ..names import TLS_MODES, Completion, Loop, Role, Scenario, TlsMode, Transport
     from .config import BenchConfig, parse_addr
 except KeyboardInterrupt:
     sys.stderr.write("bytes-handoff-bench: error: interrupted\n")
@@ -117,6 +117,11 @@ Examples:
   python -m bytes_handoff_bench --transport tcp --role tcp-driver --drivers 2 \\
       --driver-index 0 --service-addr 10.0.0.1:7001 --sink-addr 10.0.0.2:7002 --rate 2000
   # ... then one summary: ./bench/merge-drivers.sh driver-0.txt driver-1.txt
+  # both legs TLS (a certificate made with openssl for the run): what TLS costs
+  python -m bytes_handoff_bench --transport tcp --implementation handoff_protocol --tls
+  # ... upgraded after a plaintext line by the library's start_tls() instead of ssl=
+  python -m bytes_handoff_bench --transport tcp --implementation handoff_protocol --tls \\
+      --tls-mode starttls
   # repeated runs with artifacts (runs.csv, summary.csv): use the wrapper
   ./bench/run-stream-harness.sh --scenario all --runs 5
 """
@@ -333,6 +338,38 @@ def build_parser() -> argparse.ArgumentParser:
         " started; the driver stops starting streams (streams_unsent=) and the run fell behind"
         f" (default: {defaults.MAX_LAG_MILLIS})",
     )
+    add(
+        "--tls",
+        action="store_true",
+        help="tcp: the client -> proxy and the proxy -> sink legs run TLS (the clients connect"
+        " with TLS, the proxy ends and starts TLS, the sink accepts TLS and verifies the"
+        " plaintext): what TLS costs each implementation. Runs with"
+        f" {', '.join(TLS_MODES)}; handoff (raw sockets) and handoff_splice (splice) have no"
+        " TLS form. Reports tls_version and tls_cipher (default: off)",
+    )
+    add(
+        "--tls-mode",
+        choices=[m.value for m in TlsMode],
+        default=None,
+        help="--tls: accept: TLS from the first byte (ssl= at accept and connect; asyncio"
+        " streams with ssl= for manual_vec and raw_copy); starttls: plain TCP, a STARTTLS line"
+        " with the ClientHello pipelined behind it, then the library's"
+        " HandoffProtocol.start_tls() on both legs (handoff_protocol only) (default:"
+        f" {TlsMode.ACCEPT})",
+    )
+    add(
+        "--tls-cert",
+        metavar="PATH",
+        help="--tls: the PEM certificate (chain) the proxy and the sink present and every"
+        " client trusts, with --tls-key; needed by --role tcp-service and tcp-driver, which"
+        " must share one (default: a self-signed one made with openssl for the run, removed"
+        " after it)",
+    )
+    add(
+        "--tls-key",
+        metavar="PATH",
+        help="--tls: the PEM private key of --tls-cert (default: made with the certificate)",
+    )
     return p
 
 
@@ -378,6 +415,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
         rate_mib_flag=ns.rate_mib,
         rate_tolerance_flag=ns.rate_tolerance,
         max_lag_millis_flag=ns.max_lag_millis,
+        tls=ns.tls,
+        tls_mode_flag=TlsMode(ns.tls_mode) if ns.tls_mode else None,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
     )
     return cfg.validate()
 

@@ -30,7 +30,9 @@ from ..names import (
     Loop,
     Role,
     Scenario,
+    TlsMode,
     Transport,
+    tls_refusal,
     transports_of,
 )
 from ..output_paths import check_output_file
@@ -95,6 +97,12 @@ class BenchConfig:
     rate_mib_flag: float | None = None
     rate_tolerance_flag: float | None = None
     max_lag_millis_flag: int | None = None
+    #: ``--tls``: the client -> proxy and proxy -> sink legs run TLS (``harness/tls.py``).
+    tls: bool = False
+    tls_mode_flag: TlsMode | None = None
+    #: ``--tls-cert``/``--tls-key``: PEM files; ``None`` with ``--tls``: made for the run.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     # -- derived ------------------------------------------------------------------------
 
@@ -152,6 +160,11 @@ class BenchConfig:
         if self.max_lag_millis_flag is None:
             return defaults.MAX_LAG_MILLIS
         return self.max_lag_millis_flag
+
+    @property
+    def tls_mode(self) -> TlsMode:
+        """How the legs become TLS (``--tls-mode``, default ``accept``)."""
+        return self.tls_mode_flag or TlsMode.ACCEPT
 
     @property
     def input_fragment(self) -> int:
@@ -280,6 +293,7 @@ class BenchConfig:
         )
         self._validate_drivers()
         self._validate_rate()
+        self._validate_tls()
         per_connection, per_worker = self.memory_estimate()
         total = self.connections * per_connection + self.worker_threads * per_worker
         if total > MAX_RUN_MEMORY:
@@ -348,6 +362,37 @@ class BenchConfig:
                 f"--drivers {self.drivers} x --connections {self.connections} ="
                 f" {self.drivers * self.connections} stream ids, more than {MAX_CONNECTIONS}"
                 " (4-digit stream ids, no two drivers sharing one)"
+            )
+
+    def _validate_tls(self) -> None:
+        """``--tls`` and its flags: TCP, an implementation with a TLS form in the mode asked,
+        and one certificate both processes of a split run trust (given, not made)."""
+        given = (
+            ("--tls-mode", self.tls_mode_flag),
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+        )
+        if not self.tls:
+            for flag, value in given:
+                if value is not None:
+                    raise UsageError(f"{flag} needs --tls")
+            return
+        if self.tls_mode not in tuple(TlsMode):
+            raise UsageError(f"--tls-mode: {self.tls_mode!r} is not one of {', '.join(TlsMode)}")
+        if self.transport != Transport.TCP:
+            raise UsageError(
+                f"--tls needs --transport tcp (TLS runs on sockets; {self.transport} is in-memory)"
+            )
+        why = tls_refusal(self.implementation, self.tls_mode)
+        if why is not None:
+            raise UsageError(f"--tls: --implementation {self.implementation} {why}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+        if self.tls_cert is None and self.role != Role.INTEGRATED:
+            raise UsageError(
+                f"--role {self.role} with --tls needs --tls-cert and --tls-key: the service"
+                " and the driver must share one certificate (run-stream-harness.sh makes one"
+                " and passes it to both)"
             )
 
     def _validate_rate(self) -> None:

@@ -21,6 +21,12 @@ It is a whole service, not a per-stream proxy, so it is registered with a
 ``serve`` function (:func:`serve_floor`) that the ``tcp-service`` and the
 integrated TCP roles call instead of their accept loop. It needs real sockets:
 TCP only.
+
+With ``--tls`` (``--tls-mode accept``) the server gets ``ssl=`` and so does each
+connection to the sink: the loop's own TLS on both legs, still no harness code
+per read. TLS has no half-close, so the client's close_notify makes it
+``close()`` the outbound (close_notify after what is queued), not
+``write_eof()``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Protocol, cast
 from ..errors import BenchError
 from ..names import Implementation
 from .config import BenchConfig
+from .tls import TlsSetup, client_ssl, server_ssl, tls_setup
 
 __all__ = ["FloorService", "ServeFn", "Service", "StreamHooks", "proxy_floor", "serve_floor"]
 
@@ -114,7 +121,7 @@ class _Pending:
         """Pass on what was kept, in order, then the end of the stream if it came."""
         if self.chunks:
             out.writelines(self.chunks)
-        if self.eof:
+        if self.eof and out.can_write_eof():  # TLS: close() below sends close_notify
             out.write_eof()
         if self.closed:
             out.close()
@@ -153,7 +160,9 @@ class FloorStream(asyncio.BufferedProtocol):
         service = self.service
         loop = asyncio.get_running_loop()
         try:
-            out, _ = await loop.create_connection(lambda: _Outbound(self), *service.sink_addr)
+            out, _ = await loop.create_connection(
+                lambda: _Outbound(self), *service.sink_addr, **service.connect_ssl
+            )
         except (OSError, asyncio.CancelledError) as exc:  # cancelled: the stream was aborted
             self.open[1] = False
             if isinstance(exc, OSError):
@@ -180,7 +189,8 @@ class FloorStream(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        self.out.write_eof()
+        if self.out.can_write_eof():  # TLS cannot half-close: close() sends close_notify
+            self.out.write_eof()
         self.out.close()  # flushes what is queued, then closes
         return None  # the inbound transport closes itself
 
@@ -221,10 +231,14 @@ class FloorStream(asyncio.BufferedProtocol):
 class FloorService:
     """The running ``floor`` service: its server and its open streams."""
 
-    def __init__(self, sink_addr: Addr, read_size: int, hooks: StreamHooks) -> None:
+    def __init__(
+        self, sink_addr: Addr, read_size: int, hooks: StreamHooks, tls: TlsSetup | None = None
+    ) -> None:
         self.sink_addr = sink_addr
         self.read_size = read_size
         self.hooks = hooks
+        #: ``ssl=`` for each connection to the sink (``--tls``), made once: none per stream.
+        self.connect_ssl = client_ssl(tls)
         self.streams: set[FloorStream] = set()
         self.server: asyncio.AbstractServer | None = None
         self.closed = False  # after close(), aborted streams report nothing
@@ -252,10 +266,11 @@ async def serve_floor(
 ) -> FloorService:
     """Serve ``listener`` with ``loop.create_server``: each stream copied to ``sink_addr``."""
     loop = asyncio.get_running_loop()
-    service = FloorService(sink_addr, cfg.read_reserve, hooks)
+    tls = tls_setup(cfg)
+    service = FloorService(sink_addr, cfg.read_reserve, hooks, tls)
     # The harness's listeners are bound with a backlog of 1024; create_server listens again.
     service.server = await loop.create_server(
-        lambda: FloorStream(service), sock=listener, backlog=1024
+        lambda: FloorStream(service), sock=listener, backlog=1024, **server_ssl(tls)
     )
     return service
 

@@ -19,6 +19,25 @@ that a ``WriteHandoff`` drains with one ``writelines`` per batch.
 The proxy returns once both transports are closed (everything flushed), so the
 sockets its caller closes afterwards are already detached from the loop.
 
+``--tls`` (both legs TLS), in either ``--tls-mode``:
+
+* ``accept``: ``ssl=`` given to ``connect_accepted_socket`` and
+  ``create_connection``: the loop's own TLS transport under each
+  ``HandoffProtocol`` (asyncio's ``sslproto``, uvloop's), set up before the
+  protocol sees a byte;
+* ``starttls``: plain TCP on both, then the library's ``start_tls()``: the
+  inbound side reads the ``STARTTLS`` line (``read_until``) and upgrades with
+  what the client pipelined behind it (its ClientHello) as the handshake's
+  first bytes; the outbound side writes the line and upgrades at once. The
+  callback style's router routes nothing before the upgrade is done
+  (``on_data`` is set afterwards, and what was decrypted meanwhile goes
+  first). The library's TLS runs on ``ssl.MemoryBIO``: this against
+  ``accept`` in one interleaved run is what ``start_tls()`` costs next to
+  ``ssl=`` at connect time.
+
+Either way the ``WriteHandoff``'s close sends close_notify (TLS has no
+half-close).
+
 No stream leaves a reference cycle behind on the healthy path: the router's
 ``on_data`` is a plain function (a bound ``self.step`` would be a cycle through
 the protocol), the sink side forgets the client side when the stream ends (the
@@ -35,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -48,8 +68,9 @@ from bytes_handoff import (
 )
 
 from ..errors import BenchError, ProtocolError
-from ..names import Completion
+from ..names import Completion, TlsMode
 from .config import BenchConfig
+from .tls import PREAMBLE, SERVER_NAME, client_ssl, server_ssl, tls_setup
 from .workload import MARKER
 
 __all__ = ["proxy_handoff_protocol"]
@@ -93,10 +114,14 @@ class _SinkSide(HandoffProtocol):
 class _Router(HandoffProtocol):
     """Callback style: routes frames, then forwards raw reads, through ``out``."""
 
-    def __init__(self, config: HandoffBufferConfig, out: WriteHandoff) -> None:
+    def __init__(
+        self, config: HandoffBufferConfig, out: WriteHandoff, *, routing_later: bool = False
+    ) -> None:
         # The function, not the bound method: ``on_data(self)`` calls it with this
         # protocol, and no cycle (self -> bound method -> self) outlives the stream.
-        super().__init__(config, on_data=cast(_OnData, _Router.step))
+        # ``routing_later`` (STARTTLS): no step before start_tls() is done (route_from_now).
+        on_data = None if routing_later else cast(_OnData, _Router.step)
+        super().__init__(config, on_data=on_data)
         self.out = out
         self.routing = True
         self.forwarded = 0
@@ -141,6 +166,12 @@ class _Router(HandoffProtocol):
                 )
             else:
                 self._finish(None)
+
+    def route_from_now(self) -> None:
+        """Start routing (after the STARTTLS upgrade): what was decrypted meanwhile first."""
+        self.on_data = cast(_OnData, _Router.step)
+        self.step()
+        self.resume_reading()  # reading paused on a full buffer resumes once there is room
 
     def _wait_for_room(self, size: int) -> None:
         out = self.out
@@ -193,6 +224,25 @@ async def _route_awaiting(proto: HandoffProtocol, out: WriteHandoff) -> int:
             await last
 
 
+async def _start_tls_inbound(proto: HandoffProtocol, ctx: ssl.SSLContext) -> None:
+    """STARTTLS, server side: the plaintext line, then ``start_tls()``: the ClientHello the
+    client pipelined behind the line is in the buffer already, and the handshake reads it."""
+    try:
+        line = await proto.read_until(b"\n", max_bytes=len(PREAMBLE))
+    except (asyncio.LimitOverrunError, asyncio.IncompleteReadError) as exc:
+        raise ProtocolError(f"expected {PREAMBLE!r} before TLS: {exc}") from None
+    if line != PREAMBLE:
+        raise ProtocolError(f"expected {PREAMBLE!r} before TLS, got {line!r}")
+    await proto.start_tls(ctx, server_side=True)
+
+
+async def _start_tls_outbound(proto: HandoffProtocol, ctx: ssl.SSLContext) -> None:
+    """STARTTLS, client side: the line, and the ClientHello right behind it (pipelined)."""
+    assert proto.transport is not None
+    proto.transport.write(PREAMBLE)
+    await proto.start_tls(ctx, server_side=False, server_hostname=SERVER_NAME)
+
+
 async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """The ``handoff`` workload over ``HandoffProtocol`` transports (TCP sockets only)."""
     if not isinstance(inbound, socket.socket) or not isinstance(outbound, socket.socket):
@@ -200,20 +250,42 @@ async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchCo
     loop = asyncio.get_running_loop()
     buf_cfg = HandoffBufferConfig(cfg.read_reserve + cfg.frame_len + 1, cfg.read_reserve)
     out_cfg = WriteHandoffConfig(max_items=1024, max_pending_bytes=cfg.write_pending_bytes)
-    _, sink_side = await loop.create_connection(_SinkSide, sock=outbound)
+    tls = tls_setup(cfg)
+    starttls = tls is not None and tls.mode == TlsMode.STARTTLS
+    # --tls-mode accept: ssl= on both (the loop's TLS); starttls: plain TCP, upgraded here.
+    accept_tls = None if starttls else tls
+    # The protocol from the transport: with ssl=, uvloop returns its own TLS protocol.
+    transport, _ = await loop.create_connection(_SinkSide, sock=outbound, **client_ssl(accept_tls))
+    sink_side = cast(_SinkSide, transport.get_protocol())
+    if starttls:
+        assert tls is not None
+        await _start_tls_outbound(sink_side, tls.client)
     out = WriteHandoff.spawn(sink_side, out_cfg)
     client_side: HandoffProtocol | None = None
     try:
         if cfg.completion == Completion.FIRE_AND_FORGET:
-            _, router = await loop.connect_accepted_socket(lambda: _Router(buf_cfg, out), inbound)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: _Router(buf_cfg, out, routing_later=starttls),
+                inbound,
+                **server_ssl(accept_tls),
+            )
+            router = cast(_Router, transport.get_protocol())
             client_side = sink_side.client_side = router
+            if starttls:
+                assert tls is not None
+                await _start_tls_inbound(router, tls.server)
+                router.route_from_now()
             await router.done
             forwarded = router.forwarded
         else:
-            _, client_side = await loop.connect_accepted_socket(
-                lambda: HandoffProtocol(buf_cfg), inbound
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: HandoffProtocol(buf_cfg), inbound, **server_ssl(accept_tls)
             )
+            client_side = cast(HandoffProtocol, transport.get_protocol())
             sink_side.client_side = client_side
+            if starttls:
+                assert tls is not None
+                await _start_tls_inbound(client_side, tls.server)
             forwarded = await _route_awaiting(client_side, out)
         await out.aclose()  # flush, then write_eof on the sink side
     except BaseException:
@@ -234,5 +306,5 @@ async def proxy_handoff_protocol(inbound: object, outbound: object, cfg: BenchCo
             # keeps this frame in its traceback, and with it the locals that reach the
             # objects holding that error. Drop both links, as asyncio's own tasks do.
             sink_side.client_side = None
-            client_side = router = proto = sink_side = out = None  # type: ignore[assignment]
+            client_side = router = proto = sink_side = out = transport = None  # type: ignore[assignment]
     return forwarded

@@ -15,6 +15,12 @@ One registered beside them is a whole service instead: ``floor``
 their accept loop, so that no harness code runs per stream on its path.
 
 To add one: write the coroutine and :func:`register` it (a few lines).
+
+``--tls`` (``names.TLS_MODES`` says who runs which ``--tls-mode``): the
+asyncio-streams baselines open their streams with ``ssl=``; ``handoff`` (raw
+sockets: ``recv_into``, ``sendmsg``) and ``handoff_splice`` (``splice``) have
+no TLS form and are refused before the run; the protocol path and ``floor``
+say what TLS means for them in their modules.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .config import BenchConfig
 from .floor import ServeFn, StreamHooks, proxy_floor, serve_floor
 from .handoff_protocol import proxy_handoff_protocol
 from .protocols import proxy_manual_protocol, proxy_raw_protocol
+from .tls import client_ssl, server_ssl, tls_setup
 from .transports import StreamReaderLike, StreamWriterLike, open_streams
 from .workload import MARKER
 
@@ -195,11 +202,17 @@ async def proxy_handoff_splice(inbound: object, outbound: object, cfg: BenchConf
 
 @contextlib.asynccontextmanager
 async def _streams(
-    inbound: object, outbound: object
+    inbound: object, outbound: object, cfg: BenchConfig
 ) -> AsyncIterator[tuple[StreamReaderLike, StreamWriterLike]]:
-    """asyncio streams over both ends; both are closed on the way out."""
-    reader, in_writer = await open_streams(inbound)
-    _, writer = await open_streams(outbound)
+    """asyncio streams over both ends; both are closed on the way out.
+
+    With ``--tls`` (``--tls-mode accept``) the streams are opened with ``ssl=``: the
+    inbound one as ``asyncio.start_server`` would (the server side), the outbound one with
+    ``open_connection``; each returns once its handshake is done.
+    """
+    tls = tls_setup(cfg)
+    reader, in_writer = await open_streams(inbound, tls=server_ssl(tls), accepted=True)
+    _, writer = await open_streams(outbound, tls=client_ssl(tls))
     try:
         yield reader, writer
     finally:
@@ -210,20 +223,23 @@ async def _streams(
 
 
 async def _copy_to_eof(reader: StreamReaderLike, writer: StreamWriterLike, size: int) -> int:
-    """read / write / drain until end of stream, then write_eof: the stream-path copy loop."""
+    """read / write / drain until end of stream, then write_eof: the stream-path copy loop.
+
+    TLS cannot half-close: there the end is the close_notify that closing sends."""
     copied = 0
     while data := await reader.read(size):
         writer.write(data)
         copied += len(data)
         await writer.drain()
-    writer.write_eof()
+    if writer.can_write_eof():
+        writer.write_eof()
     await writer.drain()
     return copied
 
 
 async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """asyncio streams, a bytearray parser, one write per frame and one drain per read."""
-    async with _streams(inbound, outbound) as (reader, writer):
+    async with _streams(inbound, outbound, cfg) as (reader, writer):
         forwarded = 0
         pending = bytearray()
         routing = True
@@ -254,7 +270,7 @@ async def proxy_manual_vec(inbound: object, outbound: object, cfg: BenchConfig) 
 
 async def proxy_raw_copy(inbound: object, outbound: object, cfg: BenchConfig) -> int:
     """Copy without parsing: read, write, drain until end of stream."""
-    async with _streams(inbound, outbound) as (reader, writer):
+    async with _streams(inbound, outbound, cfg) as (reader, writer):
         return await _copy_to_eof(reader, writer, cfg.read_reserve)
 
 

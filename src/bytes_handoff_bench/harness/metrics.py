@@ -81,6 +81,9 @@ class WorkerResult:
     start_lag_max: float = 0.0
     #: tcp-service: streams done per route (``--service-addr``/``--sink-addr`` pair).
     route_streams: list[int] = field(default_factory=list)
+    #: ``--tls``: the versions and ciphers this worker's clients and sinks negotiated.
+    tls_versions: list[str] = field(default_factory=list)
+    tls_ciphers: list[str] = field(default_factory=list)
 
     def count_route(self, route: int) -> None:
         if len(self.route_streams) <= route:
@@ -142,6 +145,9 @@ class Summary:
     histogram_count: int = 0
     #: tcp-service: streams done per route, all workers together.
     route_streams: list[int] = field(default_factory=list)
+    #: ``--tls``: every version and cipher the workers' clients and sinks negotiated.
+    tls_versions: list[str] = field(default_factory=list)
+    tls_ciphers: list[str] = field(default_factory=list)
 
 
 def combine(results: list[WorkerResult]) -> Summary:
@@ -179,6 +185,8 @@ def combine(results: list[WorkerResult]) -> Summary:
         histogram=hist.encode(),
         histogram_count=hist.get_total_count(),
         route_streams=routes,
+        tls_versions=sorted({v for r in results for v in r.tls_versions}),
+        tls_ciphers=sorted({c for r in results for c in r.tls_ciphers}),
     )
 
 

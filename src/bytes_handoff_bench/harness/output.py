@@ -56,6 +56,23 @@ def open_loop_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]
     return fields
 
 
+def tls_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]:
+    """A ``--tls`` run's keys: the mode, where the certificate came from, and (where clients
+    and sinks ran: integrated, tcp-driver) the versions and ciphers they negotiated."""
+    if not cfg.tls:
+        return {}
+    fields: dict[str, object] = {
+        "tls_mode": cfg.tls_mode,
+        "tls_certificate": outcome.tls_certificate,
+    }
+    s = outcome.summary
+    if s.tls_versions:
+        fields["tls_version"] = ",".join(s.tls_versions)
+    if s.tls_ciphers:
+        fields["tls_cipher"] = ",".join(s.tls_ciphers)
+    return fields
+
+
 def several_drivers_fields(cfg: BenchConfig, outcome: RunOutcome) -> dict[str, object]:
     """What lets several drivers' reports be merged into one (``bench/merge-drivers.sh``):
     the driver's place among them and its stream ids; the service's routes (one per
@@ -140,6 +157,7 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
         else "connect_to_sink_eof",
         "verified": True,
         "verification": verification,
+        "tls": cfg.tls,
         "loop": cfg.loop,
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -155,6 +173,7 @@ def report_lines(cfg: BenchConfig, outcome: RunOutcome) -> Iterator[str]:
         # from these (HdrHistogram's encode(): base64 of its compressed V2 encoding).
         fields["latency_histogram_count"] = s.histogram_count
         fields["latency_histogram_hdr"] = s.histogram.decode("ascii")
+    fields.update(tls_fields(cfg, outcome))
     fields.update(several_drivers_fields(cfg, outcome))
     if cfg.open_loop:
         fields.update(open_loop_fields(cfg, outcome))

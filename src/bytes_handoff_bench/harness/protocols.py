@@ -16,6 +16,12 @@ the inbound EOF the outbound gets ``write_eof()`` and ``close()`` (which
 flushes first). The proxy returns once both transports are closed, so the
 sockets its caller closes afterwards are already detached from the loop
 (closing them again is a no-op).
+
+With ``--tls`` (``--tls-mode accept`` only) both get ``ssl=``: the loop's own TLS
+transports (asyncio's ``sslproto``, uvloop's), which hand a ``BufferedProtocol``
+plaintext in its ``get_buffer`` room as a socket transport does. TLS has no
+half-close: at the client's close_notify the outbound gets ``close()`` alone,
+which sends close_notify after what is queued.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import cast
 from ..errors import BenchError, ProtocolError
 from ..names import Implementation
 from .config import BenchConfig
+from .tls import client_ssl, server_ssl, tls_setup
 from .workload import MARKER
 
 __all__ = ["proxy_manual_protocol", "proxy_raw_protocol"]
@@ -117,7 +124,8 @@ class RawCopy(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool | None:
         self.link.eof = True
-        self.out.write_eof()
+        if self.out.can_write_eof():  # TLS cannot half-close: close() sends close_notify
+            self.out.write_eof()
         self.out.close()  # flushes what is queued, then closes
         return None  # the inbound transport closes itself
 
@@ -178,15 +186,24 @@ class FrameProxy(RawCopy):
 
 
 async def _run(
-    inbound: object, outbound: object, make: Callable[[_Link], RawCopy], what: str
+    inbound: object,
+    outbound: object,
+    make: Callable[[_Link], RawCopy],
+    what: str,
+    cfg: BenchConfig,
 ) -> int:
     if not isinstance(inbound, socket.socket) or not isinstance(outbound, socket.socket):
         raise BenchError(f"{what} runs on TCP sockets only, got {type(inbound).__name__}")
     loop = asyncio.get_running_loop()
     link = _Link(loop)
+    tls = tls_setup(cfg)  # --tls: ssl= on both (each returns once its handshake is done)
     try:
-        await loop.create_connection(lambda: _Outbound(link), sock=outbound)
-        _, protocol = await loop.connect_accepted_socket(lambda: make(link), sock=inbound)
+        await loop.create_connection(lambda: _Outbound(link), sock=outbound, **client_ssl(tls))
+        # The protocol from the transport: with ssl=, uvloop returns its own TLS protocol.
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: make(link), sock=inbound, **server_ssl(tls)
+        )
+        protocol = cast(RawCopy, transport.get_protocol())
         for closed in link.closed:
             await closed
     except BaseException:
@@ -201,7 +218,7 @@ async def proxy_manual_protocol(inbound: object, outbound: object, cfg: BenchCon
     """BufferedProtocol parser: owned frames, one writelines per read, then raw copies."""
     size = cfg.read_reserve + cfg.frame_len + 1  # one partial frame plus one full read
     return await _run(
-        inbound, outbound, lambda link: FrameProxy(link, size), Implementation.MANUAL_PROTOCOL
+        inbound, outbound, lambda link: FrameProxy(link, size), Implementation.MANUAL_PROTOCOL, cfg
     )
 
 
@@ -209,5 +226,5 @@ async def proxy_raw_protocol(inbound: object, outbound: object, cfg: BenchConfig
     """Unparsed BufferedProtocol copy: one bytes copy and one write per read."""
     size = cfg.read_reserve
     return await _run(
-        inbound, outbound, lambda link: RawCopy(link, size), Implementation.RAW_PROTOCOL
+        inbound, outbound, lambda link: RawCopy(link, size), Implementation.RAW_PROTOCOL, cfg
     )

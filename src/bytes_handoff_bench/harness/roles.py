@@ -20,6 +20,7 @@ Each role runs in every worker under :func:`~.supervisor.supervise`;
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from bytes_handoff import DuplexStream, duplex_pair
 
+from ..certs import temporary_certificate
 from ..errors import BenchError, Interrupted
 from ..names import Role, Scenario, Transport
 from ..output_paths import write_output
@@ -37,6 +39,7 @@ from .implementations import IMPLEMENTATIONS, StreamHooks
 from .metrics import CpuSnapshot, RssSampler, Summary, WorkerResult, combine
 from .open_loop import Pacer
 from .supervisor import Stall, Supervisor, Tally, as_bench_error, supervise
+from .tls import Negotiated, TlsClient, TlsSetup, TlsSink, tls_setup
 from .transports import (
     BufferPool,
     ByteCount,
@@ -75,6 +78,7 @@ async def integrated(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally:
     wl = sup.closing(new_workload(cfg))
     pacer = Pacer(cfg, spec, sup, tally) if cfg.open_loop else None
     verified = count_verified(cfg, spec.shared, sup, tally, pacer)
+    negotiated = Negotiated()
     streams: WaveStreams
     if cfg.transport == Transport.DUPLEX:
         streams = DuplexStreams(cfg, wl, spec.shared, sup, verified)
@@ -93,10 +97,13 @@ async def integrated(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally:
         hooks = StreamHooks(lambda: None, finished)
         if not await serve_whole(cfg, sup, proxy_listener, sink_addr, hooks):
             sup.spawn(accept_loop(proxy_listener, accepted), "proxy accept", background=True)
-        sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup))
+        sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup, negotiated))
         target = local_addr(proxy_listener)
-        streams = sup.closing(TcpStreams(cfg, wl, spec.shared, sink, target, "proxy"))
+        streams = sup.closing(
+            TcpStreams(cfg, wl, spec.shared, sink, target, "proxy", negotiated=negotiated)
+        )
     await drive(cfg, spec, sup, tally, streams, pacer)
+    note_tls(tally, negotiated)
 
 
 async def tcp_driver(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally: Tally) -> None:
@@ -106,9 +113,19 @@ async def tcp_driver(cfg: BenchConfig, spec: WorkerSpec, sup: Supervisor, tally:
     sink_listener = sup.closing(spec.listener)
     pacer = Pacer(cfg, spec, sup, tally) if cfg.open_loop else None
     verified = count_verified(cfg, spec.shared, sup, tally, pacer)
-    sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup))
-    streams = sup.closing(TcpStreams(cfg, wl, spec.shared, sink, cfg.service_addr, "service"))
+    negotiated = Negotiated()
+    sink = sup.closing(start_sink(cfg, wl, sink_listener, verified, sup, negotiated))
+    streams = sup.closing(
+        TcpStreams(cfg, wl, spec.shared, sink, cfg.service_addr, "service", negotiated=negotiated)
+    )
     await drive(cfg, spec, sup, tally, streams, pacer)
+    note_tls(tally, negotiated)
+
+
+def note_tls(tally: Tally, negotiated: Negotiated) -> None:
+    """What this worker's TLS clients and sinks negotiated, for the report."""
+    tally.result.tls_versions = sorted(negotiated.versions)
+    tally.result.tls_ciphers = sorted(negotiated.ciphers)
 
 
 async def drive(
@@ -293,8 +310,16 @@ def start_sink(
     listener: socket.socket,
     verified: Callable[[StreamVerifier], None],
     sup: Supervisor,
-) -> TcpSink:
-    sink = TcpSink(listener, wl, verified, sup.fail, max(SINK_BUFFER, cfg.read_reserve))
+    negotiated: Negotiated,
+) -> TcpSink | TlsSink:
+    """The sink on ``listener``: plain, or with ``--tls`` accepting TLS (``tls.py``)."""
+    size = max(SINK_BUFFER, cfg.read_reserve)
+    setup = tls_setup(cfg)
+    sink: TcpSink | TlsSink
+    if setup is None:
+        sink = TcpSink(listener, wl, verified, sup.fail, size)
+    else:
+        sink = TlsSink(listener, wl, verified, sup.fail, size, setup, negotiated)
     sink.start()
     return sink
 
@@ -410,12 +435,18 @@ class TcpStreams:
     cfg: BenchConfig
     wl: Workload
     shared: Shared
-    sink: TcpSink
+    sink: TcpSink | TlsSink
     target: Addr
     what: str  # names the target in a connect error
     #: Until a first connect succeeds, connect_tcp's own deadline bounds the wait.
     connected: bool = False
-    clients: set[TcpClient] = field(default_factory=set)
+    clients: set[TcpClient | TlsClient] = field(default_factory=set)
+    #: ``--tls``: what the clients negotiated goes here.
+    negotiated: Negotiated = field(default_factory=Negotiated)
+    tls: TlsSetup | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.tls = tls_setup(self.cfg)
 
     async def stream(self, conn: int, due: float | None = None) -> None:
         cfg = self.cfg
@@ -427,8 +458,12 @@ class TcpStreams:
             retry_until = time.monotonic() + cfg.startup_timeout_seconds
         sock = await connect_tcp(self.target, self.what, retry_until)
         self.connected = True
-        sendfile = cfg.scenario == Scenario.COALESCED
-        client = TcpClient(sock, self.wl, conn, cfg.input_fragment, sendfile=sendfile)
+        client: TcpClient | TlsClient
+        if self.tls is not None:
+            client = TlsClient(sock, self.wl, conn, cfg.input_fragment, self.tls, self.negotiated)
+        else:
+            sendfile = cfg.scenario == Scenario.COALESCED
+            client = TcpClient(sock, self.wl, conn, cfg.input_fragment, sendfile=sendfile)
         self.clients.add(client)
         try:
             await client.start()
@@ -557,6 +592,8 @@ class RunOutcome:
     service_addr: str | None
     #: tcp-service: every route's address, in the order of the flags.
     service_addrs: list[str] = field(default_factory=list)
+    #: ``--tls``: ``given`` (``--tls-cert``/``--tls-key``) or ``generated`` for the run.
+    tls_certificate: str = ""
 
 
 def bind_role_listeners(cfg: BenchConfig) -> list[list[socket.socket]]:
@@ -596,12 +633,23 @@ def run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None = None) -
     """Run one configured benchmark and return its outcome; ``BenchError`` on failure."""
     restore_signals = install_early_stop()
     try:
-        return _run_bench(cfg, on_ready)
+        if cfg.tls and cfg.tls_cert is None:
+            # One self-signed certificate for the run, removed with its folder afterwards.
+            with temporary_certificate() as (cert, key):
+                cfg = dataclasses.replace(cfg, tls_cert=str(cert), tls_key=str(key))
+                outcome = _run_bench(cfg, on_ready)
+            outcome.tls_certificate = "generated"
+            return outcome
+        outcome = _run_bench(cfg, on_ready)
+        if cfg.tls:
+            outcome.tls_certificate = "given"
+        return outcome
     finally:
         restore_signals()
 
 
 def _run_bench(cfg: BenchConfig, on_ready: Callable[[str], None] | None) -> RunOutcome:
+    tls_setup(cfg)  # a certificate that does not load is a usage error before anything runs
     listeners = bind_role_listeners(cfg)
     bound_all = [fmt_addr(local_addr(sock)) for sock in listeners[0]] if listeners else []
     bound = bound_all[0] if bound_all else None

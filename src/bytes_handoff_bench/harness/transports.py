@@ -20,8 +20,8 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from bytes_handoff import DuplexStream
 from bytes_handoff.adapters import wait_writable
@@ -428,6 +428,8 @@ class StreamWriterLike(Protocol):
 
     async def drain(self) -> None: ...
 
+    def can_write_eof(self) -> bool: ...
+
     def write_eof(self) -> None: ...
 
     def close(self) -> None: ...
@@ -457,6 +459,9 @@ class DuplexStreamFacade:
             self._pending = []
             await self._end.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def can_write_eof(self) -> bool:
+        return True
+
     def write_eof(self) -> None:
         if self._pending:
             raise RuntimeError("write_eof() with undrained writes")
@@ -470,12 +475,29 @@ class DuplexStreamFacade:
 
 
 async def open_streams(
-    endpoint: object, limit: int = 2**16
+    endpoint: object,
+    limit: int = 2**16,
+    *,
+    tls: Mapping[str, Any] | None = None,
+    accepted: bool = False,
 ) -> tuple[StreamReaderLike, StreamWriterLike]:
-    """asyncio streams over a raw socket (``open_connection(sock=...)``) or a duplex end."""
+    """asyncio streams over a raw socket (``open_connection(sock=...)``) or a duplex end.
+
+    ``tls``: the ``ssl=`` keyword arguments (``tls.server_ssl``/``client_ssl``) for a
+    socket: ``accepted``, the server side of a connection this end accepted (as
+    ``asyncio.start_server`` sets it up); else the client side (``open_connection``).
+    """
     if isinstance(endpoint, DuplexStream):
         facade = DuplexStreamFacade(endpoint)
         return facade, facade
-    if isinstance(endpoint, socket.socket):
+    if not isinstance(endpoint, socket.socket):
+        raise TypeError(f"cannot open streams over {type(endpoint).__name__}")
+    if not tls:
         return await asyncio.open_connection(sock=endpoint, limit=limit)
-    raise TypeError(f"cannot open streams over {type(endpoint).__name__}")
+    if not accepted:
+        return await asyncio.open_connection(sock=endpoint, limit=limit, **tls)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=endpoint, **tls)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

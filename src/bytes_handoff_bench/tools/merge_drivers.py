@@ -100,6 +100,8 @@ SAME_KEYS = (
     "offered_streams_per_sec_all_drivers",
     "rate_tolerance",
     "max_lag_millis",
+    "tls",
+    "tls_mode",
 )
 
 #: Added up over the drivers.

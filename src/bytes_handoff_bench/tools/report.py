@@ -240,6 +240,9 @@ def run_headline(row: Mapping[str, str]) -> str:
     else:
         mode = transport or "unknown transport"
     parts = [mode]
+    if row.get("tls") == "true":  # --tls: both legs (the run folder's name says the mode)
+        version = row.get("tls_version", "")
+        parts.append(f"TLS ({version})" if version else "TLS")
     if row.get("loop"):
         parts.append(row["loop"])
     if row.get("completion"):

@@ -28,6 +28,21 @@ interleaved per run index (run 1 of each, then run 2 of each, ...) so host
 noise hits all of them alike, puts each implementation in its own subfolder of
 one parent folder and writes ``comparison.md`` and ``comparison.png`` there.
 
+``--implementation`` also takes a comma list (``handoff_protocol,manual_protocol``):
+those, in the run order, interleaved as ``all`` is.
+
+``--tls`` makes both legs TLS (the harness's ``--tls``; ``--tls-mode`` passed on),
+in split mode for the service and the driver alike: the run folder gets one
+self-signed certificate (made with ``openssl``, removed after the runs) whose
+paths both processes are given (``--tls-cert``/``--tls-key``), unless those were
+given here. ``--implementation all`` then runs those with a TLS form in the mode
+asked (``names.TLS_MODES``). ``--tls-mode both`` runs each implementation in every
+mode it has, interleaved per run index like implementations, as cells named
+``<implementation>+<mode>`` (``handoff_protocol+accept``,
+``handoff_protocol+starttls``): what ``start_tls()`` costs next to ``ssl=`` at
+connect time, in one comparison. A TLS run's folder name ends in
+``_tls-<mode>`` before its timestamp.
+
 Before any run the harness is asked, once, whether it accepts every cell
 (:func:`preflight`); a refused cell is one line and exit status 2.
 """
@@ -47,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bytes_handoff_bench import defaults
+from bytes_handoff_bench.certs import CERT_NAME, KEY_NAME, make_certificate, openssl_command
 from bytes_handoff_bench.cli_common import (
     HelpFormatter,
     OneLineParser,
@@ -67,8 +83,10 @@ from bytes_handoff_bench.names import (
     Loop,
     Role,
     Scenario,
+    TlsMode,
     Transport,
     implementations_for,
+    tls_refusal,
 )
 from bytes_handoff_bench.output_paths import choose_results_dir, make_output_dir, output_dir_arg
 from bytes_handoff_bench.processes import Child, RunError, last_line, raise_on_termination
@@ -95,6 +113,10 @@ Examples:
        --rate 300 --duration-seconds 5   # every implementation at one offered load
   PROG --service-cores 0-1 --driver-cores 2-3 --drivers 2 --rate 400 --duration-seconds 5
                                          # two driver processes, one service, merged
+  PROG --service-cores 0 --driver-cores 1 --implementation all --scenario coalesced --tls
+                                         # what TLS costs each implementation that has it
+  PROG --service-cores 0 --driver-cores 1 --scenario coalesced --tls --tls-mode both \
+       --implementation handoff_protocol,manual_protocol   # start_tls() against ssl=
 """
 
 
@@ -251,9 +273,10 @@ def build_parser(prog: str) -> OneLineParser:
     )
     parser.add_argument(
         "--implementation",
-        choices=[*(m.value for m in Implementation), "all"],
         default=defaults.IMPLEMENTATION,
-        help="the proxy; all: each that runs on the transport, interleaved per run",
+        help="the proxy, a comma list of them, or all: each that runs on the transport (with"
+        " --tls: that has a TLS form), interleaved per run; one of"
+        f" {', '.join(m.value for m in Implementation)}",
     )
     parser.add_argument(
         "--scenario",
@@ -331,6 +354,33 @@ def build_parser(prog: str) -> OneLineParser:
         " them, or once per driver",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TCP: both legs run TLS, for every role (the harness's --tls): what TLS costs"
+        " each implementation; handoff and handoff_splice have no TLS form (default: off)",
+    )
+    parser.add_argument(
+        "--tls-mode",
+        choices=[*(m.value for m in TlsMode), "both"],
+        help="--tls: accept (ssl= at connect time) or starttls (a plaintext line, then the"
+        " library's start_tls(): handoff_protocol only); both: each implementation in each"
+        " mode it has, interleaved, as cells <implementation>+<mode> (default: accept)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PATH",
+        help="--tls: the PEM certificate every role presents and trusts, with --tls-key"
+        " (default: a self-signed one made with openssl in the run folder, removed after"
+        " the runs)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="PATH",
+        help="--tls: the PEM key of --tls-cert (default: made with the certificate)",
+    )
+    parser.add_argument(
         "--results-dir",
         type=output_dir_arg,
         help="where run folders go: a folder, or a new one in an existing folder (default:"
@@ -342,6 +392,17 @@ def build_parser(prog: str) -> OneLineParser:
         help="limit per harness process (default 600, more for long --duration-seconds)",
     )
     return parser
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation as a cell runs it: in a TLS mode, or without TLS (``None``).
+    ``label`` names the cell (its folder, its row): the implementation, ``+mode`` with
+    ``--tls-mode both``."""
+
+    label: str
+    implementation: Implementation
+    tls_mode: TlsMode | None = None
 
 
 @dataclass
@@ -377,6 +438,30 @@ class Plan:
     service_addrs: list[str] = field(default_factory=list)
     sink_addrs: list[str] = field(default_factory=list)
     driver_prefixes: list[list[str]] = field(default_factory=list)
+    #: ``--tls``: the cells' implementations and TLS modes; empty: without TLS (each of
+    #: :attr:`implementations` as it is).
+    tls_variants: list[Variant] = field(default_factory=list)
+    #: ``--tls``: the certificate and key every role gets; ``None``: made in the run folder.
+    tls_files: tuple[Path, Path] | None = None
+
+    @property
+    def variants(self) -> list[Variant]:
+        """Every cell's implementation (and TLS mode), in run order."""
+        return self.tls_variants or [Variant(str(i), i) for i in self.implementations]
+
+    @property
+    def tls_label(self) -> str:
+        """``accept``, ``starttls`` or ``both``; ``""`` without TLS."""
+        modes = sorted({v.tls_mode for v in self.tls_variants if v.tls_mode is not None})
+        return "both" if len(modes) > 1 else (modes[0] if modes else "")
+
+    def tls_args(self, tls_mode: TlsMode | None) -> list[str]:
+        """The harness's TLS flags for a cell (before the run folder exists, the paths the
+        certificate will have there: only their presence is checked before a run)."""
+        if tls_mode is None:
+            return []
+        cert, key = self.tls_files or (Path(CERT_NAME), Path(KEY_NAME))
+        return ["--tls", "--tls-mode", tls_mode, "--tls-cert", str(cert), "--tls-key", str(key)]
 
     def driver_slots(self, out_dir: Path, n: int) -> list[DriverSlot]:
         """With several drivers, one slot each (its addresses, prefix, RSS samples)."""
@@ -401,7 +486,9 @@ class Plan:
     def load_args(self) -> list[str]:
         return [word for flag, value in self.load.items() for word in (flag, value)]
 
-    def harness_args(self, implementation: str, scenario: str) -> list[str]:
+    def harness_args(
+        self, implementation: str, scenario: str, tls_mode: TlsMode | None = None
+    ) -> list[str]:
         args = [
             "--transport",
             self.transport,
@@ -416,7 +503,7 @@ class Plan:
             args += [flag, value]
         if self.loop is not None:
             args += ["--loop", self.loop]
-        return args
+        return args + self.tls_args(tls_mode)
 
     @property
     def sustained(self) -> bool:
@@ -539,11 +626,8 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
 
     duration = float(shape.get("--duration-seconds", "0"))
     run_timeout = args.run_timeout_seconds or max(600.0, 3.0 * duration + 300.0)
-    implementations = (
-        implementations_for(transport)
-        if args.implementation == "all"
-        else [Implementation(args.implementation)]
-    )
+    implementations = implementation_list(args.implementation, transport)
+    tls_variants, tls_files = plan_tls(args, transport, implementations)
     scenarios = list(Scenario) if args.scenario == "all" else [Scenario(args.scenario)]
     results_dir, _default = choose_results_dir(args.results_dir, "--results-dir")
     return Plan(
@@ -570,7 +654,60 @@ def make_plan(args: argparse.Namespace, python: str) -> Plan:
         service_addrs=(args.service_addr or []) if drivers > 1 else [],
         sink_addrs=(args.sink_addr or []) if drivers > 1 else [],
         driver_prefixes=(args.driver_prefix or []) if drivers > 1 else [],
+        tls_variants=tls_variants,
+        tls_files=tls_files,
     )
+
+
+def implementation_list(text: str, transport: Transport) -> list[Implementation]:
+    """``--implementation``: one name, a comma list (run order, each once), or ``all``."""
+    if text.strip() == "all":
+        return implementations_for(transport)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = [m.value for m in Implementation]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise UsageError(
+            f"--implementation: {unknown[0] if unknown else text!r} is not one of all,"
+            f" {', '.join(known)} (or a comma list of them)"
+        )
+    if len(set(names)) != len(names):
+        raise UsageError(f"--implementation names one twice: {text!r}")
+    return sorted((Implementation(name) for name in names), key=known.index)
+
+
+def plan_tls(
+    args: argparse.Namespace, transport: Transport, implementations: list[Implementation]
+) -> tuple[list[Variant], tuple[Path, Path] | None]:
+    """``--tls``: the cells (implementation, mode) and the given certificate, checked."""
+    if not args.tls:
+        for flag in ("--tls-mode", "--tls-cert", "--tls-key"):
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise UsageError(f"{flag} needs --tls")
+        return [], None
+    if transport != Transport.TCP:
+        raise UsageError("--tls needs --transport tcp (or split mode: TLS runs on sockets)")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+    files: tuple[Path, Path] | None = None
+    if args.tls_cert is not None:
+        for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+            if not path.is_file():
+                raise UsageError(f"{flag}: no such file: {str(path)!r}")
+        files = (args.tls_cert.resolve(), args.tls_key.resolve())
+    else:
+        openssl_command()  # before any run: without it there is no certificate to make
+    both = args.tls_mode == "both"
+    modes = list(TlsMode) if both else [TlsMode(args.tls_mode or TlsMode.ACCEPT)]
+    every = args.implementation.strip() == "all"
+    variants: list[Variant] = []
+    for impl in implementations:
+        fits = [mode for mode in modes if tls_refusal(impl, mode) is None]
+        if not fits and not every:
+            fits = modes[:1]  # named: the harness refuses it, in its own words
+        for mode in fits:
+            variants.append(Variant(f"{impl}+{mode}" if both else str(impl), impl, mode))
+    return variants, files
 
 
 def open_loop_idle_millis(shape: dict[str, str], load: dict[str, str]) -> int:
@@ -620,8 +757,15 @@ def check_supported(plan: Plan) -> None:
     check_cells(
         plan,
         [
-            ("", [*plan.harness_args(implementation, scenario), *plan.load_args(), *several])
-            for implementation in plan.implementations
+            (
+                f"{v.label}: " if plan.tls_variants else "",
+                [
+                    *plan.harness_args(v.implementation, scenario, v.tls_mode),
+                    *plan.load_args(),
+                    *several,
+                ],
+            )
+            for v in plan.variants
             for scenario in plan.scenarios
         ],
     )
@@ -660,11 +804,17 @@ def _last(path: Path) -> str:
 
 
 def run_cell_once(
-    plan: Plan, implementation: str, scenario: str, out_dir: Path, n: int
+    plan: Plan,
+    implementation: str,
+    scenario: str,
+    out_dir: Path,
+    n: int,
+    tls_mode: TlsMode | None = None,
 ) -> dict[str, str]:
     """One run of one cell; returns its ``runs.csv`` row."""
-    label = f"run {n} ({implementation} {scenario})"
-    args = plan.harness_args(implementation, scenario)
+    tls = f" tls={tls_mode}" if tls_mode is not None else ""
+    label = f"run {n} ({implementation} {scenario}{tls})"
+    args = plan.harness_args(implementation, scenario, tls_mode)
     if not plan.split:
         return merge_run(run_integrated(plan, [*args, *plan.load_args()], out_dir, n, label), None)
     service_extra: list[str] = []
@@ -726,8 +876,9 @@ class CellResult:
 
 
 def cell_dir(base: Path, plan: Plan, implementation: str, scenario: str) -> Path:
+    """A cell's folder: ``implementation`` is its label (:class:`Variant`)."""
     path = base
-    if len(plan.implementations) > 1:
+    if len(plan.variants) > 1:
         path = path / implementation
     if len(plan.scenarios) > 1:
         path = path / scenario
@@ -742,16 +893,34 @@ def display_path(path: Path) -> str:
 
 
 def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResult]]:
-    impl_label = plan.implementations[0] if len(plan.implementations) == 1 else "all"
+    variants = plan.variants
+    impl_label = variants[0].label if len(variants) == 1 else "all"
     scenario_label = plan.scenarios[0] if len(plan.scenarios) == 1 else "all"
+    tls_part = f"_tls-{plan.tls_label}" if plan.tls_label else ""
     base = new_run_dir(
         plan.results_dir,
-        f"stream_{plan.transport}_{impl_label}_{scenario_label}_{plan.completion}",
+        f"stream_{plan.transport}_{impl_label}_{scenario_label}_{plan.completion}{tls_part}",
     )
+    made: list[Path] = []
+    if plan.tls_variants and plan.tls_files is None:
+        # One certificate for every role and run, removed after the runs (a private key
+        # does not belong among results).
+        plan.tls_files = make_certificate(base)
+        made = list(plan.tls_files)
+    try:
+        return base, _execute(plan, base, log)
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
+
+
+def _execute(plan: Plan, base: Path, log: Callable[[str], None]) -> list[CellResult]:
     cells = {
-        (impl, scenario): CellResult(impl, scenario, cell_dir(base, plan, impl, scenario), [])
+        (v.label, scenario): CellResult(
+            v.label, scenario, cell_dir(base, plan, v.label, scenario), []
+        )
         for scenario in plan.scenarios
-        for impl in plan.implementations
+        for v in plan.variants
     }
     mode = (
         f"split service_cores={plan.service_cores} driver_cores={plan.driver_cores}"
@@ -768,22 +937,24 @@ def execute(plan: Plan, log: Callable[[str], None]) -> tuple[Path, list[CellResu
     for name, prefix in prefixes:
         if prefix:
             mode += f" {name}_prefix={shlex.quote(shlex.join(prefix))}"
+    if plan.tls_label:
+        mode += f" tls={plan.tls_label}"
     log(f"results={display_path(base)} transport={plan.transport} mode={mode} runs={plan.runs}")
     for n in range(1, plan.runs + 1):
         for scenario in plan.scenarios:
-            for impl in plan.implementations:
-                cell = cells[(impl, scenario)]
-                row = run_cell_once(plan, impl, scenario, cell.path, n)
+            for v in plan.variants:
+                cell = cells[(v.label, scenario)]
+                row = run_cell_once(plan, v.implementation, scenario, cell.path, n, v.tls_mode)
                 cell.rows.append(row)
                 key = "service_cpu_ns_per_byte" if plan.split else "cpu_ns_per_byte"
                 log(
-                    f"[run {n}/{plan.runs}] {impl} {scenario}: "
+                    f"[run {n}/{plan.runs}] {v.label} {scenario}: "
                     f"mib_per_sec={row.get('mib_per_sec', '?')} {key}={row.get(key, '?')}"
                     + load_note(row)
                 )
     for cell in cells.values():
         cell.stats = write_cell_artifacts(cell.path, cell.rows)
-    return base, list(cells.values())
+    return list(cells.values())
 
 
 def load_note(row: dict[str, str]) -> str:
@@ -830,7 +1001,7 @@ def run(prog: str, argv: Sequence[str]) -> int:
             ),
             flush=True,
         )
-    if len(plan.implementations) > 1:
+    if len(plan.variants) > 1:
         from bytes_handoff_bench.tools.report import CellSummary, print_table, write_comparison
 
         summaries = [
