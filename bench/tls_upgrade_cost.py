@@ -23,30 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bytes_handoff_bench.certs import make_certificate
+
 CHUNK = 64 * 1024
-
-
-def make_cert(folder: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        sys.exit("tls_upgrade_cost: needs the openssl command to make a test certificate")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 # -- the client (a subprocess) --------------------------------------------------------------------
@@ -141,7 +127,7 @@ def main() -> None:
         return
     size = args.mib * 1024 * 1024
     with tempfile.TemporaryDirectory() as folder:
-        cert, key = make_cert(Path(folder))
+        cert, key = make_certificate(Path(folder))
         print(f"{args.mib} MiB each way, {args.runs} runs; server bytes (both ways) per CPU-second")
         print(f"{'loop':8} {'setup':10} {'median MiB/CPU-s':>17} {'runs (MiB/CPU-s)'}")
         for loop_name in args.loops.split(","):

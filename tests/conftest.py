@@ -19,10 +19,8 @@ import functools
 import inspect
 import json
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ import pytest_asyncio
 import uvloop
 
 import net_support
+from bytes_handoff_bench.certs import make_certificate
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -255,17 +254,7 @@ def read_to_eof() -> Callable[[Any], Any]:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for ``localhost`` and 127.0.0.1, made now with openssl."""
-    openssl = shutil.which("openssl")
-    assert openssl, "the openssl command is needed to make a test certificate"
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-         "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "http_proxy.py"
 CURL = shutil.which("curl")
-OPENSSL = shutil.which("openssl")
 
 pytestmark = pytest.mark.skipif(CURL is None, reason="needs the curl binary (apt-get install curl)")
 
@@ -215,29 +214,15 @@ def upstream(site: Path) -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="module")
-def tls_upstream(site: Path) -> Iterator[tuple[Upstream, Path]]:
+def tls_upstream(site: Path, tls_files: tuple[Path, Path]) -> Iterator[tuple[Upstream, Path]]:
     """An HTTPS upstream for ``localhost``, and the self-signed certificate to trust."""
-    if OPENSSL is None:
-        pytest.skip("needs the openssl binary to make a certificate (apt-get install openssl)")
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        subprocess.run(
-            [
-                *(OPENSSL, "req", "-x509", "-newkey", "ec"),
-                *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"),
-                *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-                *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=TIMEOUT,
-        )
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cert, key)
-        server = Upstream(site)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-        with serving(server):
-            yield server, cert
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = Upstream(site)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server, cert
 
 
 # -- the proxy -------------------------------------------------------------------------------
