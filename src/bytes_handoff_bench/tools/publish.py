@@ -339,6 +339,38 @@ def _comparison(loop: str) -> Block:
     )
 
 
+#: Long tunnels: the splice against the cheapest copying proxy once each stream's
+#: routing and setup are spread over 16 MiB instead of 1 MiB.
+LONG_TUNNEL = (
+    "--transport tcp --implementation handoff_splice,raw_protocol --scenario coalesced"
+    " --completion fire_and_forget --connections 16 --route-frames 64 --frame-len 63"
+    " --tunnel-bytes 16777216 --read-reserve 16384 --worker-threads 1 --duration-seconds 5"
+    " --runs 3 --service-cores 0 --driver-cores 1"
+)
+TINY_LONG_TUNNEL = (
+    "--transport tcp --implementation handoff_splice,raw_protocol --scenario coalesced"
+    " --completion fire_and_forget --connections 2 --route-frames 4 --frame-len 63"
+    " --tunnel-bytes 65536 --read-reserve 1024 --worker-threads 1 --runs 1"
+    " --service-cores 0 --driver-cores 1"
+)
+
+
+def _long_tunnel(loop: str) -> Block:
+    return Block(
+        f"long-tunnel-{loop}",
+        f"handoff_splice against raw_protocol with 16 MiB tunnels, {loop}: table and chart",
+        (
+            command(
+                "bench/run-stream-harness.sh",
+                f"{LONG_TUNNEL} --loop {loop}",
+                f"{TINY_LONG_TUNNEL} --loop {loop}",
+                label=f"long-tunnel-{loop}",
+            ),
+        ),
+        render_comparison,
+    )
+
+
 def _cost_curve(loop: str) -> Command:
     return command(
         "bench/run-cost-curve.sh",
@@ -393,6 +425,7 @@ BLOCKS: tuple[Block, ...] = (
         ),
         render_markdown("targets.md"),
     ),
+    *(_long_tunnel(loop) for loop in LOOPS),
     Block(
         "cost-curves",
         "open-loop cost curves, both loops: knees, chart, every point",
