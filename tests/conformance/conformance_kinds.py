@@ -28,8 +28,10 @@ from bytes_handoff import (
     HandoffProtocol,
     WriteHandoff,
     WriteHandoffConfig,
+    build_proxy_header_v2,
     duplex_pair,
     open_handoff_connection,
+    parse_proxy_header,
     start_handoff_server,
     stop_waiting,
     tunnel,
@@ -408,6 +410,72 @@ async def protocol_starttls_kind(request: Any) -> AsyncIterator[Endpoint]:
 
 
 @contextlib.asynccontextmanager
+async def protocol_proxy_header_kind(request: Any) -> AsyncIterator[Endpoint]:
+    """The protocol path after a PROXY v2 header, sent in one segment with the first
+    line: the header is parsed off the buffer and the line read from what it left."""
+    async with _protocol_server(None) as (server, accepted):
+        sock = await _connected_socket(_address(server))
+        peer = SocketPeer(sock)
+        header = build_proxy_header_v2(("192.0.2.1", 40000), ("198.51.100.7", 443))
+        await peer.send(header + b"HELLO\r\n")
+        proto = await accepted.get()
+        try:
+            parsed = None
+            while parsed is None:
+                parsed = parse_proxy_header(proto.buffer)
+                if parsed is None:
+                    assert await proto.read_available() > 0, "peer ended inside the header"
+            assert parsed.source is not None and parsed.source[1] == 40000
+            assert await proto.read_until(b"\r\n") == b"HELLO\r\n"
+            yield await _protocol_endpoint("protocol-proxy-header", proto, peer)
+        finally:
+            await peer.close()
+            await _close_transport(proto)
+
+
+@contextlib.asynccontextmanager
+async def protocol_adopted_kind(request: Any) -> AsyncIterator[Endpoint]:
+    """A connection first read by a plain ``asyncio.Protocol`` up to a ``SWITCH`` line, then
+    adopted by a fresh ``HandoffProtocol`` with the bytes that protocol had left over."""
+    adopted: asyncio.Queue[HandoffProtocol] = asyncio.Queue()
+    cfg = HandoffBufferConfig(max_len=MAX_LEN, read_reserve=4096)
+
+    class LineFirst(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.head = b""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.head += data
+            line, sep, tail = self.head.partition(b"\r\n")
+            if sep:
+                assert line == b"SWITCH"
+                proto = HandoffProtocol(cfg)
+                proto.adopt(self.transport, tail)
+                adopted.put_nowait(proto)
+
+    loop = asyncio.get_running_loop()
+    async with _listener() as listener:
+        server = await loop.create_server(LineFirst, sock=listener)
+        try:
+            sock = await _connected_socket(_address(server))
+            peer = SocketPeer(sock)
+            await peer.send(b"SWITCH\r\nHELLO\r\n")  # the tail in the switch's own segment
+            async with asyncio.timeout(5):
+                proto = await adopted.get()
+            try:
+                assert await proto.read_until(b"\r\n") == b"HELLO\r\n"
+                yield await _protocol_endpoint("protocol-adopted", proto, peer)
+            finally:
+                await peer.close()
+                await _close_transport(proto)
+        finally:
+            await _close_server(server)
+
+
+@contextlib.asynccontextmanager
 async def streams_kind(request: Any) -> AsyncIterator[Endpoint]:
     """asyncio streams: a ``StreamReader`` read with one copy, a ``StreamWriter`` written."""
     accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -597,6 +665,8 @@ KINDS: dict[str, KindSpec] = {
     "protocol": KindSpec(protocol_kind, callback=True),
     "protocol-tls": KindSpec(protocol_tls_kind, half_close=False, callback=True),
     "protocol-starttls": KindSpec(protocol_starttls_kind, half_close=False, callback=True),
+    "protocol-proxy-header": KindSpec(protocol_proxy_header_kind, callback=True),
+    "protocol-adopted": KindSpec(protocol_adopted_kind, callback=True),
     "streams": KindSpec(streams_kind),
     "duplex": KindSpec(duplex_kind),
     "anyio": KindSpec(anyio_kind),

@@ -323,20 +323,26 @@ def command(
     )
 
 
-def _comparison(loop: str) -> Block:
+def _harness_table(name: str, what: str, shape: str, tiny: str, loop: str, label: str) -> Block:
+    """One ``run-stream-harness.sh`` run on ``loop``: its comparison table and chart."""
     return Block(
-        f"comparison-{loop}",
-        f"split-process TCP, every implementation, both scenarios, {loop}: table and chart",
+        name,
+        f"{what}, {loop}: table and chart",
         (
             command(
                 "bench/run-stream-harness.sh",
-                f"{SHAPE} --loop {loop}",
-                f"{TINY_SHAPE} --loop {loop}",
-                label=loop,
+                f"{shape} --loop {loop}",
+                f"{tiny} --loop {loop}",
+                label=label,
             ),
         ),
         render_comparison,
     )
+
+
+def _comparison(loop: str) -> Block:
+    what = "split-process TCP, every implementation, both scenarios"
+    return _harness_table(f"comparison-{loop}", what, SHAPE, TINY_SHAPE, loop, loop)
 
 
 #: Long tunnels: the splice against the cheapest copying proxy once each stream's
@@ -356,19 +362,9 @@ TINY_LONG_TUNNEL = (
 
 
 def _long_tunnel(loop: str) -> Block:
-    return Block(
-        f"long-tunnel-{loop}",
-        f"handoff_splice against raw_protocol with 16 MiB tunnels, {loop}: table and chart",
-        (
-            command(
-                "bench/run-stream-harness.sh",
-                f"{LONG_TUNNEL} --loop {loop}",
-                f"{TINY_LONG_TUNNEL} --loop {loop}",
-                label=f"long-tunnel-{loop}",
-            ),
-        ),
-        render_comparison,
-    )
+    name = f"long-tunnel-{loop}"
+    what = "handoff_splice against raw_protocol with 16 MiB tunnels"
+    return _harness_table(name, what, LONG_TUNNEL, TINY_LONG_TUNNEL, loop, name)
 
 
 def _cost_curve(loop: str) -> Command:
