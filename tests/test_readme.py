@@ -424,6 +424,19 @@ def test_every_repository_path_the_readme_names_exists() -> None:
     assert missing == []
 
 
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_in_page_link_names_a_heading() -> None:
+    headings = re.findall(r"^#{1,6} (.+)$", _prose(), flags=re.M)
+    slugs = {_slug(h) for h in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", README))
+    assert links, "the README links no section: the pattern above went stale"
+    assert sorted(links - slugs) == []
+
+
 def test_the_readme_cites_no_document_outside_the_repository() -> None:
     for phrase in ("SPEC", "PERFORMANCE-NOTES", "the seed", "seed's", "../shared"):
         assert phrase not in README
