@@ -35,6 +35,7 @@ import copy
 import math
 import os
 import re
+import select
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +71,7 @@ EXIT_STATUSES: Mapping[int, str] = {
     1: "a run failed",
     2: "bad usage (a flag, a value or a setting; a missing extra)",
     130: "interrupted (Ctrl-C or SIGTERM)",
+    141: "its output closed by the reader (| head)",
 }
 
 
@@ -304,6 +306,28 @@ def _fail(prog: str, message: str, status: int) -> int:
     return status
 
 
+#: The status of a program whose output pipe closed under it (128 + SIGPIPE), as a shell reports.
+STDOUT_CLOSED = 141
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (``| head``)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def run_main(
     prog: str,
     body: Callable[[], int],
@@ -319,11 +343,14 @@ def run_main(
     :class:`OneLineParser` (so ``--help`` and ``--version`` need no extra, and
     nothing runs without it); ``None``: no check. ``crashes``: exception types
     reported as ``<Type>: <message>`` with status 1 instead of a traceback.
-    ``interrupted``: the text after ``prog: `` on an interrupt.
+    ``interrupted``: the text after ``prog: `` on an interrupt. Standard output
+    closed by its reader (``| head``) ends the program quietly with status 141.
     """
     _ExtraCheck.load = None if bench_extra is None else tuple(bench_extra)
     try:
-        return body()
+        status = body()
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return status
     except BenchError as exc:  # UsageError and MissingExtra included: their exit_code is 2
         return _fail(prog, str(exc), exc.exit_code)
     except RunError as exc:
@@ -332,6 +359,13 @@ def run_main(
         sys.stdout.flush()
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            _quiet_stdout()  # the reader took what it wanted: no traceback, the shell's status
+            return STDOUT_CLOSED
+        if isinstance(exc, crashes):  # a socket's, not ours: the body's own failure
+            return _fail(prog, f"{type(exc).__name__}: {exc}", 1)
+        raise
     except crashes as exc:
         return _fail(prog, f"{type(exc).__name__}: {exc}", 1)
     finally:

@@ -385,3 +385,25 @@ def test_criterion_script_names_the_micro_extra(hide_dir: Path) -> None:
         "pip install 'bytes-handoff[micro]'",
     )
     assert line.startswith("run-criterion-baseline.sh: error: "), line
+
+
+@pytest.mark.parametrize(
+    ("name", "cmd"),
+    [
+        ("bytes-handoff-bench --help", [*PY, "--help"]),
+        ("publish-results.sh --dry-run", ["bash", str(BENCH / "publish-results.sh"), "--dry-run"]),
+    ],
+)
+def test_output_into_a_closed_pipe_ends_quietly_with_the_shells_status(
+    name: str, cmd: list[str]
+) -> None:
+    # `| head -1` that has already exited: every write to stdout fails with EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    # argparse's --help drops a failed write itself (status 0); our own output: 141.
+    assert proc.returncode == (0 if "--help" in cmd else 141), proc.stderr
+    assert proc.stderr == ""
