@@ -32,7 +32,6 @@ workers make their own.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import ssl
@@ -45,7 +44,7 @@ from bytes_handoff.adapters import stop_waiting, wait_readable, wait_writable
 from ..errors import BenchError, UsageError, VerificationError
 from ..names import TlsMode
 from .config import BenchConfig
-from .transports import send_plan, tune
+from .transports import AcceptingSink, send_plan
 from .workload import StreamVerifier, Workload
 
 __all__ = [
@@ -274,11 +273,11 @@ class _SinkConn:
         self.writing = False
 
 
-class TlsSink:
+class TlsSink(AcceptingSink[_SinkConn]):
     """Accepts TLS streams on a listening socket and verifies each one's plaintext.
 
-    The same face as :class:`~.transports.TcpSink` (``start``, ``close``,
-    ``bytes_seen``); one receive buffer serves every connection.
+    The accept loop and closing are :class:`~.transports.TcpSink`'s; one receive
+    buffer serves every connection; ``bytes_seen`` counts plaintext.
     """
 
     def __init__(
@@ -291,37 +290,18 @@ class TlsSink:
         setup: TlsSetup,
         negotiated: Negotiated,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._listener = listener
-        self._wl = wl
-        self._on_done = on_done
-        self._on_error = on_error
-        self._buf = bytearray(bufsize)
+        super().__init__(listener, wl, on_done, on_error, bufsize)
         self._view = memoryview(self._buf)
         self._setup = setup
         self._negotiated = negotiated
-        self._conns: dict[int, _SinkConn] = {}
-        #: Plaintext bytes received so far, over all streams (a progress signal).
-        self.bytes_seen = 0
 
-    def start(self) -> None:
-        self._loop.add_reader(self._listener.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._on_error(BenchError(f"sink accept failed: {exc}"))
-                return
-            conn = _SinkConn(tune(sock), StreamVerifier(self._wl))
-            self._conns[sock.fileno()] = conn
-            if self._setup.mode == TlsMode.STARTTLS:
-                self._watch(conn, self._preamble)
-            else:
-                self._start_tls(conn)
+    def _accepted(self, sock: socket.socket) -> None:
+        conn = _SinkConn(sock, StreamVerifier(self._wl))
+        self._conns[sock.fileno()] = conn
+        if self._setup.mode == TlsMode.STARTTLS:
+            self._watch(conn, self._preamble)
+        else:
+            self._start_tls(conn)
 
     def _watch(
         self, conn: _SinkConn, callback: Callable[[_SinkConn], None], *, write: bool = False
@@ -466,10 +446,3 @@ class TlsSink:
         if fd >= 0:
             self._conns.pop(fd, None)
         conn.sock.close()
-
-    def close(self) -> None:
-        if self._listener.fileno() >= 0:
-            self._loop.remove_reader(self._listener.fileno())
-        for conn in list(self._conns.values()):
-            self._drop(conn)
-        self._listener.close()

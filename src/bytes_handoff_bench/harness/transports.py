@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from bytes_handoff import DuplexStream
 from bytes_handoff.adapters import wait_writable
@@ -55,6 +55,10 @@ def fmt_addr(addr: Addr) -> str:
 
 
 # -- sockets ------------------------------------------------------------------------------
+
+
+#: A sink's connection: what its table holds for each accepted socket.
+Conn = TypeVar("Conn")
 
 
 def tune(sock: socket.socket) -> socket.socket:
@@ -264,11 +268,12 @@ class TcpClient:
         self.sock.close()
 
 
-class TcpSink:
-    """Accepts streams on a listening socket and verifies each one from loop callbacks.
+class AcceptingSink(Generic[Conn]):
+    """What the TCP and TLS sinks share: the listener, the accept loop, the table of
+    connections by descriptor, the receive buffer, and closing it all.
 
-    One receive buffer serves every connection of the sink: a callback reads
-    and verifies synchronously, so the buffer is free again when it returns.
+    A subclass says what an accepted socket becomes (``_accepted``) and how one
+    connection is dropped (``_drop``).
     """
 
     def __init__(
@@ -285,7 +290,7 @@ class TcpSink:
         self._on_done = on_done
         self._on_error = on_error
         self._buf = bytearray(bufsize)
-        self._conns: dict[int, socket.socket] = {}
+        self._conns: dict[int, Conn] = {}
         #: Bytes received so far, over all streams (a progress signal for watchdogs).
         self.bytes_seen = 0
 
@@ -301,10 +306,33 @@ class TcpSink:
             except OSError as exc:
                 self._on_error(BenchError(f"sink accept failed: {exc}"))
                 return
-            tune(sock)
-            fd = sock.fileno()
-            self._conns[fd] = sock
-            self._loop.add_reader(fd, self._readable, sock, StreamVerifier(self._wl))
+            self._accepted(tune(sock))
+
+    def _accepted(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _drop(self, conn: Conn) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._listener.fileno() >= 0:
+            self._loop.remove_reader(self._listener.fileno())
+        for conn in list(self._conns.values()):
+            self._drop(conn)
+        self._listener.close()
+
+
+class TcpSink(AcceptingSink[socket.socket]):
+    """Accepts streams on a listening socket and verifies each one from loop callbacks.
+
+    One receive buffer serves every connection of the sink: a callback reads
+    and verifies synchronously, so the buffer is free again when it returns.
+    """
+
+    def _accepted(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        self._conns[fd] = sock
+        self._loop.add_reader(fd, self._readable, sock, StreamVerifier(self._wl))
 
     def _readable(self, sock: socket.socket, verifier: StreamVerifier) -> None:
         # Hot path: one recv_into the shared buffer, one verification, no allocation.
@@ -341,13 +369,6 @@ class TcpSink:
             self._loop.remove_reader(fd)
             self._conns.pop(fd, None)
         sock.close()
-
-    def close(self) -> None:
-        if self._listener.fileno() >= 0:
-            self._loop.remove_reader(self._listener.fileno())
-        for sock in list(self._conns.values()):
-            self._drop(sock)
-        self._listener.close()
 
 
 # -- duplex -------------------------------------------------------------------------------
