@@ -371,3 +371,43 @@ async def test_adopt_checks_its_arguments_first() -> None:
         with pytest.raises(ValueError, match="already has a connection"):
             small.adopt(transport, b"")
         transport.close()
+
+
+@pytest.mark.asyncio
+async def test_adopt_after_the_peer_ended_reports_the_end_after_the_tail() -> None:
+    # A transport reports the peer's end once: asyncio's stops watching the socket after
+    # it, so the adopting protocol hears of it only from adopt(eof=True).
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[tuple[asyncio.Transport, bytes]] = loop.create_future()
+
+    class UntilEnd(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.seen = b""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.seen += data
+
+        def eof_received(self) -> bool:
+            ended.set_result((self.transport, self.seen))  # type: ignore[arg-type]
+            return True  # the peer only stopped sending: keep our side open
+
+    srv = await loop.create_server(UntilEnd, "127.0.0.1", 0)
+    async with asyncio.timeout(WAIT), srv, connected(srv.sockets[0].getsockname()[1]) as (r, w):
+        w.write(b"SWITCH\nTAIL")
+        w.write_eof()
+        transport, seen = await ended
+        proto = HandoffProtocol()
+        with pytest.raises(TypeError, match="eof must be a bool"):
+            proto.adopt(transport, b"", eof=1)  # type: ignore[arg-type]
+        assert proto.transport is None
+        proto.adopt(transport, seen.partition(b"\n")[2], eof=True)
+        assert await proto.read_available() == 4
+        assert proto.buffer.freeze_all() == b"TAIL"
+        assert await proto.read_available() == 0
+        assert proto.at_eof
+        async with WriteHandoff.spawn(proto) as out:  # our side still sends
+            await out.write(b"bye")
+        assert await r.read() == b"bye"

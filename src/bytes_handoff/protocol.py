@@ -221,16 +221,20 @@ class HandoffProtocol(asyncio.BufferedProtocol):
         """
         return _hand_over(self, protocol)
 
-    def adopt(self, transport: asyncio.BaseTransport, tail: BytesLike = b"") -> None:
+    def adopt(
+        self, transport: asyncio.BaseTransport, tail: BytesLike = b"", *, eof: bool = False
+    ) -> None:
         """Take over ``transport`` from the protocol that read from it, ``tail`` first.
 
         ``tail`` is what that protocol read and did not use; it lands in
         :attr:`buffer` (``on_data`` runs, the readers see it) before any later
-        byte. For a fresh protocol: ``ValueError`` if it already has a
-        connection, ``LimitExceeded`` if ``tail`` is over ``max_len``, with
-        nothing changed.
+        byte. ``eof=True`` when that protocol's ``eof_received`` already ran (the
+        peer ended its stream): the end of stream follows the tail, since a
+        transport reports it once. For a fresh protocol: ``ValueError`` if it
+        already has a connection, ``LimitExceeded`` if ``tail`` is over
+        ``max_len``, with nothing changed.
         """
-        _adopt(self, transport, tail)
+        _adopt(self, transport, tail, eof)
 
     # -- flow control the consumer controls ---------------------------------------------------
 

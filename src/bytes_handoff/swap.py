@@ -77,12 +77,16 @@ def hand_over(proto: HandoffProtocol, target: asyncio.BaseProtocol) -> asyncio.T
     return transport
 
 
-def adopt(proto: HandoffProtocol, transport: asyncio.BaseTransport, tail: BytesLike) -> None:
-    """Make ``proto`` the protocol of ``transport``, ``tail`` first; see
-    :meth:`HandoffProtocol.adopt`."""
+def adopt(
+    proto: HandoffProtocol, transport: asyncio.BaseTransport, tail: BytesLike, eof: bool = False
+) -> None:
+    """Make ``proto`` the protocol of ``transport``, ``tail`` first, then end of stream if
+    ``eof``; see :meth:`HandoffProtocol.adopt`."""
     # Duck-typed: uvloop's transports implement asyncio.Transport without subclassing it.
     if not all(hasattr(transport, name) for name in ("set_protocol", "is_closing", "abort")):
         raise TypeError(f"transport must be an asyncio transport, got {type(transport).__name__}")
+    if type(eof) is not bool:
+        raise TypeError(f"eof must be a bool, got {type(eof).__name__}")
     try:
         view = memoryview(tail)
     except TypeError:
@@ -92,7 +96,7 @@ def adopt(proto: HandoffProtocol, transport: asyncio.BaseTransport, tail: BytesL
             raise RuntimeError("the transport is closing")
         _check_fits(proto, view.nbytes)
         data = bytes(view)  # owned: the previous protocol may reuse its buffer
-    _attach(cast(asyncio.Transport, transport), proto, data, eof=False)
+    _attach(cast(asyncio.Transport, transport), proto, data, eof)
 
 
 def _attach(
