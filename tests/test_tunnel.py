@@ -343,6 +343,38 @@ async def test_a_copy_tunnel_reads_a_source_its_user_had_paused() -> None:
         src.transport.abort()
 
 
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+@pytest.mark.asyncio
+async def test_a_tunnel_from_a_callback_style_source_reads_it_past_a_full_buffer(
+    splice: bool,
+) -> None:
+    """A parser's ``on_data`` left set took the wake-ups of the tunnel's reads: a copy
+    tunnel stalled once the source's buffer filled (found by a red-team pass)."""
+    loop = asyncio.get_running_loop()
+    src_peer, src = await _server_side()
+    dst_peer, dst = await _client_side(rcvbuf=65536)
+    assert dst.transport is not None and src.transport is not None
+    src.on_data = lambda proto: None  # the parser, done: it leaves every byte buffered
+    payload = bytes(range(256)) * (4 * src.buffer.max_len // 256 + 1)
+    with src_peer, dst_peer:
+        tunnelling = asyncio.ensure_future(
+            tunnel(src.buffer, src, WriteHandoff.spawn(dst), splice=splice)
+        )
+        async with asyncio.timeout(10):
+            await loop.sock_sendall(src_peer, payload)
+            src_peer.shutdown(socket.SHUT_WR)
+            got = bytearray()
+            while len(got) < len(payload):
+                chunk = await loop.sock_recv(dst_peer, 1 << 20)
+                assert chunk, f"the destination ended after {len(got)} of {len(payload)} bytes"
+                got += chunk
+            assert await tunnelling == len(payload)
+        assert bytes(got) == payload
+        assert src.on_data is None
+        src.transport.abort()
+        dst.transport.abort()
+
+
 @pytest.mark.parametrize("how", ["idle_timeout", "cancel"])
 @pytest.mark.asyncio
 async def test_a_timeout_or_cancel_while_the_backlog_drains_is_itself_and_restores_limits(

@@ -75,8 +75,8 @@ async def tunnel(
     as several chunks. What is refused (a closed ``handoff``, a TLS or
     blocking socket, an unsupported ``source``) is refused before anything is
     taken, so the tail is still in ``buf``. A protocol source is read by the
-    tunnel from the call on (reading resumed if it was paused); on the splice
-    path its transport is left paused: close it afterwards. Closing or
+    tunnel from the call on (its ``on_data`` cleared, reading resumed if it was
+    paused); on the splice path its transport is left paused: close it afterwards. Closing or
     aborting either protocol's transport meanwhile ends the tunnel, as does
     ``handoff`` failing while the source is quiet.
 
@@ -114,6 +114,9 @@ async def tunnel(
     spliced = src_sock is not None and dst_sock is not None
     src_proto = source if isinstance(source, HandoffProtocol) else None
     dst_proto = sink.protocol if isinstance(sink, TransportWriter) else None
+    if src_proto is not None:
+        # The tunnel reads it now: a parser's callback would take the wake-ups of its reads.
+        src_proto.on_data = None
     try:
         if src_proto is not None and spliced:
             src_proto.pause_reading()  # from here on the socket's bytes are spliced, not read
