@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._types import BytesLike
-from .adapters import CLOSED_CHECK_SECONDS, register_writer
+from .adapters import CLOSED_CHECK_SECONDS, _wake, register_writer
 from .errors import BufferIOError, LimitExceeded
 from .read_buffer import HandoffBuffer, HandoffBufferConfig
 from .swap import adopt as _adopt
@@ -449,11 +449,6 @@ class HandoffProtocol(asyncio.BufferedProtocol):
                 await fut
             finally:
                 timer.cancel()
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _broken(proto: HandoffProtocol) -> OSError:

@@ -398,6 +398,8 @@ def _v1_fields(
         raise ProxyHeaderError(f"PROXY v1 protocol {proto!r} is not TCP4, TCP6 or UNKNOWN")
     fields = parts[2:]
     v6 = proto == b"TCP6"
+    addrs: list[IPAddress] = []
+    ports: list[int] = []
     for i, field in enumerate(fields[:4]):
         if complete or i < len(fields) - 1:
             if not field:
@@ -406,9 +408,9 @@ def _v1_fields(
                     " by exactly one space"
                 )
             if i < 2:
-                _v1_address(v6, i, field)
+                addrs.append(_v1_address(v6, i, field))
             else:
-                _v1_port(i, field)
+                ports.append(_v1_port(i, field))
         elif not (_port_prefix(field) if i >= 2 else _ip_prefix(v6, field)):
             raise ProxyHeaderError(f"PROXY v1 {proto.decode()} {_FIELDS[i]} {field!r} is invalid")
     if len(fields) > 4 or (complete and len(fields) < 4):
@@ -418,8 +420,7 @@ def _v1_fields(
         )
     if not complete:
         return None
-    src, dst = _v1_address(v6, 0, fields[0]), _v1_address(v6, 1, fields[1])
-    sport, dport = _v1_port(2, fields[2]), _v1_port(3, fields[3])
+    (src, dst), (sport, dport) = addrs, ports
     return (ProxyFamily.INET6 if v6 else ProxyFamily.INET), (src, sport), (dst, dport)
 
 

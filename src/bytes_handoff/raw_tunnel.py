@@ -120,7 +120,7 @@ async def tunnel(
     try:
         if src_proto is not None and spliced:
             src_proto.pause_reading()  # from here on the socket's bytes are spliced, not read
-        moving = _move(buf, source, reader, handoff, src_sock, dst_sock, idle_timeout)
+        moving = _move(buf, src_proto, dst_proto, reader, handoff, src_sock, dst_sock, idle_timeout)
         # A close of either protocol's transport, or the handoff failing, ends it early.
         total = await _until_lost(moving, src_proto, dst_proto, handoff)
     except WriteClosed:
@@ -141,7 +141,8 @@ async def tunnel(
 
 async def _move(
     buf: HandoffBuffer,
-    source: object,
+    src_proto: HandoffProtocol | None,
+    dst_proto: HandoffProtocol | None,
     reader: object,
     handoff: WriteHandoff,
     src_sock: socket.socket | None,
@@ -158,17 +159,16 @@ async def _move(
         # Everything queued must reach the sink before spliced bytes do.
         async with asyncio.timeout(idle_timeout):
             await handoff.flush()
-        if isinstance(source, HandoffProtocol):
-            sink = handoff.writer
-            assert isinstance(sink, TransportWriter)
+        if src_proto is not None:
+            assert dst_proto is not None
             total += await _splice_transports(
-                source, sink.protocol, src_sock, dst_sock, idle_timeout
+                src_proto, dst_proto, src_sock, dst_sock, idle_timeout
             )
         else:
             total += await _splice(src_sock, dst_sock, idle_timeout)
-    elif isinstance(source, HandoffProtocol):
-        source.resume_reading()  # the tunnel reads it now, whoever paused it before
-        total += await _copy_protocol(source, handoff, idle_timeout)
+    elif src_proto is not None:
+        src_proto.resume_reading()  # the tunnel reads it now, whoever paused it before
+        total += await _copy_protocol(src_proto, handoff, idle_timeout)
     else:
         total += await _copy(buf, reader, handoff, idle_timeout)
     return total
@@ -201,8 +201,7 @@ async def _drained(proto: HandoffProtocol) -> None:
 
 def _check_source(proto: HandoffProtocol) -> None:
     """``BufferIOError`` if ``proto``'s connection was lost other than by the peer's end."""
-    if proto.exception is not None:
-        raise BufferIOError(proto.exception)
+    proto._raise_if_failed()
     if proto.closed and not proto._eof_from_peer:
         raise BufferIOError(_aborted("source"))  # closed here: not the end of the stream
 

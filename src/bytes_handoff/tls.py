@@ -343,8 +343,7 @@ class TLSTransport(asyncio.Transport):
             error = self._error
             self._app.connection_lost(error if isinstance(error, Exception) else None)
             return
-        if self._out.pending and not self._raw.is_closing():
-            self._raw.write(self._out.read())  # the alert that says why, where there is one
+        self._flush()  # the alert that says why, where there is one
         if self._raw.get_write_buffer_size():
             self._raw.abort()  # a peer that does not read must not keep it open
         else:

@@ -339,6 +339,13 @@ class WriteHandoff:
     # out): on these hot paths a method call would cost more than the check itself.
 
     def _enqueue(self, data: BytesLike, size: int, ticket: WriteTicket | None) -> None:
+        """Queue an admitted chunk, or hand it to an idle writer at once (``_write_now``)."""
+        if size >= WRITE_THROUGH_BYTES and self._idle():
+            self._write_now(data, size, ticket)
+        else:
+            self._append(data, size, ticket)
+
+    def _append(self, data: BytesLike, size: int, ticket: WriteTicket | None) -> None:
         # Hot path: two appends, a counter, and at most one wake-up per idle writer.
         self._chunks.append(data)
         self._tickets.append(ticket)
@@ -372,10 +379,7 @@ class WriteHandoff:
         """Enqueue ``data`` now and return its ticket, or raise ``WriteBackpressure``."""
         chunk, size = self._admit_now(data)
         ticket = WriteTicket()
-        if size >= WRITE_THROUGH_BYTES and self._idle():
-            self._write_now(chunk, size, ticket)
-        else:
-            self._enqueue(chunk, size, ticket)
+        self._enqueue(chunk, size, ticket)
         return ticket
 
     def try_write_fire_and_forget(self, data: BytesLike) -> None:
@@ -388,8 +392,8 @@ class WriteHandoff:
             and len(self._chunks) < adm.max_items
             and adm.pending + len(data) <= adm.max_bytes
         ):
-            if len(data) >= WRITE_THROUGH_BYTES and self._idle():
-                self._write_now(data, len(data), None)
+            if len(data) >= WRITE_THROUGH_BYTES:
+                self._enqueue(data, len(data), None)
                 return
             self._chunks.append(data)
             self._tickets.append(None)
@@ -399,10 +403,7 @@ class WriteHandoff:
                 self._schedule_flush()
             return
         chunk, size = self._admit_now(data)
-        if size >= WRITE_THROUGH_BYTES and self._idle():
-            self._write_now(chunk, size, None)
-        else:
-            self._enqueue(chunk, size, None)
+        self._enqueue(chunk, size, None)
 
     async def _wait_for_room(self, size: int) -> None:
         adm = self._admission
@@ -428,10 +429,7 @@ class WriteHandoff:
         if self._closed or len(self._chunks) >= adm.max_items or adm.pending + size > adm.max_bytes:
             await self._wait_for_room(size)
         ticket = WriteTicket()
-        if size >= WRITE_THROUGH_BYTES and self._idle():
-            self._write_now(data, size, ticket)
-        else:
-            self._enqueue(data, size, ticket)
+        self._enqueue(data, size, ticket)
         return ticket
 
     async def write_fire_and_forget(self, data: BytesLike) -> None:
@@ -444,8 +442,8 @@ class WriteHandoff:
         adm = self._admission
         if self._closed or len(self._chunks) >= adm.max_items or adm.pending + size > adm.max_bytes:
             await self._wait_for_room(size)
-        if size >= WRITE_THROUGH_BYTES and self._idle():
-            self._write_now(data, size, None)
+        if size >= WRITE_THROUGH_BYTES:
+            self._enqueue(data, size, None)
             return
         self._chunks.append(data)
         self._tickets.append(None)
@@ -491,7 +489,7 @@ class WriteHandoff:
             return
         # The rest becomes the whole queue (a view of owned bytes: it never changes).
         self._accepted -= 1
-        self._enqueue(memoryview(data).cast("B")[n:] if n else data, size - n, ticket)
+        self._append(memoryview(data).cast("B")[n:] if n else data, size - n, ticket)
 
     # -- closing ------------------------------------------------------------------------------
 
